@@ -1,0 +1,38 @@
+"""Running the original ONNX model with onnxruntime: the referee for parity and counterexample replay."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from certprune.errors import ModelError
+
+
+class OnnxRuntimeModel:
+    """The original model file executed by onnxruntime, for any batch size.
+
+    Models with a fixed batch dimension (as the VNN-COMP ACAS Xu files, batch 1) are run one row at a time.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"onnxruntime cannot load {path}: {str(error).splitlines()[0]}") from error
+        graph_input = self.session.get_inputs()[0]
+        self.input_name = graph_input.name
+        self.fixed_batch = graph_input.shape[0] if isinstance(graph_input.shape[0], int) else None
+        self.output_name = self.session.get_outputs()[0].name
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Raw model outputs (including any final Sigmoid/Softmax) for a batch ``x``."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.fixed_batch is None or self.fixed_batch == len(x):
+            return self.session.run([self.output_name], {self.input_name: x})[0].reshape(len(x), -1)
+        rows = [self.session.run([self.output_name], {self.input_name: x[i:i + 1]})[0] for i in range(len(x))]
+        return np.concatenate(rows).reshape(len(x), -1)
