@@ -1,0 +1,64 @@
+"""torch.nn modules -> Network, for notebooks that hold a model in memory rather than an ONNX file."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from certprune.errors import UnsupportedLayerError
+from certprune.fold import fold_affine
+from certprune.network import Affine, Conv2d, Dense, Flatten, Layer, Network, ReLU
+
+
+def from_torch(module: nn.Module, input_shape: tuple[int, ...]) -> Network:
+    """Convert an ``nn.Sequential`` (nested ones allowed) of supported modules, in eval semantics."""
+    layers: list[Layer] = []
+    transform = None
+    shape = tuple(input_shape)
+    for name, child in _leaves(module):
+        if transform is not None:
+            raise UnsupportedLayerError(f"module '{name}' ({type(child).__name__}) after the final {transform}")
+        if isinstance(child, (nn.Sigmoid, nn.Softmax)):
+            transform = "sigmoid" if isinstance(child, nn.Sigmoid) else "softmax"
+            continue
+        layer = _convert(name, child, shape)
+        if layer is not None:
+            shape = layer.output_shape(shape)
+            layers.append(layer)
+    folded = tuple(layer.to(torch.float32) for layer in fold_affine(layers))
+    return Network(folded, tuple(input_shape), transform)
+
+
+def _leaves(module: nn.Module):
+    if not isinstance(module, nn.Sequential):
+        raise UnsupportedLayerError(f"from_torch needs an nn.Sequential, got {type(module).__name__}")
+    for name, child in module.named_children():
+        if isinstance(child, nn.Sequential):
+            yield from ((f"{name}.{n}", c) for n, c in _leaves(child))
+        else:
+            yield name, child
+
+
+def _convert(name: str, child: nn.Module, shape: tuple[int, ...]) -> Layer | None:
+    def t(x):
+        return x.detach().to(torch.float64).clone()
+
+    if isinstance(child, nn.Linear):
+        bias = t(child.bias) if child.bias is not None else torch.zeros(child.out_features, dtype=torch.float64)
+        return Dense(t(child.weight), bias)
+    if isinstance(child, nn.Conv2d):
+        if child.groups != 1 or isinstance(child.padding, str) or child.padding_mode != "zeros":
+            raise UnsupportedLayerError(f"module '{name}': Conv2d with groups/padding mode certprune lacks")
+        bias = t(child.bias) if child.bias is not None else torch.zeros(child.out_channels, dtype=torch.float64)
+        return Conv2d(t(child.weight), bias, tuple(child.stride), tuple(child.padding), tuple(child.dilation))
+    if isinstance(child, nn.ReLU):
+        return ReLU()
+    if isinstance(child, nn.Flatten):
+        return Flatten() if len(shape) > 1 else None
+    if isinstance(child, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        factor = t(child.weight) / torch.sqrt(t(child.running_var) + child.eps)
+        offset = t(child.bias) - t(child.running_mean) * factor
+        view = (-1,) + (1,) * (len(shape) - 1)
+        return Affine(factor.view(view).expand(shape).clone(), offset.view(view).expand(shape).clone())
+    if isinstance(child, (nn.Identity, nn.Dropout)):
+        return None
+    raise UnsupportedLayerError(f"module '{name}' of type {type(child).__name__} is not supported")
