@@ -1,0 +1,1 @@
+"""Branch and bound: the search, branching heuristics and the falsifying attack."""
