@@ -1,0 +1,190 @@
+"""CROWN: linear bounds carried backwards to the input through linear relaxations of the ReLUs (Zhang et al. 2018)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple, Optional
+
+import torch
+
+from certprune.bounds.base import BoundMethod, Bounds, Problem, check_kinds, finish, settle, widen_lower
+from certprune.bounds.ibp import Interval, interval_step, spec_interval
+from certprune.bounds.linear import AFFINE_RULES, LinearBound, concretize
+
+DEFAULT_CHUNK = 2**25  # coefficients in one linear-bound tensor (128 MB in float32)
+
+
+class Relaxation(NamedTuple):
+    """Linear bounds of y = relu(z) on the pre-activation bounds [l, u] of one ReLU layer (flat, N neurons).
+
+    lower_slope * z <= y <= upper_slope * z + upper_bias. ``lower_slope`` is (B, 1, N), or (B, R, N) with one
+    slope per bound row (alpha-CROWN); ``upper_slope`` is (B, 1, N) and ``upper_bias`` (B, N). ``shift``
+    (B, R, N) or None is added to the coefficients of z: the beta-CROWN multipliers of the split constraints.
+    """
+
+    lower_slope: torch.Tensor
+    upper_slope: torch.Tensor
+    upper_bias: torch.Tensor
+    shift: Optional[torch.Tensor] = None
+
+
+def neuron_states(lower: torch.Tensor, upper: torch.Tensor):
+    """Masks (active, inactive, unstable); a neuron with lower > upper (empty subdomain) counts as active."""
+    active = lower >= 0
+    inactive = (upper <= 0) & ~active
+    return active, inactive, ~active & ~inactive
+
+
+def relax(lower: torch.Tensor, upper: torch.Tensor) -> Relaxation:
+    """The CROWN relaxation: upper chord u (z - l) / (u - l); lower slope 1 if u >= -l else 0 (unstable)."""
+    active, _, unstable = neuron_states(lower, upper)
+    ones = active.to(lower.dtype)
+    upper_slope = torch.where(unstable, upper / torch.where(unstable, upper - lower, 1), ones)
+    upper_bias = torch.where(unstable, -upper_slope * lower, 0)
+    lower_slope = torch.where(unstable, (upper >= -lower).to(lower.dtype), ones)
+    return Relaxation(lower_slope.unsqueeze(1), upper_slope.unsqueeze(1), upper_bias)
+
+
+def _relu(layer, bound: LinearBound, shape_in, relaxation: Relaxation) -> LinearBound:
+    # A lower bound takes the lower line where its coefficient is positive, the upper line where negative:
+    # new A = A * upper_slope + A+ * (lower_slope - upper_slope); bias gains A- @ upper_bias.
+    A = bound.A
+    positive = A.clamp(min=0)
+    with_all, with_positive = _times_vector(A, relaxation.upper_bias), _times_vector(positive, relaxation.upper_bias)
+    term = with_all - with_positive  # A- @ upper_bias <= 0: nonpositive coefficients, nonnegative intercepts
+    slope_gap = relaxation.lower_slope - relaxation.upper_slope
+    if torch.is_grad_enabled():
+        new_A = torch.addcmul(A * relaxation.upper_slope, positive, slope_gap)
+    else:  # in place: saves allocating (and page-faulting) a tensor as large as A
+        new_A = (A * relaxation.upper_slope).addcmul_(positive, slope_gap)
+    if relaxation.shift is not None:
+        new_A = new_A + relaxation.shift
+    # Sum of |terms| of both products: A+ @ ub counted twice covers the cancellation in their difference.
+    return LinearBound(new_A, bound.bias + term, bound.magnitude - term + 2 * with_positive)
+
+
+def _times_vector(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """(B, R): A (R, N) or (B, R, N) times the per-box vectors v (B, N)."""
+    # Multiply and sum beats a batch of matrix-vector products for the small R, N of bound rows.
+    return v @ A.T if A.dim() == 2 else (A * v.unsqueeze(-2)).sum(dim=-1)
+
+
+RULES = {**AFFINE_RULES, "relu": _relu}
+
+
+def back_substitute(problem: Problem, end: int, relaxations: dict, bound: LinearBound) -> LinearBound:
+    """Carry a bound on the output of layers[:end] back to the network input."""
+    layers, shapes = problem.network.layers, problem.shapes
+    for pos in range(end - 1, -1, -1):
+        layer = layers[pos]
+        bound = RULES[layer.kind](layer, bound, shapes[pos], relaxations.get(pos))
+    return bound
+
+
+def lower_rows(problem: Problem, end: int, relaxations: dict, A: torch.Tensor, forward_magnitude):
+    """Widened lower bounds (B, R) of the rows A @ (output of layers[:end]) over each input box."""
+    bound = back_substitute(problem, end, relaxations, LinearBound.of(A))
+    value, magnitude = concretize(bound, problem.lower.flatten(start_dim=1), problem.upper.flatten(start_dim=1))
+    return widen_lower(value, magnitude + forward_magnitude)
+
+
+@dataclass
+class Sweep:
+    """Intermediate bounds from the forward sweep: flat (lower, upper) per ReLU layer, their relaxations by
+    layer position, the interval of the logits and the boxes whose splits are infeasible."""
+
+    pre: list
+    relaxations: dict
+    output: Interval
+    infeasible: torch.Tensor
+
+
+def sweep(problem: Problem, prior: Bounds | None, chunk_elements: int) -> Sweep:
+    """Bounds of every ReLU input in order: intervals from the previous layer, then CROWN on unstable ones."""
+    layers = problem.network.layers
+    x = Interval.of_box(problem.lower, problem.upper)
+    infeasible = torch.zeros(problem.batch, dtype=torch.bool)
+    pre, relaxations = [], {}
+    for pos, layer in enumerate(layers):
+        if layer.kind == "relu":
+            i = len(pre)
+            lower, upper = settle(problem, i, x.lower.flatten(1), x.upper.flatten(1), prior, infeasible)
+            if _needs_back_substitution(layers[:pos]):
+                lower, upper = _tighten(problem, pos, lower, upper, x.magnitude.flatten(1), relaxations, chunk_elements)
+                lower, upper = settle(problem, i, lower, upper, None, infeasible)
+            pre.append((lower, upper))
+            relaxations[pos] = relax(lower, upper)
+            x = Interval(lower.view(x.lower.shape), upper.view(x.upper.shape), x.magnitude)
+        x = interval_step(layer, x)
+    return Sweep(pre, relaxations, x, infeasible)
+
+
+def _needs_back_substitution(prefix) -> bool:
+    # Interval arithmetic is already exact (up to rounding) for one affine layer applied to a box.
+    affine = sum(layer.kind in ("dense", "conv2d", "affine") for layer in prefix)
+    return affine > 1 or any(layer.kind == "relu" for layer in prefix)
+
+
+def _tighten(problem: Problem, pos: int, lower, upper, forward_magnitude, relaxations: dict, chunk_elements: int):
+    """CROWN bounds for the neurons at layer position ``pos`` that are unstable; stable ones keep theirs.
+
+    Rows are [e_j; -e_j] for the needed neurons j, in chunks that keep each coefficient tensor bounded.
+    """
+    unstable = (lower < 0) & (upper > 0)
+    needed = torch.nonzero(unstable.any(dim=0)).flatten()
+    if needed.numel() == 0:
+        return lower, upper
+    width = max(math.prod(shape) for shape in problem.shapes[: pos + 1])
+    step = max(1, chunk_elements // (2 * problem.batch * width))
+    lower, upper = lower.clone(), upper.clone()
+    for start in range(0, needed.numel(), step):
+        index = needed[start : start + step]
+        k = index.numel()
+        rows = torch.arange(k)
+        A = torch.zeros(2 * k, lower.shape[1], dtype=lower.dtype)
+        A[rows, index] = 1
+        A[rows + k, index] = -1
+        bound = lower_rows(problem, pos, relaxations, A, forward_magnitude[:, index].repeat(1, 2))
+        # Only where unstable in that box, so a box's bounds do not depend on the rest of the batch.
+        update = unstable[:, index]
+        lower[:, index] = torch.where(update, torch.maximum(lower[:, index], bound[:, :k]), lower[:, index])
+        upper[:, index] = torch.where(update, torch.minimum(upper[:, index], -bound[:, k:]), upper[:, index])
+    return lower, upper
+
+
+def output_bounds(problem: Problem, result: Sweep, relaxations: dict, spec: torch.Tensor) -> torch.Tensor:
+    """Widened lower bounds (B, R) of the rows of ``spec`` (R, n) or (B, R, n) applied to the logits."""
+    out = result.output
+    # Forward rounding of the logits and of spec @ logits (the quantity the bounds are about).
+    terms = out.magnitude.flatten(start_dim=1) + out.abs_max().flatten(start_dim=1)
+    forward = (spec.abs() @ terms.unsqueeze(-1)).squeeze(-1)
+    return lower_rows(problem, len(problem.network.layers), relaxations, spec, forward)
+
+
+def both_sides(spec: torch.Tensor) -> torch.Tensor:
+    """Rows [C; -C]: lower bounds of -C @ y are minus upper bounds of C @ y."""
+    return torch.cat([spec, -spec], dim=-2)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CROWN(BoundMethod):
+    """CROWN with adaptive lower slopes; every ReLU input bounded by CROWN itself (back-substitution).
+
+    A neuron is back-substituted in the boxes where the interval bounds from the previous layer (and the
+    prior) leave it unstable; elsewhere it keeps the interval bounds that already decide it, so each box's
+    result is independent of the rest of the batch. ``chunk_elements`` bounds the size of one coefficient
+    tensor (memory), trading it for more, smaller matrix products.
+    """
+
+    chunk_elements: int = DEFAULT_CHUNK
+    name = "crown"
+
+    def run(self, problem: Problem, prior: Bounds | None) -> Bounds:
+        check_kinds(problem.network, RULES, "CROWN")
+        result = sweep(problem, prior, self.chunk_elements)
+        k = problem.rows
+        bound = output_bounds(problem, result, result.relaxations, both_sides(problem.spec))
+        interval_lower, interval_upper = spec_interval(problem.spec, result.output)
+        out_lower = torch.maximum(bound[:, :k], interval_lower)
+        out_upper = torch.minimum(-bound[:, k:], interval_upper)
+        return finish(problem, result.pre, out_lower, out_upper, result.infeasible, prior, self.name)
