@@ -1,0 +1,63 @@
+"""Batch mode over a VNN-COMP instances CSV (onnx, vnnlib, timeout[, expected]), journaled."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Callable, Iterator
+
+from certprune.bab.instances import verify_instances, vnnlib_instances
+from certprune.bab.search import SearchSettings
+from certprune.errors import PropertyError
+from certprune.journal import Journal
+from certprune.onnx_io import load_onnx
+from certprune.spec.vnnlib import read_vnnlib
+
+RESULT_WORDS = {"verified": "unsat", "falsified": "sat", "unknown": "unknown", "timeout": "timeout"}
+
+
+def read_instances(path: str | Path) -> list[dict]:
+    """Rows with absolute paths (relative ones are taken from the CSV's folder)."""
+    path = Path(path)
+    try:
+        text = path.read_text().splitlines()
+    except OSError as error:
+        raise PropertyError(f"cannot read instances file {path}: {error.strerror}") from error
+    rows = []
+    for line_number, row in enumerate(csv.reader(text), 1):
+        if not row or row[0].strip().lower() == "onnx":
+            continue
+        if len(row) < 3:
+            raise PropertyError(f"{path} line {line_number}: expected onnx,vnnlib,timeout; got {','.join(row)}")
+        try:
+            timeout = float(row[2])
+        except ValueError:
+            raise PropertyError(f"{path} line {line_number}: timeout {row[2]!r} is not a number") from None
+        rows.append({"onnx": str(path.parent / row[0].strip()), "vnnlib": str(path.parent / row[1].strip()),
+                     "timeout": timeout, "expected": row[3].strip() if len(row) > 3 else ""})
+    return rows
+
+
+def run_batch(path: str | Path, journal: Journal | None = None, resume: bool = False,
+              timeout_override: float | None = None,
+              on_row: Callable[[dict], None] | None = None) -> Iterator[dict]:
+    """Verify each instance in order, yielding (and journaling) one record per instance."""
+    done = {}
+    if journal is not None:
+        done = {(r["onnx"], r["vnnlib"]): r for r in journal.start(resume)}
+    for row in read_instances(path):
+        key = (row["onnx"], row["vnnlib"])
+        if key in done:
+            record = done[key]
+        else:
+            network = load_onnx(row["onnx"])
+            instances = vnnlib_instances(network, read_vnnlib(row["vnnlib"]))
+            timeout = timeout_override or row["timeout"]
+            result = verify_instances(network, row["onnx"], instances, SearchSettings(timeout=timeout))
+            record = {**row, "timeout": timeout, "verdict": result.verdict.value,
+                      "result": RESULT_WORDS[result.verdict.value], "seconds": round(result.seconds, 3),
+                      "correct": (not row["expected"]) or RESULT_WORDS[result.verdict.value] == row["expected"]}
+            if journal is not None:
+                journal.append(record)
+        if on_row is not None:
+            on_row(record)
+        yield record

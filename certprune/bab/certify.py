@@ -1,0 +1,91 @@
+"""Certified accuracy over samples: per sample verified / falsified / unknown / misclassified."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from certprune.bab.instances import Instance, verify_one
+from certprune.bab.search import SearchSettings, refuted, stack_constraints
+from certprune.bounds import CROWN
+from certprune.journal import Journal
+from certprune.network import Network
+from certprune.spec.robustness import RobustnessInstance, robustness_property
+
+STATUSES = ("verified", "falsified", "unknown", "timeout", "misclassified")
+
+
+@dataclass
+class CertifyReport:
+    """Per-sample records and their totals; ``crown_verified`` counts samples CROWN alone proved."""
+
+    records: list[dict] = field(default_factory=list)
+
+    def totals(self) -> dict[str, int]:
+        counts = {status: 0 for status in STATUSES}
+        for record in self.records:
+            counts[record["status"]] += 1
+        counts["crown_verified"] = sum(1 for r in self.records if r.get("crown_verified"))
+        counts["samples"] = len(self.records)
+        return counts
+
+    @property
+    def seconds(self) -> float:
+        return sum(r["seconds"] for r in self.records)
+
+
+def certify_one(network: Network, onnx_path: str | Path, sample: RobustnessInstance,
+                settings: SearchSettings) -> dict:
+    """Verify the L-inf ball of one sample; a misclassified centre needs no search."""
+    started = time.perf_counter()
+    n_classes = int(np.prod(network.output_shape))
+    with torch.no_grad():
+        predicted = int(network(torch.as_tensor(sample.x, dtype=torch.float32).unsqueeze(0)).argmax())
+    record = {"index": sample.index, "label": sample.label, "predicted": predicted}
+    if predicted != sample.label:
+        return {**record, "status": "misclassified", "seconds": time.perf_counter() - started}
+    disjunct = robustness_property(sample.lower, sample.upper, sample.label, n_classes).disjuncts[0]
+    record.update(_crown_view(network, disjunct))
+    instance = Instance(f"sample{sample.index}", disjunct.lower, disjunct.upper, disjunct.constraints)
+    result = verify_one(network, onnx_path, instance, settings)
+    record.update(status=result.verdict.value, decided_by=result.settings.get("decided_by", ""),
+                  seconds=time.perf_counter() - started)
+    if result.counterexample is not None:
+        record["counterexample_logits"] = np.asarray(result.counterexample.outputs).tolist()
+    return record
+
+
+def _crown_view(network: Network, disjunct) -> dict:
+    """Whether CROWN alone proves the ball, and the unstable ReLUs it leaves per layer."""
+    C, rhs, groups = stack_constraints(disjunct.constraints)
+    lower = torch.as_tensor(disjunct.lower, dtype=torch.float32).reshape(1, *network.input_shape)
+    upper = torch.as_tensor(disjunct.upper, dtype=torch.float32).reshape(1, *network.input_shape)
+    bounds = CROWN().compute(network, lower, upper, C=C)
+    unstable = [int(bounds.unstable(i).sum()) for i in range(len(bounds.pre_lower))]
+    return {"crown_verified": bool(refuted(bounds.output_lower, rhs, groups)[0]), "unstable": unstable}
+
+
+def certify(network: Network, onnx_path: str | Path, samples: Iterable[RobustnessInstance],
+            settings: SearchSettings, journal: Journal | None = None, resume: bool = False,
+            on_record: Callable[[dict], None] | None = None) -> CertifyReport:
+    """Run every sample in order, appending each record to the journal as soon as it is known."""
+    report = CertifyReport()
+    done = {}
+    if journal is not None:
+        done = {r["index"]: r for r in journal.start(resume)}
+    for sample in samples:
+        if sample.index in done:
+            record = done[sample.index]
+        else:
+            timeout = sample.timeout if sample.timeout is not None else settings.timeout
+            record = certify_one(network, onnx_path, sample, replace(settings, timeout=timeout))
+            if journal is not None:
+                journal.append(record)
+        report.records.append(record)
+        if on_record is not None:
+            on_record(record)
+    return report

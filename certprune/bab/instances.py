@@ -1,0 +1,78 @@
+"""Whole properties: a VNN-LIB file (several boxes) or a robustness YAML (many samples) on one model."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from certprune.bab.attack import replay_on_onnx
+from certprune.bab.search import Constraint, SearchSettings, verify_box
+from certprune.errors import PropertyError
+from certprune.network import Network
+from certprune.runtime import OnnxRuntimeModel
+from certprune.spec.vnnlib import VnnlibProperty, check_matches, order_only
+from certprune.types import Certificate, Result, Verdict
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One verification question: a box, the counterexample constraints, and a label for reports."""
+
+    name: str
+    lower: np.ndarray
+    upper: np.ndarray
+    constraints: tuple[Constraint, ...]
+
+
+def check_output_semantics(network: Network, constraints: Sequence[Constraint], source: str) -> None:
+    """Constraints are checked on logits; with a final sigmoid/softmax only output orderings transfer."""
+    if network.output_transform is not None and not order_only(constraints):
+        raise PropertyError(
+            f"{source}: the model ends in {network.output_transform} and the property bounds output values; "
+            "only comparisons between outputs can be checked on the logits")
+
+
+def vnnlib_instances(network: Network, prop: VnnlibProperty) -> list[Instance]:
+    size = int(np.prod(network.input_shape))
+    out = int(np.prod(network.output_shape))
+    check_matches(prop, size, out)
+    instances = []
+    for index, disjunct in enumerate(prop.disjuncts):
+        check_output_semantics(network, disjunct.constraints, prop.source)
+        instances.append(Instance(f"box{index}", disjunct.lower, disjunct.upper, disjunct.constraints))
+    return instances
+
+
+def verify_instances(network: Network, onnx_path: str | Path, instances: Sequence[Instance],
+                     settings: SearchSettings) -> Result:
+    """All boxes of one property: falsified if any box is, verified only if every box is."""
+    started = time.perf_counter()
+    details = []
+    for instance in instances:
+        remaining = settings.timeout - (time.perf_counter() - started)
+        if remaining <= 0:
+            return Result(Verdict.TIMEOUT, seconds=time.perf_counter() - started, settings={"boxes": details})
+        result = verify_one(network, onnx_path, instance, replace(settings, timeout=remaining))
+        details.append({"box": instance.name, "verdict": result.verdict.value, **result.settings})
+        if result.verdict is not Verdict.VERIFIED:
+            return replace(result, seconds=time.perf_counter() - started, settings={"boxes": details})
+    certificate = Certificate("branch-and-bound", {"boxes": details})
+    return Result(Verdict.VERIFIED, certificate=certificate, seconds=time.perf_counter() - started,
+                  settings={"boxes": details})
+
+
+def verify_one(network: Network, onnx_path: str | Path, instance: Instance, settings: SearchSettings) -> Result:
+    """One box; a counterexample counts only after onnxruntime agrees on the original file."""
+    runtime = OnnxRuntimeModel(onnx_path)
+
+    def replay(x: np.ndarray) -> bool:
+        flat = np.asarray(x, dtype=np.float64).ravel()
+        if not (np.all(flat >= instance.lower) and np.all(flat <= instance.upper)):
+            return False
+        return replay_on_onnx(runtime, x, [A for A, _ in instance.constraints],
+                              [b for _, b in instance.constraints])
+
+    return verify_box(network, instance.lower, instance.upper, instance.constraints, settings, replay)

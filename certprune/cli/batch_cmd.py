@@ -1,0 +1,39 @@
+"""`certprune batch INSTANCES.csv`: every (onnx, vnnlib, timeout) row, a table, a CSV and a journal."""
+from __future__ import annotations
+
+import csv
+
+import click
+
+from certprune.bab.batch import run_batch
+from certprune.journal import Journal
+from certprune.types import EXIT_CODES, Verdict
+
+
+@click.command("batch")
+@click.argument("instances", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="CSV of results.")
+@click.option("--journal", type=click.Path(dir_okay=False), default=None, help="JSONL journal for resuming.")
+@click.option("--resume", is_flag=True)
+@click.option("--timeout", type=float, default=None, help="Override every row's timeout (seconds).")
+def command(instances, out, journal, resume, timeout) -> int:
+    """Verify a VNN-COMP instances CSV; exit 10 if any instance is sat, 20 if any is undecided."""
+    log = Journal(journal, {"instances": instances, "timeout": timeout}) if journal else None
+    click.echo(f"{'onnx':<40} {'vnnlib':<16} {'result':<8} {'expected':<9} {'seconds':>8}")
+    records = []
+    for record in run_batch(instances, log, resume, timeout):
+        records.append(record)
+        click.echo(f"{record['onnx'].split('/')[-1][:40]:<40} {record['vnnlib'].split('/')[-1][:16]:<16} "
+                   f"{record['result']:<8} {record['expected']:<9} {record['seconds']:>8.2f}")
+    wrong = sum(1 for r in records if not r["correct"])
+    click.echo(f"{len(records)} instances, {wrong} disagreeing with expected, "
+               f"{sum(r['seconds'] for r in records):.1f} s in total")
+    if out:
+        with open(out, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(records[0]) if records else ["onnx"])
+            writer.writeheader()
+            writer.writerows(records)
+    verdicts = {r["verdict"] for r in records}
+    if "falsified" in verdicts:
+        return EXIT_CODES[Verdict.FALSIFIED]
+    return 0 if verdicts <= {"verified"} else EXIT_CODES[Verdict.UNKNOWN]

@@ -1,0 +1,85 @@
+"""Running robustness properties for the CLI: one VNN-LIB file, or the samples of a robustness YAML."""
+from __future__ import annotations
+
+import click
+import numpy as np
+from tqdm import tqdm
+
+from certprune.bab.certify import certify
+from certprune.bab.instances import verify_instances, vnnlib_instances
+from certprune.bab.search import SearchSettings
+from certprune.cli.verify_cmd import exit_code, write_json
+from certprune.journal import Journal
+from certprune.onnx_io import load_onnx
+from certprune.runtime import OnnxRuntimeModel
+from certprune.spec.robustness import instances as robustness_instances
+from certprune.spec.robustness import read_robustness
+from certprune.spec.vnnlib import read_vnnlib
+from certprune.types import Verdict
+
+VNNCOMP_WORDS = {Verdict.FALSIFIED: "sat", Verdict.VERIFIED: "unsat", Verdict.UNKNOWN: "unknown",
+                 Verdict.TIMEOUT: "timeout"}
+
+
+def run_vnnlib(model: str, property_path: str, timeout: float | None, json_out: str | None,
+               results_file: str | None) -> int:
+    network = load_onnx(model)
+    instances = vnnlib_instances(network, read_vnnlib(property_path))
+    result = verify_instances(network, model, instances, SearchSettings(timeout=timeout or 60.0))
+    word = VNNCOMP_WORDS[result.verdict]
+    click.echo(f"{result.verdict.value} ({word}) in {result.seconds:.2f} s")
+    lines = [word]
+    if result.counterexample is not None:
+        x = np.asarray(result.counterexample.inputs, dtype=np.float32)
+        y = OnnxRuntimeModel(model)(x.reshape(1, *network.input_shape))[0]
+        click.echo("counterexample (replayed with onnxruntime): x = " + np.array2string(x, precision=6))
+        click.echo("outputs: y = " + np.array2string(y, precision=6))
+        body = [f"(X_{i} {v!r})" for i, v in enumerate(x.astype(float))]
+        body += [f"(Y_{j} {v!r})" for j, v in enumerate(y.astype(float))]
+        lines.append("(" + "\n ".join(body) + ")")
+    if results_file:
+        with open(results_file, "w") as f:
+            f.write("\n".join(lines) + "\n")
+    write_json(json_out, {"model": model, "property": property_path, "verdict": result.verdict,
+                          "result": word, "seconds": result.seconds, "details": dict(result.settings),
+                          "counterexample": None if result.counterexample is None
+                          else {"x": result.counterexample.inputs, "y": result.counterexample.outputs}})
+    return exit_code(result.verdict)
+
+
+def run_robustness(model: str, property_path: str, timeout: float | None, json_out: str | None,
+                   journal_path: str | None, resume: bool, progress: bool) -> int:
+    network = load_onnx(model)
+    spec = read_robustness(property_path)
+    samples = robustness_instances(spec, network.input_shape, int(np.prod(network.output_shape)))
+    settings = SearchSettings(timeout=timeout or spec.timeout or 60.0)
+    if timeout is not None:
+        samples = [s.__class__(s.index, s.x, s.label, s.lower, s.upper, timeout) for s in samples]
+    report = run_samples(network, model, samples, settings, journal_path, resume, progress,
+                         {"model": model, "property": property_path, "eps": spec.eps})
+    totals = report.totals()
+    write_json(json_out, {"model": model, "property": property_path, "eps": spec.eps, "totals": totals,
+                          "samples": report.records})
+    if totals["falsified"] or totals["misclassified"]:
+        return exit_code(Verdict.FALSIFIED)
+    return exit_code(Verdict.VERIFIED if totals["verified"] == totals["samples"] else Verdict.UNKNOWN)
+
+
+def run_samples(network, model, samples, settings, journal_path, resume, progress, header):
+    """Certify samples with a progress bar and a journal; prints the totals table."""
+    journal = Journal(journal_path, header) if journal_path else None
+    bar = tqdm(total=len(samples), disable=not progress, unit="sample", dynamic_ncols=True)
+
+    def on_record(record):
+        bar.update(1)
+        bar.set_postfix_str(record["status"])
+
+    report = certify(network, model, samples, settings, journal=journal, resume=resume, on_record=on_record)
+    bar.close()
+    totals = report.totals()
+    click.echo(f"{'samples':>8} {'verified':>9} {'(crown)':>8} {'falsified':>10} {'unknown':>8} "
+               f"{'timeout':>8} {'misclass.':>10} {'seconds':>9}")
+    click.echo(f"{totals['samples']:>8} {totals['verified']:>9} {totals['crown_verified']:>8} "
+               f"{totals['falsified']:>10} {totals['unknown']:>8} {totals['timeout']:>8} "
+               f"{totals['misclassified']:>10} {report.seconds:>9.1f}")
+    return report

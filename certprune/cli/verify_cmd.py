@@ -1,0 +1,89 @@
+"""`certprune verify MODEL --property P`: VNN-LIB, robustness YAML or fairness YAML properties."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+import yaml
+
+from certprune.errors import PropertyError
+from certprune.types import EXIT_CODES, Verdict
+
+
+@click.command("verify")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--property", "property_path", required=True, type=click.Path(dir_okay=False),
+              help="A .vnnlib file, or a YAML property (kind: robustness or kind: fairness).")
+@click.option("--timeout", type=float, default=None, help="Seconds (per instance or per partition).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write a JSON report.")
+@click.option("--results-file", type=click.Path(dir_okay=False), default=None,
+              help="VNN-COMP results file: sat/unsat/unknown/timeout and the counterexample.")
+@click.option("--jobs", type=int, default=1, show_default=True, help="Parallel processes (fairness).")
+@click.option("--journal", type=click.Path(dir_okay=False), default=None, help="JSONL journal for resuming.")
+@click.option("--resume", is_flag=True, help="Continue from the journal.")
+@click.option("--engine", type=click.Choice(["auto", "z3"]), default=None, help="Fairness engine.")
+@click.option("--certificate", type=click.Path(dir_okay=False), default=None, help="Fairness certificate JSON.")
+@click.option("--limit", type=int, default=None,
+              help="Fairness: run only this many partitions, spread over the domain (a quick look).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def command(model, property_path, timeout, json_out, results_file, jobs, journal, resume, engine,
+            certificate, limit, quiet) -> int:
+    """Prove or refute PROPERTY on MODEL. Exit 0 holds, 10 violated, 20 undecided, 2 input error."""
+    if timeout is not None and timeout <= 0:
+        raise PropertyError(f"--timeout must be > 0 seconds, got {timeout:g}")
+    if limit is not None and limit <= 0:
+        raise PropertyError(f"--limit must be a positive number of partitions, got {limit}")
+    kind = property_kind(property_path)
+    if kind == "fairness":
+        from certprune.cli.fairness_run import run_fairness
+
+        return run_fairness(model, property_path, timeout=timeout, jobs=jobs, journal=journal, resume=resume,
+                            engine=engine, json_out=json_out, certificate=certificate, progress=not quiet,
+                            limit=limit)
+    from certprune.cli.robustness_run import run_robustness, run_vnnlib
+
+    if kind == "vnnlib":
+        return run_vnnlib(model, property_path, timeout, json_out, results_file)
+    return run_robustness(model, property_path, timeout, json_out, journal, resume, progress=not quiet)
+
+
+def property_kind(path: str) -> str:
+    """vnnlib by extension; a YAML file says its kind in the ``kind`` key."""
+    if path.endswith(".vnnlib"):
+        return "vnnlib"
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise PropertyError(f"cannot read property file {path}: {error.strerror}") from error
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise PropertyError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind not in ("fairness", "robustness"):
+        raise PropertyError(f"{path}: key 'kind' must be 'fairness' or 'robustness' (got {kind!r}); "
+                            "VNN-LIB files must end in .vnnlib")
+    return kind
+
+
+def exit_code(verdict: Verdict) -> int:
+    return EXIT_CODES[verdict]
+
+
+def write_json(path: str | None, payload: dict) -> None:
+    if path:
+        Path(path).write_text(json.dumps(payload, indent=2, default=_plain) + "\n")
+
+
+def _plain(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Verdict):
+        return value.value
+    raise TypeError(type(value).__name__)

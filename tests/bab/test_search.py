@@ -1,0 +1,73 @@
+"""Soundness of the complete search: every verdict on random networks agrees with the exact MILP."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from certprune.bab.instances import Instance, verify_one
+from certprune.bab.search import SearchSettings, verify_box
+from certprune.bounds import IBP
+from certprune.onnx_io import save_onnx
+from certprune.smt.milp import optimize
+from certprune.types import Verdict
+from tests.netgen import random_network
+
+CASES = 200
+
+
+def _case(seed: int):
+    rng = np.random.default_rng(seed)
+    dims = int(rng.integers(1, 5))
+    network = random_network(int(rng.integers(1, 4)), int(rng.integers(2, 9)), (dims,), seed=seed, outputs=3,
+                             affine=bool(seed % 3 == 0))
+    center = rng.uniform(-1, 1, dims)
+    radius = rng.uniform(0.05, 1.0)
+    lower, upper = center - radius, center + radius
+    c = np.zeros(3)
+    i, j = rng.choice(3, size=2, replace=False)
+    c[i], c[j] = 1.0, -1.0
+    return rng, network, lower, upper, c
+
+
+def _exact_minimum(network, lower, upper, c) -> float:
+    lo = torch.tensor(lower, dtype=torch.float64).unsqueeze(0)
+    hi = torch.tensor(upper, dtype=torch.float64).unsqueeze(0)
+    bounds = IBP().compute(network.to(torch.float64), lo, hi)
+    pre = [(bounds.pre_lower[k][0].numpy(), bounds.pre_upper[k][0].numpy()) for k in range(len(bounds.pre_lower))]
+    return optimize(network, lower, upper, pre, c, sense="min").value
+
+
+@pytest.mark.parametrize("chunk", range(4))
+def test_verdicts_agree_with_exact_milp(tmp_path, chunk):
+    """A property 'c @ y <= b has no solution' with b near the exact minimum: sat and unsat both occur."""
+    disagreements, seen = [], {Verdict.VERIFIED: 0, Verdict.FALSIFIED: 0}
+    for seed in range(chunk * CASES // 4, (chunk + 1) * CASES // 4):
+        rng, network, lower, upper, c = _case(seed)
+        minimum = _exact_minimum(network, lower, upper, c)
+        b = minimum + rng.uniform(-0.5, 0.5) * max(1e-2, abs(minimum))
+        if abs(b - minimum) < 1e-4:
+            continue  # too close to a tie to have a float32 answer
+        expected = Verdict.FALSIFIED if minimum <= b else Verdict.VERIFIED
+        path = tmp_path / f"net{seed}.onnx"
+        save_onnx(network, path)
+        settings = SearchSettings(timeout=30, input_split_dims=0 if seed % 2 else 16, seed=seed,
+                                  milp_max_unstable=(8, 16, 48)[seed % 3])
+        instance = Instance(f"case{seed}", lower, upper, ((c[None, :], np.array([b])),))
+        result = verify_one(network, path, instance, settings)
+        seen[result.verdict] = seen.get(result.verdict, 0) + 1
+        if result.verdict is not expected:
+            disagreements.append((seed, result.verdict, expected, minimum, b))
+        if result.verdict is Verdict.FALSIFIED:
+            assert result.counterexample.replayed
+            x = np.asarray(result.counterexample.inputs)
+            assert np.all(x >= lower - 1e-6) and np.all(x <= upper + 1e-6)
+    assert disagreements == []
+    assert seen[Verdict.VERIFIED] > 5 and seen[Verdict.FALSIFIED] > 5
+
+
+def test_zero_timeout_is_refused():
+    network = random_network(1, 3, (2,), seed=0)
+    with pytest.raises(ValueError, match="timeout"):
+        verify_box(network, np.zeros(2), np.ones(2), ((np.array([[1.0, -1.0, 0.0]]), np.zeros(1)),),
+                   SearchSettings(timeout=0))
