@@ -1,0 +1,1 @@
+"""Individual-fairness verification: partitions, the twin network, bounds + search + MILP/Z3, reports."""
