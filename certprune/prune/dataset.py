@@ -1,0 +1,90 @@
+"""The samples a pruner scores, fine-tunes and measures on: inputs, labels, an L-inf radius and the input domain."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from certprune.data import load_mnist, load_tabular
+from certprune.errors import CertpruneError
+
+NAMES = ("mnist", "german", "adult", "bank")
+
+
+@dataclass(frozen=True, eq=False)
+class PruneData:
+    """Samples ``x`` (N, *input_shape) with labels ``y`` (N,), and the boxes around them.
+
+    The box of sample i is ``[x_i - eps, x_i + eps]`` clipped to ``[lower, upper]`` (a sample outside that
+    domain, such as German ``property`` 3 against the published 0..2, is first clamped into it); ``eps``, ``lower`` and
+    ``upper`` are numbers or tensors broadcast to the per-sample shape (per-feature radii for tables whose
+    features have different ranges). Labels are class indices; a one-logit model reads them as 0/1.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    eps: float | torch.Tensor = 0.0
+    lower: float | torch.Tensor | None = None
+    upper: float | torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise CertpruneError(f"data has {len(self.x)} inputs but {len(self.y)} labels")
+        if bool((torch.as_tensor(self.eps) < 0).any()):
+            raise CertpruneError(f"eps must be >= 0, got {self.eps}")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def take(self, n: int | None) -> "PruneData":
+        """The first ``n`` samples (all when ``n`` is None)."""
+        if n is None or n >= len(self):
+            return self
+        return PruneData(self.x[:n], self.y[:n], self.eps, self.lower, self.upper)
+
+    def with_eps(self, eps: float | torch.Tensor) -> "PruneData":
+        return PruneData(self.x, self.y, eps, self.lower, self.upper)
+
+    def boxes(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lower and upper corners (N, *input_shape) of the boxes around ``x`` (default: all samples)."""
+        x = self.x if x is None else x
+        lo = None if self.lower is None else torch.as_tensor(self.lower, dtype=x.dtype)
+        hi = None if self.upper is None else torch.as_tensor(self.upper, dtype=x.dtype)
+        center = x.clamp(lo, hi) if lo is not None or hi is not None else x
+        eps = torch.as_tensor(self.eps, dtype=x.dtype)
+        return (center - eps).clamp(lo, None), (center + eps).clamp(None, hi)
+
+
+def task_loss(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross entropy over K logits, or binary cross entropy on a single logit (label 1 = positive)."""
+    if logits.shape[-1] == 1:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype), reduction=reduction)
+    return F.cross_entropy(logits, y, reduction=reduction)
+
+
+def predict(logits: torch.Tensor) -> torch.Tensor:
+    """The decision: argmax of K logits, or ``logit >= 0`` for a single one."""
+    if logits.shape[-1] == 1:
+        return (logits[:, 0] >= 0).long()
+    return logits.argmax(dim=1)
+
+
+def load_data(name: str, split: str, eps: float) -> PruneData:
+    """A named data set's split as PruneData; ``eps`` is in pixel units for MNIST and a fraction of each
+    feature's domain width for the fairness tables (their features are raw integers of different ranges).
+
+    MNIST splits are ``certprune.data.load_mnist``'s; a table's ``train``/``test`` is the models' split
+    (``TabularData.split(0.2, seed=0)``).
+    """
+    if name not in NAMES:
+        raise CertpruneError(f"unknown data set {name!r}; expected one of {', '.join(NAMES)}")
+    if split not in ("train", "test"):
+        raise CertpruneError(f"unknown split {split!r}; expected train or test")
+    if name == "mnist":
+        x, y = load_mnist(split)
+        return PruneData(x, y, eps, 0.0, 1.0)
+    table = load_tabular(name)
+    part = table.split(0.2, seed=0)[0 if split == "train" else 1]
+    lo, hi = (torch.tensor(v, dtype=torch.float32) for v in table.domain_bounds())
+    return PruneData(part.x, part.y, eps * (hi - lo), lo, hi)
