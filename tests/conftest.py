@@ -1,11 +1,21 @@
-"""Shared test fixtures: where the shared data and the shipped models live."""
+"""Shared test fixtures: where the shared data and the shipped models live.
+
+The repository root goes on ``sys.path`` so test helpers import as ``tests.netgen`` from any working
+directory. Tests run as ``pytest -n 2`` on two cores: one intra-op thread per worker avoids
+oversubscription, which slows small tensor operations by two orders of magnitude.
+"""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+torch.set_num_threads(1)
 SHARED_DATA = REPO.parent / "shared" / "data"
 ACASXU = SHARED_DATA / "acasxu"
 MODELS = REPO / "models"

@@ -11,7 +11,7 @@ from certprune.bounds import CROWN, IBP, AlphaCROWN, Bounds, Cascade
 from certprune.bounds.linear import AFFINE_RULES, LinearBound
 from certprune.errors import UnsupportedLayerError
 from certprune.network import Conv2d, Dense, Network, ReLU
-from netgen import random_network
+from tests.netgen import random_network
 
 ALL = [IBP(), CROWN(), AlphaCROWN(iterations=3), Cascade()]
 

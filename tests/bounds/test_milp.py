@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from certprune.bounds import CROWN, IBP, AlphaCROWN, Cascade
-from netgen import random_network
+from tests.netgen import random_network
 
 from .milp import dense_chain, exact_minimum
 from .test_soundness import random_splits

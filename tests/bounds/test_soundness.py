@@ -6,7 +6,7 @@ import torch
 
 from certprune.bounds import CROWN, IBP, AlphaCROWN, Cascade
 from certprune.network import Affine, Dense, Network, ReLU
-from netgen import random_network
+from tests.netgen import random_network
 
 from .sampling import activations, sample_box, satisfies
 

@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 import pytest
-from fairnets import brute_force, property_text, random_net, setup
+from tests.fairness.fairnets import brute_force, property_text, random_net, setup
 
 from certprune.fairness import search
 from certprune.fairness.smt import ExactAnswer

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 
-from fairnets import property_text
+from tests.fairness.fairnets import property_text
 
 from certprune.fairness.partition import Partitioning
 from certprune.spec.fairness import parse_fairness

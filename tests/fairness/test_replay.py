@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 import torch
-from fairnets import brute_force, property_text
+from tests.fairness.fairnets import brute_force, property_text
 
 from certprune.fairness.partition import Partitioning
 from certprune.fairness.problem import FairnessProblem, FairnessSettings

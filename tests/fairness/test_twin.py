@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from fairnets import property_text, random_net
+from tests.fairness.fairnets import property_text, random_net
 
 from certprune.bounds import CROWN, IBP
 from certprune.fairness.twin import TwinLayout, build_twin, prune

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from fairnets import property_text, random_net
+from tests.fairness.fairnets import property_text, random_net
 
 from certprune.errors import PropertyError
 from certprune.fairness import verify as verify_module
