@@ -35,6 +35,8 @@ class Journal:
 
     def start(self, resume: bool) -> list[dict[str, Any]]:
         """Open for appending; with ``resume`` return what is already done, else start afresh."""
+        if resume:
+            self._drop_torn_tail()
         done = self.records() if resume else []
         if not resume or not self.path.exists() or self.path.stat().st_size == 0:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,6 +49,16 @@ class Journal:
             f.write(json.dumps(record, default=_jsonable) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+    def _drop_torn_tail(self) -> None:
+        """Cut a last line that a crash left unfinished, so that records appended now start on a line of
+        their own (every complete record ends in a newline)."""
+        if not self.path.is_file():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with self.path.open("r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
 
     def _lines(self) -> Iterator[dict[str, Any]]:
         with self.path.open() as f:

@@ -256,7 +256,7 @@ def _logit_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _binary_metrics(path: Path, part: TabularData) -> dict:
-    predicted = (onnx_outputs(path, part.x).ravel() >= 0).astype(np.int64)
+    predicted = (onnx_outputs(path, part.x).ravel() > 0).astype(np.int64)
     y = part.y.numpy()
     recalls = [float((predicted[y == c] == c).mean()) for c in (0, 1)]
     return {"accuracy": float((predicted == y).mean()), "balanced_accuracy": float(np.mean(recalls)),
@@ -294,7 +294,7 @@ def _tabular_card(data: TabularData, parts: tuple[TabularData, ...], path: Path,
     metrics = _binary_metrics(path, test)
     return {
         "task": f"binary classification, label '{data.label}' (1 = favourable); one logit, no sigmoid in "
-                "the graph; decision = 1 when logit >= 0 (probability >= 0.5)",
+                "the graph; decision = 1 when logit > 0 (probability > 0.5), as the fairness properties read it",
         "description": "raw integer inputs; the fitting rows' standardisation folded into the first Gemm",
         "data": {"source": f"../shared/data/tabular/{data.name}.csv (see its README for the encodings)",
                  "loader": f"certprune.data.load_tabular('{data.name}')",

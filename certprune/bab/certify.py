@@ -44,7 +44,8 @@ def certify_one(network: Network, onnx_path: str | Path, sample: RobustnessInsta
     started = time.perf_counter()
     n_classes = int(np.prod(network.output_shape))
     with torch.no_grad():
-        predicted = int(network(torch.as_tensor(sample.x, dtype=torch.float32).unsqueeze(0)).argmax())
+        logits = network(torch.as_tensor(sample.x, dtype=torch.float32).unsqueeze(0)).flatten()
+    predicted = int(logits[0] > 0) if n_classes == 1 else int(logits.argmax())
     record = {"index": sample.index, "label": sample.label, "predicted": predicted}
     if predicted != sample.label:
         return {**record, "status": "misclassified", "seconds": time.perf_counter() - started}

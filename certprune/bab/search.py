@@ -112,7 +112,7 @@ def _result(search: _Search, verdict: Verdict, x: np.ndarray | None) -> Result:
     if verdict is Verdict.FALSIFIED:
         with torch.no_grad():
             y = search.network(torch.as_tensor(x).reshape(1, *search.network.input_shape))[0].numpy()
-        example = Counterexample(np.asarray(x).ravel(), y, replayed=True)
+        example = Counterexample(np.asarray(x).ravel(), y, replayed=search.replay is not None)
         return Result(verdict, counterexample=example, seconds=seconds, settings=search.record())
     if verdict is Verdict.VERIFIED:
         certificate = Certificate(search.decided_by, {"domains": search.domains, "milp_calls": search.milp_calls})

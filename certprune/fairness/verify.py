@@ -119,20 +119,7 @@ def _open_journal(path, header: dict, resume: bool) -> tuple[Journal | None, dic
     if not path:
         return None, {}
     journal = Journal(path, header)
-    if resume:
-        _drop_torn_tail(Path(path))
     return journal, {int(r["partition"]): r for r in journal.start(resume) if "partition" in r}
-
-
-def _drop_torn_tail(path: Path) -> None:
-    """Cut a last line that a crash left unfinished, so that records appended now start on a line of their own
-    (every complete record ends in a newline)."""
-    if not path.is_file():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with path.open("r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
 
 
 def _select(count: int, limit: int | None) -> list[int]:

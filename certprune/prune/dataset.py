@@ -64,9 +64,9 @@ def task_loss(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") ->
 
 
 def predict(logits: torch.Tensor) -> torch.Tensor:
-    """The decision: argmax of K logits, or ``logit >= 0`` for a single one."""
+    """The decision: argmax of K logits, or ``logit > 0`` for a single one (as the fairness properties decide)."""
     if logits.shape[-1] == 1:
-        return (logits[:, 0] >= 0).long()
+        return (logits[:, 0] > 0).long()
     return logits.argmax(dim=1)
 
 

@@ -78,7 +78,14 @@ def robustness_property(lower: np.ndarray, upper: np.ndarray, label: int, n_clas
 
     Counterexample iff ``y_j - y_label >= 0`` for some ``j != label``, i.e. one conjunction
     ``(e_label - e_j) @ y <= 0`` per other class ``j``.
+    A single-logit model decides class 1 when ``y_0 > 0``: its counterexample is ``y_0 <= 0`` for label 1
+    and ``-y_0 <= 0`` for label 0 (the tie ``y_0 = 0`` counts against the proof, never for it).
     """
+    if n_classes == 1:
+        if label not in (0, 1):
+            raise PropertyError(f"{source}: label {label} is not 0 or 1, the decisions of a single-logit model")
+        row = np.array([[1.0 if label == 1 else -1.0]])
+        return _ball(source, lower, upper, 1, [(row, np.zeros(1))])
     if not 0 <= label < n_classes:
         raise PropertyError(f"{source}: label {label} is not a class of a model with {n_classes} outputs")
     constraints = []
@@ -87,9 +94,13 @@ def robustness_property(lower: np.ndarray, upper: np.ndarray, label: int, n_clas
             row = np.zeros((1, n_classes))
             row[0, label], row[0, j] = 1.0, -1.0
             constraints.append((row, np.zeros(1)))
+    return _ball(source, lower, upper, n_classes, constraints)
+
+
+def _ball(source: str, lower, upper, n_outputs: int, constraints: list) -> VnnlibProperty:
     lower = np.asarray(lower, dtype=np.float64).ravel()
     upper = np.asarray(upper, dtype=np.float64).ravel()
-    return VnnlibProperty(source, lower.size, n_classes, (Disjunct(lower, upper, tuple(constraints)),))
+    return VnnlibProperty(source, lower.size, n_outputs, (Disjunct(lower, upper, tuple(constraints)),))
 
 
 def instances(spec: RobustnessSpec, input_shape: tuple[int, ...], n_classes: int,

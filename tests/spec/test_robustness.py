@@ -141,3 +141,15 @@ def test_errors_against_the_model():
     outside = parse(HEAD + "points:\n  - {x: [1.5], label: 0}\n")
     with pytest.raises(PropertyError, match=r"line 5: sample 0 lies outside input_range \[0.0, 1.0\]"):
         instances(outside, (1,), 2)
+
+
+@pytest.mark.parametrize("label, counterexample_row", [(1, 1.0), (0, -1.0)])
+def test_single_logit_decision_is_logit_above_zero(label, counterexample_row):
+    prop = robustness_property(np.zeros(3), np.ones(3), label, 1)
+    (A, b), = prop.disjuncts[0].constraints
+    assert A.tolist() == [[counterexample_row]] and b.tolist() == [0.0]
+
+
+def test_single_logit_label_must_be_a_decision():
+    with pytest.raises(PropertyError, match="not 0 or 1"):
+        robustness_property(np.zeros(3), np.ones(3), 2, 1)
