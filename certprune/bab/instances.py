@@ -12,8 +12,9 @@ from certprune.bab.attack import replay_on_onnx
 from certprune.bab.search import Constraint, SearchSettings, verify_box
 from certprune.errors import PropertyError
 from certprune.network import Network
+from certprune.onnx_io import load_onnx
 from certprune.runtime import OnnxRuntimeModel
-from certprune.spec.vnnlib import VnnlibProperty, check_matches, order_only
+from certprune.spec.vnnlib import VnnlibProperty, check_matches, order_only, read_vnnlib
 from certprune.types import Certificate, Result, Verdict
 
 
@@ -76,3 +77,10 @@ def verify_one(network: Network, onnx_path: str | Path, instance: Instance, sett
                               [b for _, b in instance.constraints])
 
     return verify_box(network, instance.lower, instance.upper, instance.constraints, settings, replay)
+
+
+def verify_vnnlib(onnx_path: str | Path, vnnlib_path: str | Path,
+                  settings: SearchSettings = SearchSettings()) -> Result:
+    """Decide a VNN-LIB property on an ONNX model (the Python form of ``certprune verify``)."""
+    network = load_onnx(onnx_path)
+    return verify_instances(network, onnx_path, vnnlib_instances(network, read_vnnlib(vnnlib_path)), settings)
