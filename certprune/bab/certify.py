@@ -10,10 +10,11 @@ import numpy as np
 import torch
 
 from certprune.bab.instances import Instance, verify_one
-from certprune.bab.search import SearchSettings, refuted, stack_constraints
+from certprune.bab.search import SearchSettings, float32_box, refuted, stack_constraints
 from certprune.bounds import CROWN
 from certprune.journal import Journal
 from certprune.network import Network
+from certprune.runtime import OnnxRuntimeModel
 from certprune.spec.robustness import RobustnessInstance, robustness_property
 
 STATUSES = ("verified", "falsified", "unknown", "timeout", "misclassified")
@@ -40,11 +41,15 @@ class CertifyReport:
 
 def certify_one(network: Network, onnx_path: str | Path, sample: RobustnessInstance,
                 settings: SearchSettings) -> dict:
-    """Verify the L-inf ball of one sample; a misclassified centre needs no search."""
+    """Verify the L-inf ball of one sample; a misclassified centre needs no search.
+
+    The centre's prediction comes from onnxruntime on the original file, so "misclassified" (a
+    counterexample at the centre itself) is as replayed as any other counterexample.
+    """
     started = time.perf_counter()
     n_classes = int(np.prod(network.output_shape))
-    with torch.no_grad():
-        logits = network(torch.as_tensor(sample.x, dtype=torch.float32).unsqueeze(0)).flatten()
+    centre = np.asarray(sample.x, dtype=np.float32).reshape(1, *network.input_shape)
+    logits = OnnxRuntimeModel(onnx_path)(centre).ravel()
     predicted = int(logits[0] > 0) if n_classes == 1 else int(logits.argmax())
     record = {"index": sample.index, "label": sample.label, "predicted": predicted}
     if predicted != sample.label:
@@ -63,8 +68,9 @@ def certify_one(network: Network, onnx_path: str | Path, sample: RobustnessInsta
 def _crown_view(network: Network, disjunct) -> dict:
     """Whether CROWN alone proves the ball, and the unstable ReLUs it leaves per layer."""
     C, rhs, groups = stack_constraints(disjunct.constraints)
-    lower = torch.as_tensor(disjunct.lower, dtype=torch.float32).reshape(1, *network.input_shape)
-    upper = torch.as_tensor(disjunct.upper, dtype=torch.float32).reshape(1, *network.input_shape)
+    lo, hi = float32_box(disjunct.lower, disjunct.upper, outward=True)  # cover every real point of the ball
+    lower = torch.as_tensor(lo).reshape(1, *network.input_shape)
+    upper = torch.as_tensor(hi).reshape(1, *network.input_shape)
     bounds = CROWN().compute(network, lower, upper, C=C)
     unstable = [int(bounds.unstable(i).sum()) for i in range(len(bounds.pre_lower))]
     return {"crown_verified": bool(refuted(bounds.output_lower, rhs, groups)[0]), "unstable": unstable}

@@ -61,8 +61,11 @@ def run_robustness(model: str, property_path: str, timeout: float | None, json_o
     write_json(json_out, {"model": model, "property": property_path, "eps": spec.eps, "totals": totals,
                           "samples": report.records})
     if totals["falsified"] or totals["misclassified"]:
-        return exit_code(Verdict.FALSIFIED)
-    return exit_code(Verdict.VERIFIED if totals["verified"] == totals["samples"] else Verdict.UNKNOWN)
+        verdict = Verdict.FALSIFIED
+    else:
+        verdict = Verdict.VERIFIED if totals["verified"] == totals["samples"] else Verdict.UNKNOWN
+    click.echo(f"result: {verdict.name} (exit {exit_code(verdict)})")
+    return exit_code(verdict)
 
 
 def run_samples(network, model, samples, settings, journal_path, resume, progress, header):
