@@ -12,6 +12,7 @@ import torch
 from certprune.bab.instances import Instance, verify_one
 from certprune.bab.search import SearchSettings, float32_box, refuted, stack_constraints
 from certprune.bounds import CROWN
+from certprune.errors import PropertyError
 from certprune.journal import Journal
 from certprune.network import Network
 from certprune.runtime import OnnxRuntimeModel
@@ -46,11 +47,15 @@ def certify_one(network: Network, onnx_path: str | Path, sample: RobustnessInsta
     The centre's prediction comes from onnxruntime on the original file, so "misclassified" (a
     counterexample at the centre itself) is as replayed as any other counterexample.
     """
+    if network.output_transform == "sigmoid":
+        raise PropertyError("the model ends in a sigmoid, whose float32 outputs saturate to equal values for "
+                            "different logits; export it without the final Sigmoid to certify its decisions")
     started = time.perf_counter()
     n_classes = int(np.prod(network.output_shape))
     centre = np.asarray(sample.x, dtype=np.float32).reshape(1, *network.input_shape)
     logits = OnnxRuntimeModel(onnx_path)(centre).ravel()
-    predicted = int(logits[0] > 0) if n_classes == 1 else int(logits.argmax())
+    threshold = 0.5 if network.output_transform == "sigmoid" else 0.0  # onnxruntime gives the graph's output
+    predicted = int(logits[0] > threshold) if n_classes == 1 else int(logits.argmax())
     record = {"index": sample.index, "label": sample.label, "predicted": predicted}
     if predicted != sample.label:
         return {**record, "status": "misclassified", "seconds": time.perf_counter() - started}

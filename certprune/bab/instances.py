@@ -14,7 +14,7 @@ from certprune.errors import PropertyError
 from certprune.network import Network
 from certprune.onnx_io import load_onnx
 from certprune.runtime import OnnxRuntimeModel
-from certprune.spec.vnnlib import VnnlibProperty, check_matches, order_only, read_vnnlib
+from certprune.spec.vnnlib import VnnlibProperty, check_matches, read_vnnlib
 from certprune.types import Certificate, Result, Verdict
 
 
@@ -28,12 +28,17 @@ class Instance:
     constraints: tuple[Constraint, ...]
 
 
-def check_output_semantics(network: Network, constraints: Sequence[Constraint], source: str) -> None:
-    """Constraints are checked on logits; with a final sigmoid/softmax only output orderings transfer."""
-    if network.output_transform is not None and not order_only(constraints):
+def check_output_semantics(network: Network, source: str) -> None:
+    """Constraints are checked on logits, which is exact only for a model without a final sigmoid/softmax.
+
+    In float32 both saturate: a sigmoid rounds large logits to equal outputs, a softmax underflows small
+    ones to 0, so even comparisons between outputs can hold on the outputs but not on the logits.
+    """
+    if network.output_transform is not None:
         raise PropertyError(
-            f"{source}: the model ends in {network.output_transform} and the property bounds output values; "
-            "only comparisons between outputs can be checked on the logits")
+            f"{source}: the model ends in a {network.output_transform}, whose float32 outputs saturate; "
+            "certprune verifies VNN-LIB properties on logits: export the model without the final "
+            f"{network.output_transform.capitalize()} and state the property on its outputs")
 
 
 def vnnlib_instances(network: Network, prop: VnnlibProperty) -> list[Instance]:
@@ -42,7 +47,7 @@ def vnnlib_instances(network: Network, prop: VnnlibProperty) -> list[Instance]:
     check_matches(prop, size, out)
     instances = []
     for index, disjunct in enumerate(prop.disjuncts):
-        check_output_semantics(network, disjunct.constraints, prop.source)
+        check_output_semantics(network, prop.source)
         instances.append(Instance(f"box{index}", disjunct.lower, disjunct.upper, disjunct.constraints))
     return instances
 

@@ -18,12 +18,14 @@ import torch
 
 from certprune.bab.attack import find_counterexample
 from certprune.bab.branching import choose_input_dims, choose_relu
-from certprune.bounds import CROWN, IBP, AlphaCROWN
+from certprune.bounds import CROWN, IBP, AlphaCROWN, Bounds
+from certprune.bounds.rounding import forward_error
 from certprune.network import Network
 from certprune.smt.milp import solve_milp
 from certprune.types import Certificate, Counterexample, Result, Verdict
 
 Constraint = tuple[np.ndarray, np.ndarray]
+MILP_FAILURES = 3  # undecided MILP leaves after which a search stops calling the MILP
 Replay = Callable[[np.ndarray], bool]
 
 
@@ -37,8 +39,11 @@ class SearchSettings:
     attack_steps: int = 40
     alpha_iterations: int = 20
     input_split_dims: int = 16
-    milp_max_unstable: int = 48
+    milp_max_unstable: int = 16
     milp_time_limit: float = 20.0
+    # ReLU splitting keeps the root's intermediate bounds (beta-CROWN style, cheap per domain) for inputs of
+    # more than this many values, and recomputes them under each domain's splits (tighter) otherwise.
+    fixed_intermediate_above: int = 100
     max_domains: int = 2_000_000
     seed: int = 0
 
@@ -60,6 +65,10 @@ class _Search:
     domains: int = 0
     milp_calls: int = 0
     decided_by: str = ""
+    milp_failures: int = 0
+    undecided: int = 0
+    root: Bounds | None = None  # the tightest bounds of the whole box, computed before branching
+    _float_error: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.C, self.rhs, self.groups = stack_constraints(self.constraints)
@@ -82,6 +91,13 @@ class _Search:
             if self.replay is None or self.replay(candidate):
                 return candidate
         return None
+
+    def float_error(self) -> np.ndarray:
+        """(n_out,) bound on |float32 logits - exact logits| over the box, computed once."""
+        if self._float_error is None:
+            outer = tuple(v.unsqueeze(0) for v in self.outer)
+            self._float_error = forward_error(self.network, *outer)[0].numpy()
+        return self._float_error
 
     def record(self) -> dict:
         return {"timeout": self.settings.timeout, "decided_by": self.decided_by, "domains": self.domains,
@@ -197,7 +213,8 @@ def _whole_box(search: _Search):
         # Before ReLU splitting alpha-CROWN pays off; input splitting is cheaper with plain CROWN.
         methods.append(AlphaCROWN(iterations=search.settings.alpha_iterations))
     for method in methods:
-        bounds = method.compute(search.network, lower, upper, C=search.C)
+        bounds = method.compute(search.network, lower, upper, C=search.C, prior=search.root)
+        search.root = bounds
         if bool(search.refuted(bounds)[0]):
             search.decided_by = type(method).__name__
             return Verdict.VERIFIED, None
@@ -259,8 +276,15 @@ def _bisect(lower, upper, dims):
 
 
 def _relu_split(search: _Search):
-    """Split unstable ReLUs (active / inactive) under split constraints; small leaves go to the MILP."""
-    method = AlphaCROWN(iterations=max(5, search.settings.alpha_iterations // 2))
+    """Split unstable ReLUs (active / inactive) under split constraints; small leaves go to the MILP.
+
+    On large inputs, as in beta-CROWN, every subdomain keeps the root's intermediate bounds (clamped by its
+    splits) and only its output bound is optimised, over lower slopes and the split multipliers; on small
+    ones the intermediate bounds are recomputed under the splits, which needs far fewer domains.
+    """
+    fixed = search.outer[0].numel() > search.settings.fixed_intermediate_above
+    method = AlphaCROWN(iterations=max(5, search.settings.alpha_iterations // 2), optimize_upper=False,
+                        fixed_intermediate=fixed)
     shapes = _relu_input_shapes(search.network)
     domains = [tuple(torch.zeros(shape, dtype=torch.int8).flatten() for shape in shapes)]
     while domains:
@@ -271,22 +295,45 @@ def _relu_split(search: _Search):
         splits = [torch.stack([d[i] for d in batch]).reshape(len(batch), *shape) for i, shape in enumerate(shapes)]
         lower = search.outer[0].unsqueeze(0).expand(len(batch), *search.outer[0].shape)
         upper = search.outer[1].unsqueeze(0).expand(len(batch), *search.outer[1].shape)
-        bounds = method.compute(search.network, lower, upper, C=search.C, splits=splits)
+        bounds = method.compute(search.network, lower, upper, C=search.C, splits=splits,
+                                prior=_expand(search.root, len(batch)))
         for index in torch.nonzero(~search.refuted(bounds)).flatten().tolist():
             verdict, x = _branch_or_solve(search, bounds, index, batch[index], domains)
             if verdict is not None:
                 return verdict, x
         if len(domains) > search.settings.max_domains:
             return Verdict.UNKNOWN, None
-    search.decided_by = search.decided_by or "relu-split"
+    if search.undecided:
+        search.decided_by = f"relu-split: {search.undecided} domains undecided"
+        return Verdict.UNKNOWN, None
+    search.decided_by = "relu-split+milp" if search.milp_calls else "relu-split"
     return Verdict.VERIFIED, None
 
 
+def _expand(bounds: Bounds, count: int) -> Bounds:
+    """One box's bounds as the prior of ``count`` subdomains of it."""
+    grow = lambda t: t.expand(count, *t.shape[1:])  # noqa: E731
+    return Bounds(grow(bounds.output_lower), grow(bounds.output_upper), tuple(map(grow, bounds.pre_lower)),
+                  tuple(map(grow, bounds.pre_upper)), grow(bounds.infeasible), bounds.method)
+
+
 def _branch_or_solve(search: _Search, bounds, index: int, splits, domains: list):
-    """Split the domain's loosest neuron, or hand a domain with few unstable neurons to the MILP."""
+    """Hand a domain with few unstable neurons to the MILP, or split its most promising neuron.
+
+    A MILP that cannot decide (time limit, or a point that float32 does not confirm) leaves the domain to
+    splitting; after ``MILP_FAILURES`` such leaves the MILP is no longer tried. A domain with nothing left
+    to split that the bounds cannot refute is undecided, and the search then ends as unknown at best.
+    """
     unstable = [bounds.unstable(i)[index].flatten() & (splits[i] == 0) for i in range(len(splits))]
-    if sum(int(u.sum()) for u in unstable) <= search.settings.milp_max_unstable:
-        return _milp_leaf(search, bounds, index)
+    count = sum(int(u.sum()) for u in unstable)
+    if count <= search.settings.milp_max_unstable and search.milp_failures < MILP_FAILURES:
+        verdict, x = _milp_leaf(search, bounds, index)
+        if verdict is not Verdict.UNKNOWN:
+            return verdict, x
+        search.milp_failures += 1
+    if count == 0:
+        search.undecided += 1
+        return None, None
     layer, neuron = choose_relu(bounds, index, unstable)
     for side in (1, -1):
         child = tuple(s.clone() for s in splits)
@@ -296,7 +343,8 @@ def _branch_or_solve(search: _Search, bounds, index: int, splits, domains: list)
 
 
 def _milp_leaf(search: _Search, bounds, index: int):
-    """Decide a leaf exactly: every conjunction must be infeasible under this domain's neuron bounds.
+    """Decide a leaf exactly: every conjunction the bounds leave open must be infeasible under this
+    domain's neuron bounds. Returns (None, None) when closed, FALSIFIED, TIMEOUT or UNKNOWN (undecided).
 
     The split constraints enter only through the clamped neuron bounds, so the MILP may range over a
     superset of the domain: 'unsat' stays a proof, and a 'sat' point is checked before it counts.
@@ -305,22 +353,26 @@ def _milp_leaf(search: _Search, bounds, index: int):
     pre = [(bounds.pre_lower[i][index].double().numpy(), bounds.pre_upper[i][index].double().numpy())
            for i in range(len(bounds.pre_lower))]
     lo, hi = (v.double().numpy() for v in search.outer)
-    for A, b in search.constraints:
+    gap = bounds.output_lower[index] - search.rhs
+    for group, (A, b) in zip(search.groups, search.constraints):
+        if bool((gap[group] > 0).any()):
+            continue  # the bounds already refute this conjunction here
         remaining = search.settings.timeout - search.elapsed()
         if remaining <= 0:
             return Verdict.TIMEOUT, None
+        slack = np.abs(np.atleast_2d(A)) @ search.float_error()  # the float32 model may stray this far
         result = solve_milp(search.network, lo, hi, pre, A, b,
-                            time_limit=min(search.settings.milp_time_limit, remaining))
+                            time_limit=min(search.settings.milp_time_limit, remaining), slack=slack)
         status = getattr(result.status, "value", result.status)
         if status == "sat":
             x = torch.as_tensor(result.x, dtype=torch.float32).reshape(1, *search.network.input_shape)
             found = search.confirm(x)
-            search.decided_by = "milp" if found is not None else "milp point not confirmed"
-            return (Verdict.FALSIFIED, found) if found is not None else (Verdict.UNKNOWN, None)
-        if status != "unsat":
-            search.decided_by = f"milp {status}"
+            if found is not None:
+                search.decided_by = "milp"
+                return Verdict.FALSIFIED, found
             return Verdict.UNKNOWN, None
-    search.decided_by = "relu-split+milp"
+        if status != "unsat":
+            return Verdict.UNKNOWN, None
     return None, None
 
 

@@ -89,6 +89,7 @@ class AlphaCROWN(BoundMethod):
     beta: bool = True
     optimize_upper: bool = True
     chunk_elements: int = DEFAULT_CHUNK
+    fixed_intermediate: bool = False  # with a prior: keep its ReLU input bounds (see CROWN)
     name = "alpha-crown"
 
     def __post_init__(self) -> None:
@@ -97,7 +98,7 @@ class AlphaCROWN(BoundMethod):
 
     def run(self, problem: Problem, prior: Bounds | None) -> Bounds:
         check_kinds(problem.network, RULES, "AlphaCROWN")
-        result = sweep(problem, prior, self.chunk_elements)
+        result = sweep(problem, prior, self.chunk_elements, tighten=not (self.fixed_intermediate and prior is not None))
         k = problem.rows
         if self.optimize_upper:
             bound = self._optimise(problem, result, both_sides(problem.spec))

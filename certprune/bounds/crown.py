@@ -99,8 +99,13 @@ class Sweep:
     infeasible: torch.Tensor
 
 
-def sweep(problem: Problem, prior: Bounds | None, chunk_elements: int) -> Sweep:
-    """Bounds of every ReLU input in order: intervals from the previous layer, then CROWN on unstable ones."""
+def sweep(problem: Problem, prior: Bounds | None, chunk_elements: int, tighten: bool = True) -> Sweep:
+    """Bounds of every ReLU input in order: intervals from the previous layer, then CROWN on unstable ones.
+
+    Without ``tighten`` the intermediate bounds are the intervals intersected with the prior's and clamped
+    by the splits (branch and bound reuses its root's intermediate bounds this way; beta multipliers then
+    carry the splits into the output bound).
+    """
     layers = problem.network.layers
     x = Interval.of_box(problem.lower, problem.upper)
     infeasible = torch.zeros(problem.batch, dtype=torch.bool)
@@ -109,7 +114,7 @@ def sweep(problem: Problem, prior: Bounds | None, chunk_elements: int) -> Sweep:
         if layer.kind == "relu":
             i = len(pre)
             lower, upper = settle(problem, i, x.lower.flatten(1), x.upper.flatten(1), prior, infeasible)
-            if _needs_back_substitution(layers[:pos]):
+            if tighten and _needs_back_substitution(layers[:pos]):
                 lower, upper = _tighten(problem, pos, lower, upper, x.magnitude.flatten(1), relaxations, chunk_elements)
                 lower, upper = settle(problem, i, lower, upper, None, infeasible)
             pre.append((lower, upper))
@@ -173,15 +178,17 @@ class CROWN(BoundMethod):
     A neuron is back-substituted in the boxes where the interval bounds from the previous layer (and the
     prior) leave it unstable; elsewhere it keeps the interval bounds that already decide it, so each box's
     result is independent of the rest of the batch. ``chunk_elements`` bounds the size of one coefficient
-    tensor (memory), trading it for more, smaller matrix products.
+    tensor (memory), trading it for more, smaller matrix products. With ``fixed_intermediate`` and a prior,
+    ReLU inputs keep the prior's bounds (clamped by the splits): only the output rows are back-substituted.
     """
 
     chunk_elements: int = DEFAULT_CHUNK
+    fixed_intermediate: bool = False  # with a prior: keep its ReLU input bounds instead of recomputing them
     name = "crown"
 
     def run(self, problem: Problem, prior: Bounds | None) -> Bounds:
         check_kinds(problem.network, RULES, "CROWN")
-        result = sweep(problem, prior, self.chunk_elements)
+        result = sweep(problem, prior, self.chunk_elements, tighten=not (self.fixed_intermediate and prior is not None))
         k = problem.rows
         bound = output_bounds(problem, result, result.relaxations, both_sides(problem.spec))
         interval_lower, interval_upper = spec_interval(problem.spec, result.output)

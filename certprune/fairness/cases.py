@@ -50,7 +50,11 @@ class DecisionRule:
     @property
     def logit_slack(self) -> float:
         """Extra clearance a logit needs so that a final float32 sigmoid keeps it on its side of sigmoid(t)
-        (four ulps of the probability, divided by the sigmoid's slope at t); 0 without a sigmoid."""
+        (four ulps of the probability, divided by the sigmoid's slope at t). Under a softmax the top two
+        outputs round to equal values only when their logits are within a few ulps of 1 (the largest
+        output is at least 1/K), so 1e-5 keeps argmax of the outputs on the logits' side. 0 otherwise."""
+        if self.transform == "softmax" and self.decision.mode == "argmax":
+            return 1e-5
         if self.transform != "sigmoid" or self.decision.mode != "threshold":
             return 0.0
         s = 1.0 / (1.0 + math.exp(-self.decision.threshold)) if self.decision.threshold > -700 else 0.0

@@ -5,10 +5,10 @@ pair of protected values (ordered pairs when some attribute is relaxed; unordere
 swapped pair lies in the same partition and the cases cover both orders). A row's box fixes ``p`` and
 ``p'``, gives the shared attributes their partition ranges and each relaxed offset ``delta`` its tolerance.
 
-Soundness margin: logits are evaluated in float32 by the model's runtime. A case is ruled out only when a
-sound upper bound of a row clears zero by ``margin_rel * (|G| @ (1 + S) + |g0|)``, where ``S`` bounds the sum
-of |terms| of the last layer that produced each logit (rounding error of a float32 evaluation is a small
-multiple of 2^-24 * S; the default ``margin_rel = 2^-15`` leaves 256 ulps of room, as the bound methods do).
+Soundness margin: logits are evaluated in float32 by the model's runtime, while bounds, MILP and Z3 reason
+about the exact twin. A case is ruled out only when a sound upper bound of a row clears zero by
+``|G| @ E + margin_rel * (|G| @ 1 + |g0|)``, where ``E`` bounds how far a float32 evaluation of each logit
+can stray from the exact value over the box (``certprune.bounds.rounding``, every layer's rounding).
 A model ending in a sigmoid adds the logit distance that keeps float32 sigmoid(logit) off sigmoid(t).
 """
 from __future__ import annotations
@@ -22,10 +22,11 @@ import numpy as np
 import torch
 
 from certprune.bounds import CROWN, IBP, AlphaCROWN
+from certprune.bounds.rounding import forward_error
 from certprune.fairness.cases import CaseTable, DecisionRule
 from certprune.fairness.partition import Partition
 from certprune.fairness.twin import TwinLayout, build_twin
-from certprune.network import Affine, Dense, Network, ReLU
+from certprune.network import Dense, Network
 from certprune.spec.fairness import FairnessProperty
 
 ENGINES = ("auto", "z3")
@@ -165,28 +166,16 @@ class FairnessProblem:
 
     # -- margins -------------------------------------------------------------------------------------
 
-    def magnitude(self, bounds, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """(B, 2k) bound on the sum of |terms| of the float evaluation of each twin output on each box."""
-        layers = self.twin.layers
-        relus = [i for i, layer in enumerate(layers) if isinstance(layer, ReLU)]
-        if relus:
-            a = bounds.pre_upper[-1].flatten(1).double().clamp(min=0)
-            tail = layers[relus[-1] + 1:]
-        else:
-            lower, upper = (torch.from_numpy(np.atleast_2d(v)).double() for v in (lo, hi))
-            a = torch.maximum(lower.abs(), upper.abs())
-            tail = layers
-        for layer in tail:
-            if isinstance(layer, Dense):
-                a = a @ layer.weight.double().abs().T + layer.bias.double().abs()
-            elif isinstance(layer, Affine):
-                a = a * layer.scale.double().abs().reshape(-1) + layer.shift.double().abs().reshape(-1)
-        return a.numpy()
+    def float_error(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """(B, 2k) bound on how far the float32 model's logits can stray from the exact twin outputs on boxes."""
+        lower, upper = (torch.from_numpy(np.atleast_2d(v)).double() for v in (lo, hi))
+        return forward_error(self.twin, lower, upper).numpy()
 
-    def margins(self, G: np.ndarray, g0: np.ndarray, magnitude: np.ndarray) -> np.ndarray:
-        """(B, rows) clearance needed by rows ``G @ Y + g0`` on boxes with the given output magnitudes."""
+    def margins(self, G: np.ndarray, g0: np.ndarray, error: np.ndarray) -> np.ndarray:
+        """(B, rows) clearance needed by rows ``G @ Y + g0`` on boxes whose outputs have the given float error."""
         G = np.abs(G)
-        return self.settings.margin_rel * ((1.0 + magnitude) @ G.T + np.abs(g0)) + self.rule.logit_slack * G.sum(1)
+        own = self.settings.margin_rel * (G.sum(1) + np.abs(g0))  # the float64 rounding of the row itself
+        return np.atleast_2d(error) @ G.T + own + self.rule.logit_slack * G.sum(1)
 
     # -- bounds --------------------------------------------------------------------------------------------
 

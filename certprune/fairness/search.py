@@ -159,7 +159,7 @@ def _bound(problem: FairnessProblem, lo: np.ndarray, hi: np.ndarray, opened: np.
         (_, b), = problem.bounds(lo[idx], hi[idx], C, (name,), prior)
         if len(idx) == len(lo):
             history.append((name, b))
-        margin = problem.margins(table.cert_G, table.cert_g0, problem.magnitude(b, lo[idx], hi[idx]))
+        margin = problem.margins(table.cert_G, table.cert_g0, problem.float_error(lo[idx], hi[idx]))
         open_cases[idx] &= ~table.impossible(b.output_upper.numpy(), margin)
         for position, i in enumerate(idx):
             final[i] = (b, position)

@@ -46,8 +46,7 @@ def decide_z3(problem: FairnessProblem, referee: Referee, lo: np.ndarray, hi: np
         details = {"pruning": pruned.stats}
     else:
         network, states, hints, details = problem.twin64, None, None, {"pruning": None}
-    final = bounds[-1][1]
-    magnitude = problem.magnitude(final, lo, hi)[0]
+    error = problem.float_error(lo, hi)[0]
     z = [z3.Int(f"z{j}") if problem.integer[j] else z3.Real(f"z{j}") for j in range(len(lo))]
     encoding = encode(network, z, states=states, pre_bounds=[(a[0], b[0]) for a, b in hints] if hints else None)
     details["unstable"] = encoding.unstable
@@ -56,7 +55,7 @@ def decide_z3(problem: FairnessProblem, referee: Referee, lo: np.ndarray, hi: np
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             return ExactAnswer("timeout", None, time.perf_counter() - started, details)
-        goal = _cases(problem, encoding.outputs, cases, magnitude, strict)
+        goal = _cases(problem, encoding.outputs, cases, error, strict)
         result = solve(base + [goal], remaining)
         if result.status != "sat":
             status = "unknown" if strict and result.status == "unsat" else result.status
@@ -88,12 +87,12 @@ def _domain(problem: FairnessProblem, z: list, lo: np.ndarray, hi: np.ndarray) -
     return out
 
 
-def _cases(problem: FairnessProblem, Y: tuple, cases: np.ndarray, magnitude: np.ndarray, strict: bool):
+def _cases(problem: FairnessProblem, Y: tuple, cases: np.ndarray, error: np.ndarray, strict: bool):
     """Some open case holds: all its rows >= -margin (relaxed) or >= +margin (strict)."""
     options = []
     for index in np.flatnonzero(cases):
         w = problem.table.witness[index]
-        margin = problem.margins(w.A, w.a0, magnitude[None])[0]
+        margin = problem.margins(w.A, w.a0, error[None])[0]
         rows = []
         for a, a0, m in zip(w.A, w.a0, margin):
             value = z3.Sum(*[rational(c) * Y[j] for j, c in enumerate(a) if c != 0]) + rational(a0)
@@ -115,8 +114,7 @@ def decide_milp(problem: FairnessProblem, referee: Referee, lo: np.ndarray, hi: 
     range (no straddling) and whose protected values are fixed; ``bounds`` is the box's Bounds (B = 1)."""
     started = time.perf_counter()
     w = problem.table.witness[case]
-    magnitude = problem.magnitude(bounds, lo, hi)
-    margin = problem.margins(w.A, w.a0, magnitude)[0]
+    margin = problem.margins(w.A, w.a0, problem.float_error(lo, hi))[0]
     pre = [(bounds.pre_lower[i][0], bounds.pre_upper[i][0]) for i in range(len(bounds.pre_lower))]
     for strict in (False, True):
         remaining = deadline - time.perf_counter()

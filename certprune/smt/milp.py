@@ -20,8 +20,9 @@ Soundness of the answers.
     the constraint tightened by ``TIGHTEN``; if that fails too the answer is ``unknown``.
   * ``unsat`` relies on HiGHS and its tolerances, which are tightened (``mip_rel_gap = 0``, primal and
     integrality feasibility ``1e-9``). Feasibility is asked of the *relaxed* constraint
-    ``A @ y <= b + MARGIN`` (``MARGIN = 1e-6``), so ``unsat`` means no input comes within ``MARGIN`` of
-    satisfying the conjunction: float noise far below that cannot flip the answer.
+    ``A @ y <= b + MARGIN + slack``, so ``unsat`` means no input comes within that of satisfying the
+    conjunction in exact arithmetic. The float32 model can stray further than ``MARGIN`` from the exact
+    one (``certprune.bounds.rounding``): callers pass that error as ``slack``.
   * ``timeout`` (or a solver failure, reported as ``unknown``) decides nothing.
 ``optimize`` reports ``c @ net(x)`` at the best point found, evaluated by the float64 forward pass (a
 value some input attains), and HiGHS's dual bound loosened by ``OBJECTIVE_SLACK`` as the proven bound.
@@ -87,18 +88,20 @@ PreBounds = Sequence[tuple[object, object]]
 
 
 def solve_milp(network: Network, lower, upper, pre_bounds: PreBounds, A, b, time_limit: float | None = None,
-               integer_inputs=None) -> MilpResult:
+               integer_inputs=None, slack=0.0) -> MilpResult:
     """Is there an x in [lower, upper] (per-sample shape, unbatched) with ``A @ net(x) <= b``?
 
     ``pre_bounds``: per ReLU layer, (lower, upper) arrays or tensors shaped like its input (a leading
     batch dimension of 1 is accepted). ``integer_inputs``: optional boolean mask of input coordinates
-    restricted to integers.
+    restricted to integers. ``slack`` (per row, >= 0) widens the question to ``A @ net(x) <= b + slack``
+    for the exact network: with ``slack >= |A| @ forward_error`` an ``unsat`` also proves the float32 model.
     """
     started = time.perf_counter()
     A = np.atleast_2d(np.asarray(A, dtype=np.float64))
     b = np.asarray(b, dtype=np.float64).ravel()
+    slack = np.broadcast_to(np.asarray(slack, dtype=np.float64).ravel(), b.shape)
     model = _Encoding.build(network, lower, upper, pre_bounds, integer_inputs)
-    for attempt, rhs in enumerate((b + MARGIN, b - TIGHTEN * (1 + np.abs(b)))):
+    for attempt, rhs in enumerate((b + MARGIN + slack, b - TIGHTEN * (1 + np.abs(b)))):
         remaining = None if time_limit is None else time_limit - (time.perf_counter() - started)
         if remaining is not None and remaining <= 0:
             return MilpResult(MilpStatus.TIMEOUT, seconds=time.perf_counter() - started)

@@ -137,6 +137,10 @@ class FairnessProperty:
         if d.mode == "threshold" and not 0 <= d.output < n_outputs:
             raise PropertyError(f"{where}: decision output {d.output} is not an output of a model with "
                                 f"{n_outputs} output(s)")
+        if d.mode == "argmax" and output_transform == "sigmoid":
+            raise PropertyError(f"{where}: the model ends in a sigmoid, whose float32 outputs saturate to equal "
+                                "values for different logits, so argmax of its outputs is not decided by the "
+                                "logits; export the model without the final Sigmoid")
         if d.mode == "threshold" and output_transform == "softmax":
             raise PropertyError(f"{where}: the model ends in a softmax, so a threshold on one logit cannot be "
                                 "read from its outputs; use decision: argmax")

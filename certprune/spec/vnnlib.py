@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence, Union
+from typing import Iterator, Union
 
 import numpy as np
 
@@ -55,20 +55,6 @@ def check_matches(prop: VnnlibProperty, n_inputs: int, n_outputs: int) -> None:
         raise PropertyError(f"{prop.source}: property declares {prop.n_inputs} inputs, model has {n_inputs}")
     if prop.n_outputs != n_outputs:
         raise PropertyError(f"{prop.source}: property declares {prop.n_outputs} outputs, model has {n_outputs}")
-
-
-def order_only(constraints: Sequence[Constraint]) -> bool:
-    """Whether every row compares two outputs (``c*y_i - c*y_j <= 0``, c > 0).
-
-    Such constraints hold on logits exactly when they hold after an elementwise-monotone sigmoid or a
-    softmax, so they may be checked on the logits of a model whose ONNX graph ends in one of those.
-    """
-    for A, b in constraints:
-        for row, rhs in zip(A, b):
-            nonzero = np.flatnonzero(row)
-            if rhs != 0 or len(nonzero) != 2 or row[nonzero[0]] != -row[nonzero[1]]:
-                return False
-    return True
 
 
 def read_vnnlib(path: str | Path) -> VnnlibProperty:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from certprune.errors import PropertyError
-from certprune.spec.vnnlib import check_matches, order_only, parse_vnnlib, read_vnnlib
+from certprune.spec.vnnlib import check_matches, parse_vnnlib, read_vnnlib
 
 HEADER = "\n".join([f"(declare-const X_{i} Real)" for i in range(2)] + [f"(declare-const Y_{j} Real)" for j in range(3)])
 BOX = "(assert (>= X_0 -1))\n(assert (<= X_0 1))\n(assert (>= X_1 0))\n(assert (<= X_1 0.5))\n"
@@ -51,7 +51,6 @@ def test_acasxu_property_1_and_2_values(acasxu_dir):
     # "COC is maximal": Y_j <= Y_0 for j = 1..4 (all at once)
     np.testing.assert_array_equal(A, [[-1, 1, 0, 0, 0], [-1, 0, 1, 0, 0], [-1, 0, 0, 1, 0], [-1, 0, 0, 0, 1]])
     np.testing.assert_array_equal(b, np.zeros(4))
-    assert order_only([(A, b)]) and not order_only(p1.constraints)
 
 
 def test_point_coordinate_from_prop_4(acasxu_dir):

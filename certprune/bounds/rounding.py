@@ -1,0 +1,92 @@
+"""How far a float32 evaluation of a network can stray from its exact real value, over a box.
+
+Exact back ends (MILP, Z3) reason about the real-valued network, but the model that must be trusted runs
+in float32 (onnxruntime). An exact ``unsat`` therefore proves the float32 model only when the question was
+asked with a clearance at least this error. The bound is the classical one for sums: a float32 dot product
+of ``n`` terms plus a bias differs from the exact one by at most ``gamma(n + 1) * sum |terms|`` with
+``gamma(k) = k u / (1 - k u)`` and ``u = 2^-24`` (any summation order, fused or not). Errors already in a
+layer's input pass through ``|W|``; ReLU is 1-Lipschitz and keeps them. Magnitudes come from interval
+bounds of the exact values plus the error so far.
+
+``SPARE`` extra terms per sum and the factor ``SAFETY`` cover what our Network does not see of the ONNX
+graph: weights rounded once more when BatchNorm or normalisation was folded into them, and the few
+extra roundings of an unfolded elementwise step.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from certprune.errors import UnsupportedLayerError
+from certprune.network import Network
+
+UNIT_ROUNDOFF = 2.0**-24  # float32
+SPARE = 8
+SAFETY = 2.0
+
+
+def gamma(terms: int) -> float:
+    k = (terms + 1 + SPARE) * UNIT_ROUNDOFF
+    return SAFETY * k / (1.0 - k)
+
+
+def forward_error(network: Network, lower: torch.Tensor, upper: torch.Tensor, pre_bounds=None) -> torch.Tensor:
+    """(B, n_out) float64 bound on |float32 logits - exact logits| for every input in each box (B, *shape).
+
+    ``pre_bounds`` (optional, per ReLU layer (lower, upper) of its exact input, e.g. from CROWN) tighten the
+    magnitudes that interval arithmetic alone would overestimate on deep networks.
+    """
+    for index, layer in enumerate(network.layers):
+        if layer.kind not in RULES:
+            raise UnsupportedLayerError(f"forward_error has no rule for layer kind '{layer.kind}' (layer {index})")
+    net = network.to(torch.float64)
+    lo, hi = lower.double(), upper.double()
+    error = torch.zeros_like(lo)
+    known = iter(pre_bounds or ())
+    for layer in net.layers:
+        if layer.kind == "relu" and pre_bounds is not None:
+            tight_lo, tight_hi = (torch.as_tensor(v, dtype=torch.float64).reshape(lo.shape) for v in next(known))
+            lo, hi = torch.maximum(lo, tight_lo), torch.minimum(hi, tight_hi)
+            hi = torch.maximum(lo, hi)
+        lo, hi, error = RULES[layer.kind](layer, lo, hi, error)
+    return error.flatten(1)
+
+
+def _dense(layer, lo, hi, error):
+    w_abs = layer.weight.abs()
+    size = torch.maximum(lo.abs(), hi.abs()) + error
+    new_error = F.linear(error, w_abs) + gamma(layer.weight.shape[1]) * F.linear(size, w_abs, layer.bias.abs())
+    center = F.linear((lo + hi) / 2, layer.weight, layer.bias)
+    radius = F.linear((hi - lo) / 2, w_abs)
+    return center - radius, center + radius, new_error
+
+
+def _conv2d(layer, lo, hi, error):
+    w_abs = layer.weight.abs()
+    args = (layer.stride, layer.padding, layer.dilation)
+    size = torch.maximum(lo.abs(), hi.abs()) + error
+    terms = layer.weight[0].numel()
+    new_error = F.conv2d(error, w_abs, None, *args) + gamma(terms) * F.conv2d(size, w_abs, layer.bias.abs(), *args)
+    center = F.conv2d((lo + hi) / 2, layer.weight, layer.bias, *args)
+    radius = F.conv2d((hi - lo) / 2, w_abs, None, *args)
+    return center - radius, center + radius, new_error
+
+
+def _affine(layer, lo, hi, error):
+    scale_abs = layer.scale.abs()
+    size = torch.maximum(lo.abs(), hi.abs()) + error
+    new_error = error * scale_abs + gamma(1) * (size * scale_abs + layer.shift.abs())
+    center = (lo + hi) / 2 * layer.scale + layer.shift
+    radius = (hi - lo) / 2 * scale_abs
+    return center - radius, center + radius, new_error
+
+
+def _relu(layer, lo, hi, error):
+    return lo.clamp(min=0), hi.clamp(min=0), error
+
+
+def _flatten(layer, lo, hi, error):
+    return lo.flatten(1), hi.flatten(1), error.flatten(1)
+
+
+RULES = {"dense": _dense, "conv2d": _conv2d, "affine": _affine, "relu": _relu, "flatten": _flatten}
