@@ -46,6 +46,7 @@ from typing import Any, Mapping
 import yaml
 
 from certprune.errors import PropertyError
+from certprune.spec.yamlfile import YamlReader
 
 TOP_KEYS = ("kind", "description", "decision", "attributes", "protected", "relaxed", "partition", "timeout",
             "engine")
@@ -169,14 +170,7 @@ def parse_fairness(text: str, source: str = "<string>") -> FairnessProperty:
 # Parsing: yaml.compose keeps every node's line, so each error names the key and where it is.
 
 
-class _Parser:
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.constructor = yaml.SafeLoader("")
-
-    def error(self, node: yaml.Node, message: str) -> PropertyError:
-        return PropertyError(f"{self.source} line {node.start_mark.line + 1}: {message}")
-
+class _Parser(YamlReader):
     def parse(self, text: str) -> FairnessProperty:
         root = self.compose(text)
         keys = self.mapping(root, TOP_KEYS, "the file")
@@ -201,35 +195,6 @@ class _Parser:
         return FairnessProperty(self.source, attributes, ordered, MappingProxyType(relaxed), decision, partition,
                                 *timeouts, engine, description, hashlib.sha256(text.encode()).hexdigest(),
                                 attributes_line)
-
-    def compose(self, text: str) -> yaml.Node:
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-            raise PropertyError(f"{self.source}{where}: invalid YAML: {problem}") from error
-        if node is None:
-            raise PropertyError(f"{self.source}: the file is empty")
-        return node
-
-    def mapping(self, node: yaml.Node, allowed: tuple[str, ...], what: str) -> dict[str, yaml.Node]:
-        if not isinstance(node, yaml.MappingNode):
-            raise self.error(node, f"{what} must be a mapping with keys {', '.join(allowed)}")
-        keys: dict[str, yaml.Node] = {}
-        self.key_lines: dict[str, int] = {}
-        for key, value in node.value:
-            name = self.value(key)
-            if name not in allowed:
-                close = difflib.get_close_matches(str(name), allowed, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(allowed)})"
-                raise self.error(key, f"unknown key '{name}'{hint}")
-            if name in keys:
-                raise self.error(key, f"key '{name}' appears twice")
-            keys[name] = value
-            self.key_lines[name] = key.start_mark.line + 1
-        return keys
 
     # -- sections ----------------------------------------------------------------------------------
 
@@ -386,9 +351,6 @@ class _Parser:
         return Decision("threshold", output, threshold, line)
 
     # -- values ------------------------------------------------------------------------------------
-
-    def value(self, node: yaml.Node) -> Any:
-        return self.constructor.construct_object(node, deep=True)
 
     def known(self, node: yaml.Node, by_name: dict[str, Attribute], what: str) -> Attribute:
         name = self.value(node)

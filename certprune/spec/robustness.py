@@ -22,7 +22,6 @@ one verifier handles both kinds of property files. Every error names the file, t
 """
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 import yaml
 
 from certprune.errors import PropertyError
+from certprune.spec.yamlfile import YamlReader
 from certprune.spec.vnnlib import Disjunct, VnnlibProperty
 
 DATASETS = ("mnist",)
@@ -172,17 +172,13 @@ def parse_robustness(text: str, source: str = "<string>", base: str | Path = "."
     return _Parser(source, Path(base)).parse(text)
 
 
-class _Parser:
+class _Parser(YamlReader):
     def __init__(self, source: str, base: Path) -> None:
-        self.source = source
+        super().__init__(source)
         self.base = base
-        self.constructor = yaml.SafeLoader("")
-
-    def error(self, node: yaml.Node, message: str) -> PropertyError:
-        return PropertyError(f"{self.source} line {node.start_mark.line + 1}: {message}")
 
     def parse(self, text: str) -> RobustnessSpec:
-        keys = self.mapping(self.compose(text))
+        keys = self.mapping(self.compose(text), KEYS, "the file")
         for name in ("kind", "input_range", "eps"):
             if name not in keys:
                 raise PropertyError(f"{self.source}: missing required key '{name}'")
@@ -202,33 +198,6 @@ class _Parser:
                 raise self.error(keys["timeout"], f"timeout must be > 0, got {self.value(keys['timeout'])}")
         spec = RobustnessSpec(self.source, (lo, hi), eps, timeout)
         return self.samples(spec, keys)
-
-    def compose(self, text: str) -> yaml.Node:
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-            raise PropertyError(f"{self.source}{where}: invalid YAML: {problem}") from error
-        if node is None:
-            raise PropertyError(f"{self.source}: the file is empty")
-        return node
-
-    def mapping(self, node: yaml.Node) -> dict[str, yaml.Node]:
-        if not isinstance(node, yaml.MappingNode):
-            raise self.error(node, "expected a mapping of keys (kind, input_range, eps, ...)")
-        keys: dict[str, yaml.Node] = {}
-        for key, value in node.value:
-            name = self.value(key)
-            if name not in KEYS:
-                close = difflib.get_close_matches(str(name), KEYS, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(KEYS)})"
-                raise self.error(key, f"unknown key '{name}'{hint}")
-            if name in keys:
-                raise self.error(key, f"key '{name}' appears twice")
-            keys[name] = value
-        return keys
 
     def samples(self, spec: RobustnessSpec, keys: dict[str, yaml.Node]) -> RobustnessSpec:
         sources = [name for name in ("data", "points", "file") if name in keys]
@@ -317,9 +286,6 @@ class _Parser:
         return x.astype(np.float64), labels.astype(np.int64).ravel()
 
     # -- scalars -------------------------------------------------------------------------------------
-
-    def value(self, node: yaml.Node) -> Any:
-        return self.constructor.construct_object(node, deep=True)
 
     def number(self, node: yaml.Node, key: str) -> float:
         value = self.value(node)

@@ -115,7 +115,7 @@ def test_real_mnist_loader():
     (HEAD + "eps: 0.2\n" + POINTS, "line 4: key 'eps' appears twice"),
     (HEAD + "points: [\n", "robust.yaml line \\d+: invalid YAML"),
     ("", "the file is empty"),
-    ("- 1\n- 2\n", "line 1: expected a mapping"),
+    ("- 1\n- 2\n", "line 1: the file must be a mapping with keys kind, input_range"),
 ])
 def test_errors_name_key_and_line(text, message):
     with pytest.raises(PropertyError, match=message):
