@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from certprune.floats import float32_box
 from certprune.network import Network
 from certprune.runtime import OnnxRuntimeModel
 
@@ -38,7 +39,7 @@ def find_counterexample(network: Network, lower, upper, A_list: Sequence, b_list
     """
     deadline = math.inf if time_limit is None else time.perf_counter() + time_limit
     net32 = network.to(torch.float32)
-    lo, hi = (torch.from_numpy(v.reshape(network.input_shape)) for v in _float32_box(lower, upper))
+    lo, hi = (torch.from_numpy(v.reshape(network.input_shape)) for v in float32_box(_numpy(lower), _numpy(upper), outward=False))
     spec = _Spec(A_list, b_list)
     if spec.A.shape[1] != math.prod(network.output_shape):
         raise ValueError(f"constraints have {spec.A.shape[1]} columns, the network has "
@@ -146,14 +147,5 @@ def _first_confirmed(net: Network, x: torch.Tensor, losses: torch.Tensor, spec: 
     return None
 
 
-def _float32_box(lower, upper) -> tuple[np.ndarray, np.ndarray]:
-    """The float32 box inside [lower, upper] (rounded inward; nearest float32 for a point coordinate)."""
-    lower64, upper64 = (np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64)
-                        for v in (lower, upper))
-    lo = lower64.astype(np.float32)
-    lo = np.where(lo < lower64, np.nextafter(lo, np.float32(np.inf)), lo)
-    hi = upper64.astype(np.float32)
-    hi = np.where(hi > upper64, np.nextafter(hi, np.float32(-np.inf)), hi)
-    empty = lo > hi
-    lo[empty] = hi[empty] = lower64[empty].astype(np.float32)
-    return lo, hi
+def _numpy(value) -> np.ndarray:
+    return np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64)

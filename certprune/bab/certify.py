@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from certprune.bab.instances import Instance, verify_one
-from certprune.bab.search import SearchSettings, float32_box, refuted, stack_constraints
+from certprune.bab.search import SearchSettings, refuted, stack_constraints
 from certprune.bounds import CROWN
 from certprune.errors import PropertyError
+from certprune.floats import float32_box
 from certprune.journal import Journal
 from certprune.network import Network
 from certprune.runtime import OnnxRuntimeModel

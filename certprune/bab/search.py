@@ -20,6 +20,7 @@ from certprune.bab.attack import find_counterexample
 from certprune.bab.branching import choose_input_dims, choose_relu
 from certprune.bounds import CROWN, IBP, AlphaCROWN, Bounds
 from certprune.bounds.rounding import forward_error
+from certprune.floats import float32_box
 from certprune.network import Network
 from certprune.smt.milp import solve_milp
 from certprune.types import Certificate, Counterexample, Result, Verdict
@@ -137,21 +138,6 @@ def _result(search: _Search, verdict: Verdict, x: np.ndarray | None) -> Result:
 
 
 # ---- shared pieces -----------------------------------------------------------------------------
-
-def float32_box(lower, upper, outward: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The float64 box as float32, rounded outward (a superset) or inward (a subset)."""
-    lower64 = np.asarray(lower, dtype=np.float64)
-    upper64 = np.asarray(upper, dtype=np.float64)
-    lo, hi = lower64.astype(np.float32), upper64.astype(np.float32)
-    if outward:
-        lo = np.where(lo > lower64, np.nextafter(lo, np.float32(-np.inf)), lo)
-        hi = np.where(hi < upper64, np.nextafter(hi, np.float32(np.inf)), hi)
-    else:
-        lo = np.where(lo < lower64, np.nextafter(lo, np.float32(np.inf)), lo)
-        hi = np.where(hi > upper64, np.nextafter(hi, np.float32(-np.inf)), hi)
-        hi = np.maximum(hi, lo)  # a box thinner than one float32 step keeps one point (replay re-checks it)
-    return lo.astype(np.float32), hi.astype(np.float32)
-
 
 def stack_constraints(constraints: Sequence[Constraint]) -> tuple[torch.Tensor, torch.Tensor, list[slice]]:
     """All rows of all conjunctions in one specification matrix, with each conjunction's row slice.

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import Bounds, LinearConstraint, milp
 
+from certprune.floats import float32_box
 from certprune.network import Affine, Conv2d, Dense, Flatten, Network, ReLU
 
 MARGIN = 1e-6  # the feasibility question is A @ y <= b + MARGIN
@@ -253,7 +254,8 @@ class _Encoding:
 
     def confirm(self, network: Network, solution: np.ndarray, A: np.ndarray, b: np.ndarray) -> np.ndarray | None:
         """The float32 input that meets ``A @ y <= b`` in float64 and float32 forward passes, or None."""
-        x = _float32_inside(self.point(solution).ravel(), self.lower, self.upper).reshape(self.input_shape)
+        lo, hi = float32_box(self.lower, self.upper, outward=False)
+        x = np.clip(self.point(solution).ravel().astype(np.float32), lo, hi).reshape(self.input_shape)
         for dtype in (torch.float64, torch.float32):
             with torch.no_grad():
                 y = network.to(dtype).forward(torch.from_numpy(x).to(dtype)[None])[0].double().numpy()
@@ -297,14 +299,3 @@ def _flat(value) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().double().numpy()
     return np.asarray(value, dtype=np.float64).ravel().copy()
-
-
-def _float32_inside(x: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
-    """``x`` as float32, clipped to the float32 numbers inside [lower, upper] (nearest if there are none)."""
-    lo = lower.astype(np.float32)
-    lo = np.where(lo < lower, np.nextafter(lo, np.float32(np.inf)), lo)
-    hi = upper.astype(np.float32)
-    hi = np.where(hi > upper, np.nextafter(hi, np.float32(-np.inf)), hi)
-    empty = lo > hi
-    lo[empty] = hi[empty] = lower[empty].astype(np.float32)
-    return np.clip(x.astype(np.float32), lo, hi)
