@@ -4,7 +4,7 @@ For each model and eps: verified (with the count CROWN alone proves beside it), 
 timeout, misclassified, and the total time. Each image is appended to a journal under --out as soon as it
 is decided, so an interrupted run continues where it stopped.
 
-Usage: python benchmarks/certified_accuracy.py [--models M ...] [--eps E ...] [-n 100] [--timeout 60]
+Usage: python benchmarks/certified_accuracy.py [--models M ...] [--eps E ...] [-n 100] [--timeout 60] [--threads T]
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from certprune.bab.certify import certify
 from certprune.bab.search import SearchSettings
@@ -36,7 +37,10 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--out", default="benchmark-results/certified", help="journal folder")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     x, y = load_mnist("test")
     x, y = x[: args.n].numpy().astype(np.float64), y[: args.n].numpy()

@@ -63,10 +63,7 @@ def complete_verification(network, data: PruneData, timeout: float) -> tuple[int
             label = int(data.y[i])
             if int(predicted[i]) != label:
                 continue
-            if n_logits == 1:  # a counterexample flips the decision logit >= 0
-                constraints = ((np.array([[1.0 if label == 1 else -1.0]]), np.zeros(1)),)
-            else:
-                constraints = robustness_property(lower[i], upper[i], label, n_logits).disjuncts[0].constraints
+            constraints = robustness_property(lower[i], upper[i], label, n_logits).disjuncts[0].constraints
             instance = Instance(f"sample{i}", lower[i].ravel(), upper[i].ravel(), constraints)
             result = verify_one(network, path, instance, SearchSettings(timeout=timeout))
             verified += result.verdict is Verdict.VERIFIED

@@ -92,3 +92,18 @@ def test_splits_clamp_bounds_and_empty_subdomains_are_flagged():
         assert b.infeasible.tolist() == [False, True] + [False] * 6
         assert torch.isposinf(b.output_lower[1]).all() and torch.isneginf(b.output_upper[1]).all()
         assert torch.isfinite(b.output_lower[0]).all()
+
+
+@pytest.mark.parametrize("model", ["mnist_mlp_100x2", "mnist_mlp_256x3"])
+def test_shipped_mnist_mlps_tighten_from_ibp_to_crown_to_alpha(model):
+    from certprune.data import load_mnist
+    from certprune.onnx_io import load_onnx
+    from tests.conftest import MODELS
+
+    network = load_onnx(MODELS / f"{model}.onnx")
+    centre = load_mnist("test")[0][:4].reshape(4, *network.input_shape).float()
+    for eps in (0.01, 0.05):
+        lower, upper = (centre - eps).clamp(0, 1), (centre + eps).clamp(0, 1)
+        ibp, crown, alpha = (_width(m.compute(network, lower, upper)).mean()
+                             for m in (IBP(), CROWN(), AlphaCROWN(iterations=5)))
+        assert crown < ibp and alpha <= crown
