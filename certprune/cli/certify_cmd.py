@@ -30,6 +30,9 @@ def command(model, data, eps, count, timeout, journal, resume, json_out, quiet) 
     from certprune.data import load_mnist
 
     network = load_onnx(model)
+    if int(np.prod(network.input_shape)) != 784 or int(np.prod(network.output_shape)) != 10:
+        raise CertpruneError(f"{model}: input {network.input_shape} and {int(np.prod(network.output_shape))} "
+                             "outputs; --data mnist needs 784 inputs (28x28 pixels in [0, 1]) and 10 logits")
     x, y = load_mnist("test")
     x, y = x[:count].numpy().astype(np.float64), y[:count].numpy()
     lo, hi = input_range(network)

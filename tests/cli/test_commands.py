@@ -1,0 +1,101 @@
+"""The commands end to end: exit codes 0 / 10 / 20 / 2, the files they write, and one-line user errors."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from certprune.cli.main import main
+from tests.conftest import ACASXU, MODELS, REPO
+
+PROPERTIES = REPO / "properties"
+MNIST = str(MODELS / "mnist_mlp_100x2.onnx")
+GERMAN = str(MODELS / "german_small.onnx")
+
+
+def acas(net: str) -> str:
+    return str(ACASXU / "onnx" / f"ACASXU_run2a_{net}_batch_2000.onnx")
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_vnnlib_sat_writes_the_vnncomp_results_file(tmp_path, acasxu_dir):
+    results = tmp_path / "out.txt"
+    code = main(["verify", acas("1_2"), "--property", str(acasxu_dir / "vnnlib" / "prop_2.vnnlib"),
+                 "--timeout", "60", "--results-file", str(results), "--json", str(tmp_path / "r.json")])
+    assert code == 10
+    lines = results.read_text().splitlines()
+    assert lines[0] == "sat" and lines[1].startswith("((X_0 ") and any(line.startswith(" (Y_4 ") for line in lines)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["result"] == "sat" and len(report["counterexample"]["x"]) == 5
+
+
+def test_vnnlib_unsat(tmp_path, acasxu_dir):
+    results = tmp_path / "out.txt"
+    code = main(["verify", acas("1_1"), "--property", str(acasxu_dir / "vnnlib" / "prop_1.vnnlib"),
+                 "--results-file", str(results)])
+    assert code == 0 and results.read_text().splitlines() == ["unsat"]
+
+
+def test_robustness_yaml_holds(capsys):
+    assert main(["verify", MNIST, "--property", str(PROPERTIES / "mnist_robustness.yaml"), "--quiet"]) == 0
+    assert "result: VERIFIED (exit 0)" in capsys.readouterr().out
+
+
+def test_fairness_counterexample_certificate_and_resume(tmp_path, capsys):
+    args = ["verify", GERMAN, "--property", str(PROPERTIES / "german_fairness_sex.yaml"), "--quiet",
+            "--limit", "6", "--journal", str(tmp_path / "j.jsonl"), "--json", str(tmp_path / "r.json"),
+            "--certificate", str(tmp_path / "c.json")]
+    assert main(args) == 10
+    assert "replayed on onnxruntime" in capsys.readouterr().out
+    certificate = json.loads((tmp_path / "c.json").read_text())
+    assert len(certificate["model_sha256"]) == 64 and certificate["partitions"]
+    journal_lines = (tmp_path / "j.jsonl").read_text().splitlines()
+    assert len(journal_lines) == 1 + 6
+    assert main(args + ["--resume"]) == 10  # nothing left to do: the journal holds every partition
+    assert (tmp_path / "j.jsonl").read_text().splitlines() == journal_lines
+
+
+def test_certify_writes_totals(tmp_path):
+    out = tmp_path / "c.json"
+    assert main(["certify", MNIST, "--eps", "0.01", "-n", "3", "--quiet", "--json", str(out)]) == 0
+    totals = json.loads(out.read_text())["totals"]
+    assert totals["samples"] == 3 and totals["verified"] + totals["falsified"] + totals["misclassified"] == 3
+
+
+def test_batch_table_and_csv(tmp_path, acasxu_dir):
+    instances = tmp_path / "instances.csv"
+    instances.write_text(f"{acas('1_1')},{acasxu_dir / 'vnnlib' / 'prop_1.vnnlib'},60,unsat\n"
+                         f"{acas('1_7')},{acasxu_dir / 'vnnlib' / 'prop_3.vnnlib'},60,sat\n")
+    out = tmp_path / "results.csv"
+    assert main(["batch", str(instances), "--out", str(out)]) == 10
+    rows = list(csv.DictReader(out.open()))
+    assert [r["result"] for r in rows] == ["unsat", "sat"]
+
+
+def test_bounds_json(tmp_path, capsys):
+    centre = tmp_path / "x.npy"
+    np.save(centre, np.full(784, 0.5, dtype=np.float32))
+    assert main(["bounds", MNIST, "--center", str(centre), "--eps", "0.01", "--method", "crown", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    lower, upper = np.array(report["output_lower"]), np.array(report["output_upper"])
+    assert lower.shape == (10,) and np.all(lower <= upper)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["verify", MNIST, "--property", str(PROPERTIES / "mnist_robustness.yaml"), "--timeout", "0"], "--timeout"),
+    (["verify", GERMAN, "--property", str(PROPERTIES / "adult_fairness.yaml")], "13 attributes but the model"),
+    (["verify", GERMAN, "--property", "missing.vnnlib"], "cannot read property file"),
+    (["certify", GERMAN, "--eps", "0.1"], "needs 784 inputs"),
+])
+def test_user_errors_are_one_line_with_exit_2(capsys, args, message):
+    assert main(args) == 2
+    assert message in one_error_line(capsys)
