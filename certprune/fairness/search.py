@@ -4,9 +4,10 @@
 (IBP, then CROWN on what IBP leaves open), which rule out whole cases; then gradient search; then branch and
 bound over input splits. An open leaf is split on the integer attribute with the largest width times
 first-layer weight (``[lo, m]``, ``[m + 1, hi]``: integer boxes stay integer) until its twin has few enough
-unstable neurons for the exact MILP, which decides it (Z3 if the MILP cannot). A leaf that shrinks to one
-pair whose logits sit within the float margin of the threshold stays undecided. The partition is VERIFIED
-when every leaf is ruled out, FALSIFIED as soon as a pair is replayed on the ONNX model.
+unstable neurons for the exact MILP, which decides it (Z3 if the MILP cannot). A leaf the exact solvers
+cannot settle (pairs within the float margin of the threshold, or no time) is split further; a leaf that
+shrinks to one pair is decided by the model itself on onnxruntime. The partition is VERIFIED when every
+leaf is ruled out, FALSIFIED as soon as a pair is replayed on the ONNX model.
 """
 from __future__ import annotations
 
@@ -48,7 +49,6 @@ class Outcome:
 class _Tally:
     closed_by: dict = field(default_factory=dict)  # method -> leaves ruled out
     leaves: int = 0
-    undecided: int = 0
     milp_calls: int = 0
     z3_calls: int = 0
     pruning: dict | None = None
@@ -57,11 +57,11 @@ class _Tally:
         self.closed_by[method] = self.closed_by.get(method, 0) + 1
 
     def method(self) -> str:
-        return "+".join(m for m in ("ibp", "crown", "alpha", "milp", "z3", "empty") if m in self.closed_by)
+        return "+".join(m for m in ("ibp", "crown", "alpha", "milp", "z3", "replay", "empty") if m in self.closed_by)
 
     def details(self) -> dict:
-        return {"leaves": self.leaves, "closed_by": self.closed_by, "undecided_leaves": self.undecided,
-                "milp_calls": self.milp_calls, "z3_calls": self.z3_calls, "pruning": self.pruning}
+        return {"leaves": self.leaves, "closed_by": self.closed_by, "milp_calls": self.milp_calls,
+                "z3_calls": self.z3_calls, "pruning": self.pruning}
 
 
 def decide(problem: FairnessProblem, referee: Referee, partition: Partition, deadline: float) -> Outcome:
@@ -106,8 +106,6 @@ def decide_auto(problem: FairnessProblem, referee: Referee, partition: Partition
                 return Outcome(Verdict.FALSIFIED, found["found_by"], found, tally.details())
         root = False
         queue.extend(children)
-    if tally.undecided:
-        return Outcome(Verdict.UNKNOWN, tally.method() or "none", None, tally.details())
     return Outcome(Verdict.VERIFIED, tally.method() or "empty", None, tally.details())
 
 
@@ -133,13 +131,19 @@ def _round(problem: FairnessProblem, referee: Referee, batch: list[Leaf], tally:
         bounds = _take(final[i][0], [final[i][1]])
         unstable = sum(int(c) for c in bounds.unstable_counts())
         if np.all(leaf.lo == leaf.hi):
-            tally.undecided += 1  # one pair whose logits sit within the margin: nothing left to split
+            # One pair left: the model's own float32 decisions on it are the answer, whatever the margins.
+            found = referee.confirm(leaf.lo, leaf.lo, leaf.hi, "replay")
+            if found is not None:
+                return Outcome(Verdict.FALSIFIED, "replay", found, tally.details()), []
+            tally.close("replay")
         elif problem.straddles(leaf.lo, leaf.hi) or unstable > problem.settings.milp_unstable:
             children.extend(split(problem, leaf))
         else:
-            outcome = _exact(problem, referee, leaf, bounds, tally, deadline)
+            outcome, undecided = _exact(problem, referee, leaf, bounds, tally, deadline)
             if outcome is not None:
                 return outcome, []
+            if undecided:  # pairs within the float margin, or out of solver time: smaller boxes settle them
+                children.extend(split(problem, leaf))
     return None, children
 
 
@@ -180,14 +184,16 @@ def _sample_leaves(problem, referee, lo, hi, rng, deadline) -> dict | None:
 
 
 def _exact(problem: FairnessProblem, referee: Referee, leaf: Leaf, bounds, tally: _Tally,
-           deadline: float) -> Outcome | None:
-    """MILP per open case (Z3 when the MILP cannot tell); None unless a pair was replayed."""
+           deadline: float) -> tuple[Outcome | None, bool]:
+    """MILP per open case (Z3 when the MILP cannot tell). Returns the outcome when a pair was replayed, and
+    whether some case stayed undecided (the leaf keeps its still open cases)."""
     settings = problem.settings
     for case in np.flatnonzero(leaf.open):
         remaining = deadline - time.perf_counter()
         share = 0.5 * remaining if settings.z3_fallback else remaining
         tally.milp_calls += 1
         answer = decide_milp(problem, referee, leaf.lo, leaf.hi, int(case), bounds, time.perf_counter() + share)
+        # Z3 shares the float margin, so it helps only when the MILP failed, not when pairs sit within it.
         if answer.status in ("timeout", "unknown") and settings.z3_fallback:
             tally.z3_calls += 1
             only = np.zeros_like(leaf.open)
@@ -196,14 +202,13 @@ def _exact(problem: FairnessProblem, referee: Referee, leaf: Leaf, bounds, tally
             answer.status = answer.status if answer.status != "unsat" else "unsat-z3"
         if answer.status == "sat":
             return Outcome(Verdict.FALSIFIED, answer.counterexample["found_by"], answer.counterexample,
-                           tally.details())
+                           tally.details()), False
         if answer.status not in ("unsat", "unsat-z3"):
-            tally.undecided += 1
-            return None
+            return None, True
         leaf.open[case] = False
         closed_by = "z3" if answer.status == "unsat-z3" else "milp"
     tally.close(closed_by)
-    return None
+    return None, False
 
 
 def split(problem: FairnessProblem, leaf: Leaf) -> list[Leaf]:

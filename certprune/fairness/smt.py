@@ -4,7 +4,8 @@ Both solvers answer "is there an allowed pair in the box for which some open cas
 first with every case row relaxed by its float margin (``row >= -margin``): ``unsat`` then certifies the box
 soundly for the float32 model. A ``sat`` pair is replayed on the ONNX model; if the replay disagrees (the
 pair sits within the margin of the threshold), they are asked again with the rows tightened
-(``row >= +margin``) and that pair is replayed; ``unsat`` there leaves the box undecided.
+(``row >= +margin``) and that pair is replayed; ``unsat`` there leaves the box undecided (the MILP says
+``margin``: only pairs within the margin remain, which smaller boxes, down to single replayed pairs, settle).
 
 Z3 sees the twin with integer attributes as ``Int``, the protected values as variables constrained to their
 compared values and to differ, and ``x'``'s relaxed values kept in range; only unstable neurons get If-terms.
@@ -124,7 +125,7 @@ def decide_milp(problem: FairnessProblem, referee: Referee, lo: np.ndarray, hi: 
         result = solve_milp(problem.twin64, lo, hi, pre, -w.A, b, remaining, integer_inputs=problem.integer)
         status = result.status.value
         if status != "sat":
-            status = "unknown" if strict and status == "unsat" else status
+            status = "margin" if strict and status == "unsat" else status  # only pairs within the margin
             return ExactAnswer(status, None, time.perf_counter() - started)
         found = referee.confirm(np.asarray(result.x, dtype=np.float64), lo, hi, "milp")
         if found is not None:

@@ -24,7 +24,7 @@ def test_no_certificate_where_float32_rounding_flips_the_decision(tmp_path, engi
     problem, referee, parts = setup(tmp_path, network, text, "m", engine=engine)
     assert brute_force(tmp_path / "m.onnx", problem.prop, parts[0])  # the ONNX model is unfair here
     outcome = search.decide(problem, referee, parts[0], time.perf_counter() + 20)
-    assert outcome.verdict is not Verdict.VERIFIED
+    assert outcome.verdict is Verdict.FALSIFIED and outcome.counterexample["replayed"]
 
 
 def test_argmax_over_a_sigmoid_is_refused(tmp_path):
@@ -40,3 +40,15 @@ def test_float_error_is_small_without_cancellation(tmp_path):
     problem, _, parts = setup(tmp_path, small, property_text(ranges=(("s", 3, 3), ("sex", 0, 1))), "s")
     lo, hi = problem.rows(parts[0])
     assert np.all(problem.float_error(lo, hi) < 1e-4)  # outputs about 4: a few ulps each
+
+
+def test_pairs_on_the_threshold_are_settled_by_replay(tmp_path):
+    """A fair model whose logit is exactly 0 (the threshold) at s = 500: the exact solvers only see a pair
+    within the float margin, the leaf is split down to that pair and the model itself decides it."""
+    network = Network((Dense(torch.tensor([[0.001, 0.0]]), torch.tensor([-0.5])), ReLU(),
+                       Dense(torch.tensor([[1.0]]), torch.tensor([0.0]))), (2,), None)
+    text = property_text(ranges=(("s", 0, 1000), ("sex", 0, 1)))
+    problem, referee, parts = setup(tmp_path, network, text, "m", engine="auto")
+    assert not brute_force(tmp_path / "m.onnx", problem.prop, parts[0])
+    outcome = search.decide(problem, referee, parts[0], time.perf_counter() + 30)
+    assert outcome.verdict is Verdict.VERIFIED
