@@ -159,11 +159,12 @@ def _bound(problem: FairnessProblem, lo: np.ndarray, hi: np.ndarray, opened: np.
     history = []
     idx = np.arange(len(lo))
     prior = None
+    margins = problem.margins(table.cert_G, table.cert_g0, problem.float_error(lo, hi))
     for name in problem.settings.bounds:
         (_, b), = problem.bounds(lo[idx], hi[idx], C, (name,), prior)
         if len(idx) == len(lo):
             history.append((name, b))
-        margin = problem.margins(table.cert_G, table.cert_g0, problem.float_error(lo[idx], hi[idx]))
+        margin = margins[idx]
         open_cases[idx] &= ~table.impossible(b.output_upper.numpy(), margin)
         for position, i in enumerate(idx):
             final[i] = (b, position)
