@@ -71,6 +71,14 @@ def test_certify_writes_totals(tmp_path):
     assert totals["samples"] == 3 and totals["verified"] + totals["falsified"] + totals["misclassified"] == 3
 
 
+def test_certify_a_fairness_table(tmp_path):
+    out = tmp_path / "c.json"
+    assert main(["certify", GERMAN, "--data", "german", "--eps", "0.01", "-n", "5", "--quiet",
+                 "--json", str(out)]) == 0
+    records = json.loads(out.read_text())["samples"]
+    assert len(records) == 5 and {r["status"] for r in records} <= {"verified", "falsified", "misclassified"}
+
+
 def test_batch_table_and_csv(tmp_path, acasxu_dir):
     instances = tmp_path / "instances.csv"
     instances.write_text(f"{acas('1_1')},{acasxu_dir / 'vnnlib' / 'prop_1.vnnlib'},60,unsat\n"
@@ -94,7 +102,7 @@ def test_bounds_json(tmp_path, capsys):
     (["verify", MNIST, "--property", str(PROPERTIES / "mnist_robustness.yaml"), "--timeout", "0"], "--timeout"),
     (["verify", GERMAN, "--property", str(PROPERTIES / "adult_fairness.yaml")], "13 attributes but the model"),
     (["verify", GERMAN, "--property", "missing.vnnlib"], "cannot read property file"),
-    (["certify", GERMAN, "--eps", "0.1"], "needs 784 inputs"),
+    (["certify", GERMAN, "--eps", "0.1"], "takes inputs of shape (20,), the data has 784 values"),
 ])
 def test_user_errors_are_one_line_with_exit_2(capsys, args, message):
     assert main(args) == 2
