@@ -6,7 +6,8 @@ stability regulariser, then is measured on the first N test samples at the model
 alpha-CROWN on what CROWN left, the seconds those bounds took, and the branch-and-bound verifier's
 certified accuracy and seconds (per-sample timeout; ``--bounds-only`` skips it).
 
-Usage: python benchmarks/pruning.py [--samples 100] [--rs-lambda L ...] [--bounds-only] [--timeout S] [--only NAME]
+Usage: python benchmarks/pruning.py [--samples 100] [--rs-lambda L ...] [--rs-bounds ibp|crown] [--bounds-only]
+                                   [--timeout S] [--only NAME]
 """
 from __future__ import annotations
 
@@ -97,7 +98,8 @@ def evaluate(result, test: PruneData, args) -> dict:
 def run_setup(setup: Setup, rs_lambda: float, args) -> list[dict]:
     network = load_onnx(MODELS / f"{setup.model}.onnx")
     train, test = load_data(setup.data, "train", setup.eps), load_data(setup.data, "test", setup.eps)
-    settings = FinetuneSettings(epochs=setup.epochs, batch_size=setup.batch_size, rs_lambda=rs_lambda)
+    settings = FinetuneSettings(epochs=setup.epochs, batch_size=setup.batch_size, rs_lambda=rs_lambda,
+                                rs_bounds=args.rs_bounds)
     variants = [("dense", "magnitude", 0.0)] + [(m, m, s) for s in SPARSITIES for m in METHODS]
     rows = []
     for label, method, sparsity in variants:
@@ -129,6 +131,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=100, help="test samples for stability and certification")
     parser.add_argument("--rs-lambda", type=float, nargs="+", default=[0.0, 1.0],
                         help="RS regulariser weights; every variant is fine-tuned once with each")
+    parser.add_argument("--rs-bounds", choices=["ibp", "crown"], default="ibp", help="bounds of the RS loss")
     parser.add_argument("--alpha-iterations", type=int, default=20)
     parser.add_argument("--bounds-only", action="store_true", help="skip the branch-and-bound verifier")
     parser.add_argument("--timeout", type=float, default=5.0, help="branch-and-bound seconds per sample")

@@ -23,6 +23,8 @@ from certprune.prune.dataset import NAMES
 @click.option("--rounds", type=int, default=1, show_default=True, help="Iterative pruning rounds.")
 @click.option("--finetune-epochs", type=int, default=0, show_default=True, help="Epochs of fine-tuning per round.")
 @click.option("--rs-lambda", type=float, default=0.0, show_default=True, help="Weight of the ReLU-stability loss.")
+@click.option("--rs-bounds", type=click.Choice(["ibp", "crown"]), default="ibp", show_default=True,
+              help="Bounds of the stability loss (crown: dense networks).")
 @click.option("--pgd-steps", type=int, default=0, show_default=True, help="PGD steps for adversarial fine-tuning.")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--rewind", is_flag=True, help="Rewind survivors to the input weights before each fine-tuning.")
@@ -31,8 +33,8 @@ from certprune.prune.dataset import NAMES
 @click.option("--boxes", type=int, default=100, show_default=True, help="Test boxes for the unstable-neuron count.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="The pruned ONNX file.")
-def command(model, method, sparsity, data, eps, rounds, finetune_epochs, rs_lambda, pgd_steps, lr, rewind, scope,
-            fold_mean, boxes, seed, output) -> int:
+def command(model, method, sparsity, data, eps, rounds, finetune_epochs, rs_lambda, rs_bounds, pgd_steps, lr, rewind,
+            scope, fold_mean, boxes, seed, output) -> int:
     """Prune MODEL and write the smaller network to OUTPUT, with its size, accuracy and stability."""
     if eps < 0 or boxes < 1:
         raise CertpruneError(f"--eps must be >= 0 and --boxes >= 1, got {eps} and {boxes}")
@@ -42,8 +44,8 @@ def command(model, method, sparsity, data, eps, rounds, finetune_epochs, rs_lamb
         raise CertpruneError(f"{model} takes inputs {network.input_shape}; {data} samples are {tuple(train.x.shape[1:])}")
     result = prune(network, _method(method, model), sparsity, train,
                    schedule=Schedule(rounds=rounds, rewind=rewind, scope=scope, fold_mean=fold_mean),
-                   finetune=FinetuneSettings(epochs=finetune_epochs, lr=lr, rs_lambda=rs_lambda, pgd_steps=pgd_steps,
-                                             seed=seed),
+                   finetune=FinetuneSettings(epochs=finetune_epochs, lr=lr, rs_lambda=rs_lambda, rs_bounds=rs_bounds,
+                                             pgd_steps=pgd_steps, seed=seed),
                    eval_data=test, eval_boxes=boxes,
                    on_round=lambda r: click.echo(f"round {r['round']}: sparsity {r['sparsity']:.3f}", err=True))
     save_onnx(result.network, output)

@@ -101,6 +101,55 @@ class NetworkModule(nn.Module):
                 center, radius = (lo + hi) / 2, (hi - lo) / 2
         return pre
 
+    def crown_bounds(self, lower: torch.Tensor, upper: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Differentiable CROWN: (l, u) of the input of every ReLU layer, intersected with IBP's (B, ...).
+
+        Each ReLU input is bounded by back-substitution to the input box through the earlier layers, whose
+        ReLUs are relaxed with the triangle's upper line and CROWN's adaptive lower slope. Dense, Affine and
+        Flatten layers only (a convolution raises UnsupportedLayerError); for training, not proof.
+        """
+        for index, layer in enumerate(self.template.layers):
+            if isinstance(layer, Conv2d):
+                raise UnsupportedLayerError(f"the CROWN stability loss supports dense networks; layer {index} "
+                                            "is a convolution (use the IBP loss)")
+        intervals = self.interval_bounds(lower, upper)
+        center, radius = ((lower + upper) / 2).flatten(1), ((upper - lower) / 2).flatten(1)
+        done: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for index, layer in enumerate(self.template.layers):
+            if not isinstance(layer, ReLU):
+                continue
+            lo_ibp, hi_ibp = (t.flatten(1) for t in intervals[len(done)])
+            n = lo_ibp.shape[1]
+            rows = torch.cat([torch.eye(n), -torch.eye(n)]).expand(len(lower), 2 * n, n)
+            bound = self._back_substitute(index, rows, done, center, radius)
+            lo, hi = torch.maximum(bound[:, :n], lo_ibp), torch.minimum(-bound[:, n:], hi_ibp)
+            done.append((lo, hi))
+        return [(lo.reshape(a.shape), hi.reshape(b.shape)) for (lo, hi), (a, b) in zip(done, intervals)]
+
+    def _back_substitute(self, end: int, rows: torch.Tensor, relaxed: list, center, radius) -> torch.Tensor:
+        """Lower bounds (B, R) of ``rows @ z`` where z is the input of layer ``end``, over the input box."""
+        constant = torch.zeros(rows.shape[:2])
+        relu = len(relaxed)
+        for index in range(end - 1, -1, -1):
+            layer = self.template.layers[index]
+            if isinstance(layer, Dense):
+                constant = constant + rows @ self.biases[str(index)]
+                rows = rows @ self.weight(index)
+            elif isinstance(layer, Affine):
+                constant = constant + rows @ layer.shift.to(torch.float32).flatten()
+                rows = rows * layer.scale.to(torch.float32).flatten()
+            elif isinstance(layer, ReLU):
+                relu -= 1
+                lo, hi = relaxed[relu]
+                unstable = (lo < 0) & (hi > 0)
+                upper_slope = torch.where(unstable, hi / (hi - lo).clamp_min(1e-12), (lo >= 0).float())
+                upper_shift = torch.where(unstable, -upper_slope * lo, torch.zeros_like(lo))
+                lower_slope = torch.where(unstable, (hi > -lo).float(), (lo >= 0).float())
+                positive, negative = rows.clamp(min=0), rows.clamp(max=0)
+                constant = constant + (negative * upper_shift[:, None, :]).sum(-1)
+                rows = positive * lower_slope[:, None, :] + negative * upper_slope[:, None, :]
+        return constant + (rows @ center[:, :, None]).squeeze(-1) - (rows.abs() @ radius[:, :, None]).squeeze(-1)
+
     def to_network(self) -> Network:
         """The trained weights as a Network with the template's structure, dtype and metadata."""
         layers = list(self.template.layers)

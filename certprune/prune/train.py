@@ -3,8 +3,8 @@
 The stability regulariser is the RS loss of Xiao et al. (2019): the mean over ReLU neurons and training
 boxes of -tanh(1 + l * u), with l, u interval (IBP) bounds of the neuron's input on the box ``[x - eps,
 x + eps]``; it is near +1 for an unstable neuron and below -tanh(1) for a stable one. The bounds are the
-module's own differentiable IBP (``NetworkModule.interval_bounds``), since ``certprune.bounds`` computes
-sound bounds without autograd through the weights.
+module's own differentiable IBP or CROWN (``NetworkModule.interval_bounds`` / ``crown_bounds``, dense
+networks), since ``certprune.bounds`` computes sound bounds without autograd through the weights.
 """
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ from certprune.prune.structure import prunable_layers
 from certprune.prune.surgery import apply_weight_masks, mean_fill, remove_units
 
 
+RS_BOUNDS = ("ibp", "crown")
+
+
 @dataclass(frozen=True, kw_only=True)
 class FinetuneSettings:
     """Adam on the task loss (+ ``rs_lambda`` * RS loss at the data's eps; PGD examples when ``pgd_steps``),
@@ -32,6 +35,7 @@ class FinetuneSettings:
     batch_size: int = 64
     weight_decay: float = 0.0
     rs_lambda: float = 0.0
+    rs_bounds: str = "ibp"  # the bounds of the RS loss: ibp, or crown (dense networks)
     pgd_steps: int = 0
     pgd_step_size: float | None = None  # a fraction of the box radius per step; default 2.5 / pgd_steps
     seed: int = 0
@@ -41,6 +45,8 @@ class FinetuneSettings:
             if getattr(self, name) < (1 if name == "batch_size" else 0):
                 raise CertpruneError(f"fine-tuning {name} must be {'positive' if name == 'batch_size' else '>= 0'}, "
                                      f"got {getattr(self, name)}")
+        if self.rs_bounds not in RS_BOUNDS:
+            raise CertpruneError(f"unknown RS bounds {self.rs_bounds!r}; expected one of {', '.join(RS_BOUNDS)}")
         if self.lr <= 0 or self.rs_lambda < 0 or self.weight_decay < 0:
             raise CertpruneError(f"fine-tuning needs lr > 0, rs_lambda >= 0 and weight_decay >= 0; got lr={self.lr}, "
                                  f"rs_lambda={self.rs_lambda}, weight_decay={self.weight_decay}")
@@ -69,9 +75,11 @@ class Schedule:
         return [1 - (1 - sparsity) ** (r / self.rounds) for r in range(1, self.rounds + 1)]
 
 
-def stability_loss(module: NetworkModule, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
-    """RS loss: mean over ReLU neurons and boxes of -tanh(1 + l * u) (IBP bounds, differentiable)."""
-    terms = [-torch.tanh(1 + lo * hi).flatten(1) for lo, hi in module.interval_bounds(lower, upper)]
+def stability_loss(module: NetworkModule, lower: torch.Tensor, upper: torch.Tensor,
+                   bounds: str = "ibp") -> torch.Tensor:
+    """RS loss: mean over ReLU neurons and boxes of -tanh(1 + l * u) (IBP or CROWN bounds, differentiable)."""
+    pre = module.crown_bounds(lower, upper) if bounds == "crown" else module.interval_bounds(lower, upper)
+    terms = [-torch.tanh(1 + lo * hi).flatten(1) for lo, hi in pre]
     return torch.cat(terms, dim=1).mean() if terms else torch.zeros(())
 
 
@@ -108,7 +116,7 @@ def finetune(network: Network, data: PruneData, settings: FinetuneSettings,
                 x = pgd_attack(module, x, y, lower, upper, settings.pgd_steps, step_size, generator)
             loss = task_loss(module(x), y)
             if settings.rs_lambda:
-                loss = loss + settings.rs_lambda * stability_loss(module, lower, upper)
+                loss = loss + settings.rs_lambda * stability_loss(module, lower, upper, settings.rs_bounds)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from certprune.bounds import IBP
-from certprune.errors import CertpruneError
+from certprune.errors import CertpruneError, UnsupportedLayerError
 from certprune.onnx_io import load_onnx
 from certprune.prune import (
     BatchNormScale, FinetuneSettings, Magnitude, NetworkModule, PruneData, Schedule, Stability,
@@ -142,3 +142,42 @@ def test_batchnorm_scales_from_torch_and_onnx():
     shipped = load_onnx(MODELS / "mnist_cnn_bn.onnx")
     sizes = [info.size for info in prunable_layers(shipped)]
     assert sizes[:2] == [8, 16]
+
+
+@pytest.mark.parametrize("net_name", ["mlp", "mlp_affine"])
+def test_training_crown_bounds_hold_and_are_tighter_than_ibp(net_name):
+    network = NETWORKS[net_name]()
+    data = _data(network, eps=0.1)
+    lower, upper = data.boxes()
+    module = NetworkModule(network)
+    crown, ibp = module.crown_bounds(lower, upper), module.interval_bounds(lower, upper)
+    x = lower + (upper - lower) * torch.rand((4000, *lower.shape), generator=torch.Generator().manual_seed(1))
+    pre = []
+    with torch.no_grad():
+        for box in range(len(lower)):
+            h = x[:, box]
+            for layer in network.layers:
+                if layer.kind == "relu":
+                    pre.append(h)
+                h = layer.forward(h)
+    n_relu = len(crown)
+    for i, ((lo, hi), (ilo, ihi)) in enumerate(zip(crown, ibp)):
+        assert bool((lo >= ilo).all()) and bool((hi <= ihi).all())
+        for box in range(len(lower)):
+            z = pre[box * n_relu + i]
+            assert bool((z >= lo[box] - 1e-4).all()) and bool((z <= hi[box] + 1e-4).all())
+    width = [sum(float((h - l).detach().sum()) for l, h in bounds) for bounds in (crown, ibp)]
+    assert width[0] < width[1]
+
+
+def test_crown_stability_loss_has_gradients_and_refuses_convolutions():
+    network = mlp()
+    lower, upper = _data(network, eps=0.1).boxes()
+    module = NetworkModule(network)
+    stability_loss(module, lower, upper, "crown").backward()
+    feeding_relus = list(module.weights.values())[:-1]  # the output layer does not move any ReLU's bounds
+    assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in feeding_relus)
+    with pytest.raises(UnsupportedLayerError, match="convolution"):
+        stability_loss(NetworkModule(cnn()), *_data(cnn()).boxes(), "crown")
+    with pytest.raises(CertpruneError, match="RS bounds"):
+        FinetuneSettings(rs_bounds="alpha")
