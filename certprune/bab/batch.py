@@ -10,6 +10,7 @@ from certprune.bab.search import SearchSettings
 from certprune.errors import PropertyError
 from certprune.journal import Journal
 from certprune.onnx_io import load_onnx
+from certprune.spec.text import read_text
 from certprune.spec.vnnlib import read_vnnlib
 
 RESULT_WORDS = {"verified": "unsat", "falsified": "sat", "unknown": "unknown", "timeout": "timeout"}
@@ -18,10 +19,7 @@ RESULT_WORDS = {"verified": "unsat", "falsified": "sat", "unknown": "unknown", "
 def read_instances(path: str | Path) -> list[dict]:
     """Rows with absolute paths (relative ones are taken from the CSV's folder)."""
     path = Path(path)
-    try:
-        text = path.read_text().splitlines()
-    except OSError as error:
-        raise PropertyError(f"cannot read instances file {path}: {error.strerror}") from error
+    text = read_text(path, "instances file").splitlines()
     rows = []
     for line_number, row in enumerate(csv.reader(text), 1):
         if not row or row[0].strip().lower() == "onnx":

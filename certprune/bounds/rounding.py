@@ -30,24 +30,15 @@ def gamma(terms: int) -> float:
     return SAFETY * k / (1.0 - k)
 
 
-def forward_error(network: Network, lower: torch.Tensor, upper: torch.Tensor, pre_bounds=None) -> torch.Tensor:
-    """(B, n_out) float64 bound on |float32 logits - exact logits| for every input in each box (B, *shape).
-
-    ``pre_bounds`` (optional, per ReLU layer (lower, upper) of its exact input, e.g. from CROWN) tighten the
-    magnitudes that interval arithmetic alone would overestimate on deep networks.
-    """
+def forward_error(network: Network, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """(B, n_out) float64 bound on |float32 logits - exact logits| for every input in each box (B, *shape)."""
     for index, layer in enumerate(network.layers):
         if layer.kind not in RULES:
             raise UnsupportedLayerError(f"forward_error has no rule for layer kind '{layer.kind}' (layer {index})")
     net = network.to(torch.float64)
     lo, hi = lower.double(), upper.double()
     error = torch.zeros_like(lo)
-    known = iter(pre_bounds or ())
     for layer in net.layers:
-        if layer.kind == "relu" and pre_bounds is not None:
-            tight_lo, tight_hi = (torch.as_tensor(v, dtype=torch.float64).reshape(lo.shape) for v in next(known))
-            lo, hi = torch.maximum(lo, tight_lo), torch.minimum(hi, tight_hi)
-            hi = torch.maximum(lo, hi)
         lo, hi, error = RULES[layer.kind](layer, lo, hi, error)
     return error.flatten(1)
 

@@ -9,6 +9,7 @@ import numpy as np
 import yaml
 
 from certprune.errors import PropertyError
+from certprune.spec.text import read_text
 from certprune.types import EXIT_CODES, Verdict
 
 
@@ -54,11 +55,7 @@ def property_kind(path: str) -> str:
     if path.endswith(".vnnlib"):
         return "vnnlib"
     try:
-        text = Path(path).read_text()
-    except OSError as error:
-        raise PropertyError(f"cannot read property file {path}: {error.strerror}") from error
-    try:
-        data = yaml.safe_load(text)
+        data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

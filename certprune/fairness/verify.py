@@ -26,7 +26,8 @@ from certprune.fairness.report import FairnessReport, PartitionResult, format_su
 from certprune.fairness.search import decide
 from certprune.journal import Journal
 from certprune.onnx_io import load_onnx
-from certprune.spec.fairness import load_fairness_property, parse_fairness
+from certprune.spec.fairness import parse_fairness
+from certprune.spec.text import read_text
 
 __all__ = ["verify_fairness", "format_summary", "FairnessSettings"]
 
@@ -77,8 +78,8 @@ def verify_fairness(onnx_path: str | Path, property_path: str | Path, *, jobs: i
     """
     started = time.perf_counter()
     onnx_path, property_path = str(onnx_path), str(property_path)
-    prop = load_fairness_property(property_path)
-    text = Path(property_path).read_text()
+    text = read_text(property_path)
+    prop = parse_fairness(text, property_path)
     settings = replace(settings, engine=engine) if settings and engine else \
         settings or FairnessSettings(engine=engine or prop.engine)
     per_partition = timeout if timeout is not None else prop.timeout_partition

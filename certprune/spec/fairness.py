@@ -46,6 +46,7 @@ from typing import Any, Mapping
 import yaml
 
 from certprune.errors import PropertyError
+from certprune.spec.text import read_text
 from certprune.spec.yamlfile import YamlReader
 
 TOP_KEYS = ("kind", "description", "decision", "attributes", "protected", "relaxed", "partition", "timeout",
@@ -149,16 +150,7 @@ class FairnessProperty:
 
 def load_fairness_property(path: str | Path) -> FairnessProperty:
     """Read and check a fairness YAML file; errors are PropertyError naming the file, key and line."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise PropertyError(f"cannot read property file {path}: {error.strerror}") from error
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise PropertyError(f"{path}: not a text file (invalid UTF-8 at byte {error.start})") from error
-    return parse_fairness(text, str(path))
+    return parse_fairness(read_text(path), str(path))
 
 
 def parse_fairness(text: str, source: str = "<string>") -> FairnessProperty:

@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 
 from certprune.errors import PropertyError
+from certprune.spec.text import read_text
 from certprune.spec.yamlfile import YamlReader
 from certprune.spec.vnnlib import Disjunct, VnnlibProperty
 
@@ -159,12 +160,7 @@ def _default_loaders() -> dict[str, Loader]:
 
 def read_robustness(path: str | Path) -> RobustnessSpec:
     """Parse a robustness YAML file; errors are PropertyError naming the file, key and line."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise PropertyError(f"cannot read property file {path}: {error.strerror}") from error
-    return parse_robustness(text, str(path), path.parent)
+    return parse_robustness(read_text(path), str(path), Path(path).parent)
 
 
 def parse_robustness(text: str, source: str = "<string>", base: str | Path = ".") -> RobustnessSpec:

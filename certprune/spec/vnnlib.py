@@ -25,6 +25,7 @@ from typing import Iterator, Union
 import numpy as np
 
 from certprune.errors import PropertyError
+from certprune.spec.text import read_text
 
 Constraint = tuple[np.ndarray, np.ndarray]  # (A, b) meaning A @ y <= b, a conjunction of rows
 MAX_CASES = 100_000  # disjunctive normal form larger than this is refused rather than built
@@ -59,12 +60,7 @@ def check_matches(prop: VnnlibProperty, n_inputs: int, n_outputs: int) -> None:
 
 def read_vnnlib(path: str | Path) -> VnnlibProperty:
     """Parse a VNN-LIB file; syntax and meaning errors raise PropertyError with the file and line."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise PropertyError(f"cannot read property file {path}: {error.strerror}") from error
-    return parse_vnnlib(text, str(path))
+    return parse_vnnlib(read_text(path), str(path))
 
 
 def parse_vnnlib(text: str, source: str = "<string>") -> VnnlibProperty:

@@ -201,3 +201,15 @@ def test_every_box_empty():
 def test_missing_file(tmp_path):
     with pytest.raises(PropertyError, match="cannot read property file"):
         read_vnnlib(tmp_path / "absent.vnnlib")
+
+
+@pytest.mark.parametrize("name", ["p.vnnlib", "p.yaml"])
+def test_binary_property_file_is_one_line_error(tmp_path, capsys, name):
+    from certprune.cli.main import main
+    from tests.conftest import MODELS
+
+    path = tmp_path / name
+    path.write_bytes(b"\x89PNG\x00\xff\xfe")
+    assert main(["verify", str(MODELS / "mnist_mlp_100x2.onnx"), "--property", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "not a text file" in err and "Traceback" not in err
