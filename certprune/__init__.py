@@ -12,6 +12,7 @@ from certprune.parity import check_parity
 from certprune.prune import PruneData, load_data, prune
 from certprune.torch_io import from_torch
 from certprune.types import Box, Certificate, Counterexample, Result, Verdict
+from certprune.version import __version__
 
 __all__ = [
     "CROWN", "IBP", "Affine", "AlphaCROWN", "Bounds", "Box", "CertpruneError", "Certificate", "Conv2d",

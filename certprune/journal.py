@@ -1,24 +1,72 @@
-"""Append-only JSONL journals: long runs record each finished item so an interrupted run can resume."""
+"""Append-only JSONL journals keyed by content: a run resumes only a journal of the very same question."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
+
+import numpy as np
 
 from certprune.errors import CertpruneError
+from certprune.version import __version__
+
+_ABSENT = object()
+_GROUPS = ("kind", "sha256", "settings", "version")  # the order in which differences are named
+
+
+def file_sha256(path: str | Path, what: str = "file") -> str:
+    """The sha256 of a file's bytes: its content, whatever its name or folder."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as error:
+        raise CertpruneError(f"cannot read {what} {path}: {error.strerror}") from None
+    return digest.hexdigest()
+
+
+def content_sha256(value: Any) -> str:
+    """The sha256 of nested lists and tuples of arrays (values, dtype, shape), numbers, strings and None."""
+    digest = hashlib.sha256()
+    _feed(digest, value)
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, value: Any) -> None:
+    if isinstance(value, (list, tuple)):
+        digest.update(f"[{len(value)}".encode())
+        for item in value:
+            _feed(digest, item)
+    elif isinstance(value, (np.ndarray, np.generic)):
+        array = np.ascontiguousarray(value)
+        assert array.dtype != object, "object arrays have no content to hash"
+        digest.update(f"a{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    else:
+        text = json.dumps(value)  # repr of a float round-trips, so equal text means equal value
+        digest.update(f"v{len(text)}:{text}".encode())
+
+
+def journal_header(kind: str, digests: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """What a journal is keyed by: the kind of run, the sha256 of each input (``model``, ``property``, ``data``;
+    content only, never paths, so a moved folder still resumes), the settings and the certprune version."""
+    return {"kind": kind, "version": __version__, "sha256": dict(digests), "settings": dict(settings)}
 
 
 class Journal:
     """One JSON object per line, flushed and fsynced as each item finishes.
 
-    A header line (``{"journal": ..., "settings": ...}``) ties the journal to one question; resuming
-    with a journal written for different settings is refused rather than silently mixing results.
+    A header line (``{"journal": header}``, see ``journal_header``) ties the journal to one question;
+    resuming a journal written for another model, property, data, settings or version is refused with a
+    message naming what differs, rather than silently reusing verdicts of another question.
     """
 
     def __init__(self, path: str | Path, header: dict[str, Any]) -> None:
         self.path = Path(path)
-        self.header = dict(header)
+        self.header = json.loads(json.dumps(header, default=_jsonable))  # as it reads back from the file
 
     def records(self) -> list[dict[str, Any]]:
         """The finished items already in the journal (empty if it does not exist)."""
@@ -28,9 +76,12 @@ class Journal:
         if not lines:
             return []
         head, *rest = lines
-        if head.get("journal") != self.header:
-            raise CertpruneError(
-                f"journal {self.path} was written for other settings; remove it or pick another file")
+        written = head.get("journal") if isinstance(head, dict) else None
+        if not isinstance(written, dict):
+            raise CertpruneError(f"journal {self.path} is not a certprune journal (line 1)")
+        if written != self.header:
+            raise CertpruneError(f"journal {self.path} does not fit this run: {mismatch(written, self.header)}; "
+                                 "remove it or pick another journal file")
         return rest
 
     def start(self, resume: bool) -> list[dict[str, Any]]:
@@ -72,6 +123,48 @@ class Journal:
                     if number > 1:
                         return
                     raise CertpruneError(f"journal {self.path} is not a certprune journal (line 1)")
+
+
+def mismatch(written: dict[str, Any], wanted: dict[str, Any]) -> str:
+    """What differs between the header a journal was written with and this run's, in words."""
+    if "version" in wanted and "version" not in written:
+        return "an older certprune wrote it, without content digests"
+    old, new = _flatten(written), _flatten(wanted)
+    keys = list(new) + [k for k in old if k not in new]
+    changed = [k for k in keys if old.get(k, _ABSENT) != new.get(k, _ABSENT)]
+    changed.sort(key=lambda k: _GROUPS.index(k.split(".")[0]) if k.split(".")[0] in _GROUPS else len(_GROUPS))
+    return ", ".join(_difference(k, old.get(k, _ABSENT), new.get(k, _ABSENT)) for k in changed)
+
+
+def _flatten(header: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in header.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _difference(key: str, old: Any, new: Any) -> str:
+    group, _, name = key.partition(".")
+    if key == "kind":
+        return f"it holds a {old} run, this is a {new} run"
+    if key == "version":
+        return f"certprune {old} wrote it, this is certprune {new}"
+    if group == "sha256":
+        if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+            items = [str(i) for i, (a, b) in enumerate(zip(old, new), 1) if a != b]
+            many = len(items) > 1
+            return f"the {name} of instance{'s' * many} {', '.join(items)} differ{'s' * (not many)} (sha256)"
+        return f"the {name} differs (sha256)"
+    if group == "settings":
+        return f"setting {name} was {_show(old)}, now {_show(new)}"
+    return f"{key} was {_show(old)}, now {_show(new)}"
+
+
+def _show(value: Any) -> str:
+    return "absent" if value is _ABSENT else json.dumps(value)
 
 
 def _jsonable(value: Any) -> Any:

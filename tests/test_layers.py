@@ -13,7 +13,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "certprune"
 RANKS = {
-    "types": 0, "errors": 0, "floats": 0,
+    "types": 0, "errors": 0, "floats": 0, "version": 0,
     "network": 1, "journal": 1, "data": 1, "runtime": 1,
     "fold": 2,
     "onnx_io": 3, "torch_io": 3, "parity": 3,

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterator
 
 from certprune.bab.instances import verify_instances, vnnlib_instances
 from certprune.bab.search import SearchSettings
 from certprune.errors import PropertyError
-from certprune.journal import Journal
+from certprune.journal import Journal, file_sha256, journal_header
 from certprune.onnx_io import load_onnx
 from certprune.spec.text import read_text
 from certprune.spec.vnnlib import read_vnnlib
@@ -35,17 +36,36 @@ def read_instances(path: str | Path) -> list[dict]:
     return rows
 
 
+def batch_header(path: str | Path, timeout_override: float | None) -> dict:
+    """The journal header of a batch: the sha256 of the CSV and of every model and property it names (in
+    row order, so a moved folder still resumes), the timeout override and the search settings."""
+    digests: dict[str, str] = {}
+
+    def sha(file: str, what: str) -> str:
+        if file not in digests:
+            digests[file] = file_sha256(file, what)
+        return digests[file]
+
+    rows = read_instances(path)
+    search = asdict(SearchSettings())
+    del search["timeout"]  # each row's own, or the override
+    return journal_header("batch", {"instances": file_sha256(path, "instances file"),
+                                    "model": [sha(r["onnx"], "model") for r in rows],
+                                    "property": [sha(r["vnnlib"], "property file") for r in rows]},
+                          {"timeout": timeout_override, "search": search})
+
+
 def run_batch(path: str | Path, journal: Journal | None = None, resume: bool = False,
               timeout_override: float | None = None,
               on_row: Callable[[dict], None] | None = None) -> Iterator[dict]:
     """Verify each instance in order, yielding (and journaling) one record per instance."""
     done = {}
     if journal is not None:
-        done = {(r["onnx"], r["vnnlib"]): r for r in journal.start(resume)}
-    for row in read_instances(path):
-        key = (row["onnx"], row["vnnlib"])
-        if key in done:
-            record = done[key]
+        # Records are appended in row order and the header pins the CSV's content, so position is the key.
+        done = dict(enumerate(journal.start(resume)))
+    for position, row in enumerate(read_instances(path)):
+        if position in done:
+            record = {**done[position], "onnx": row["onnx"], "vnnlib": row["vnnlib"]}
         else:
             network = load_onnx(row["onnx"])
             instances = vnnlib_instances(network, read_vnnlib(row["vnnlib"]))

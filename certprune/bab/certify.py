@@ -14,7 +14,7 @@ from certprune.bab.search import SearchSettings, refuted, stack_constraints
 from certprune.bounds import CROWN
 from certprune.errors import PropertyError
 from certprune.floats import float32_box
-from certprune.journal import Journal
+from certprune.journal import Journal, content_sha256
 from certprune.network import Network
 from certprune.runtime import OnnxRuntimeModel
 from certprune.spec.robustness import RobustnessInstance, robustness_property
@@ -80,6 +80,11 @@ def _crown_view(network: Network, disjunct) -> dict:
     bounds = CROWN().compute(network, lower, upper, C=C)
     unstable = [int(bounds.unstable(i).sum()) for i in range(len(bounds.pre_lower))]
     return {"crown_verified": bool(refuted(bounds.output_lower, rhs, groups)[0]), "unstable": unstable}
+
+
+def samples_sha256(samples: Iterable[RobustnessInstance]) -> str:
+    """The sha256 of the samples' content (index, centre, label, box, timeout), whichever file they came from."""
+    return content_sha256([(s.index, s.x, s.label, s.lower, s.upper, s.timeout) for s in samples])
 
 
 def certify(network: Network, onnx_path: str | Path, samples: Iterable[RobustnessInstance],

@@ -5,7 +5,7 @@ import csv
 
 import click
 
-from certprune.bab.batch import run_batch
+from certprune.bab.batch import batch_header, run_batch
 from certprune.journal import Journal
 from certprune.types import EXIT_CODES, Verdict
 
@@ -18,7 +18,7 @@ from certprune.types import EXIT_CODES, Verdict
 @click.option("--timeout", type=float, default=None, help="Override every row's timeout (seconds).")
 def command(instances, out, journal, resume, timeout) -> int:
     """Verify a VNN-COMP instances CSV; exit 10 if any instance is sat, 20 if any is undecided."""
-    log = Journal(journal, {"instances": instances, "timeout": timeout}) if journal else None
+    log = Journal(journal, batch_header(instances, timeout)) if journal else None
     click.echo(f"{'onnx':<40} {'vnnlib':<16} {'result':<8} {'expected':<9} {'seconds':>8}")
     records = []
     for record in run_batch(instances, log, resume, timeout):

@@ -1,13 +1,17 @@
 """`certprune certify MODEL --data mnist|german|adult|bank --eps E`: certified accuracy over the first N test samples."""
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import click
 import numpy as np
 
+from certprune.bab.certify import samples_sha256
 from certprune.bab.search import SearchSettings
 from certprune.cli.robustness_run import run_samples
 from certprune.cli.verify_cmd import write_json
 from certprune.errors import CertpruneError
+from certprune.journal import file_sha256, journal_header
 from certprune.onnx_io import load_onnx
 from certprune.prune import load_data
 from certprune.prune.dataset import NAMES
@@ -32,12 +36,14 @@ def command(model, data, eps, count, timeout, journal, resume, json_out, quiet) 
         raise CertpruneError("--eps must be >= 0, --timeout > 0 and -n > 0")
     network = load_onnx(model)
     samples = _samples(network, model, load_data(data, "test", eps).take(count), timeout)
-    header = {"model": model, "data": data, "eps": eps, "timeout": timeout}
-    report = run_samples(network, model, samples, SearchSettings(timeout=timeout), journal, resume,
-                         not quiet, header)
+    settings = SearchSettings(timeout=timeout)
+    header = journal_header("certify", {"model": file_sha256(model, "model"), "data": samples_sha256(samples)},
+                            {"data": data, "eps": eps, "search": asdict(settings)})
+    report = run_samples(network, model, samples, settings, journal, resume, not quiet, header)
     totals = report.totals()
     click.echo(f"certified accuracy {totals['verified'] / totals['samples']:.1%} at eps {eps:g}")
-    write_json(json_out, {**header, "totals": totals, "samples": report.records})
+    write_json(json_out, {"model": model, "data": data, "eps": eps, "timeout": timeout, "totals": totals,
+                          "samples": report.records})
     return 0
 
 

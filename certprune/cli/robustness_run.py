@@ -1,15 +1,17 @@
 """Running robustness properties for the CLI: one VNN-LIB file, or the samples of a robustness YAML."""
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import click
 import numpy as np
 from tqdm import tqdm
 
-from certprune.bab.certify import certify
+from certprune.bab.certify import certify, samples_sha256
 from certprune.bab.instances import verify_instances, vnnlib_instances
 from certprune.bab.search import SearchSettings
 from certprune.cli.verify_cmd import exit_code, write_json
-from certprune.journal import Journal
+from certprune.journal import Journal, file_sha256, journal_header
 from certprune.onnx_io import load_onnx
 from certprune.runtime import OnnxRuntimeModel
 from certprune.spec.robustness import instances as robustness_instances
@@ -55,8 +57,11 @@ def run_robustness(model: str, property_path: str, timeout: float | None, json_o
     settings = SearchSettings(timeout=timeout or spec.timeout or 60.0)
     if timeout is not None:
         samples = [s.__class__(s.index, s.x, s.label, s.lower, s.upper, timeout) for s in samples]
-    report = run_samples(network, model, samples, settings, journal_path, resume, progress,
-                         {"model": model, "property": property_path, "eps": spec.eps})
+    header = journal_header("robustness", {"model": file_sha256(model, "model"),
+                                           "property": file_sha256(property_path, "property file"),
+                                           "data": samples_sha256(samples)},
+                            {"eps": spec.eps, "search": asdict(settings)})
+    report = run_samples(network, model, samples, settings, journal_path, resume, progress, header)
     totals = report.totals()
     write_json(json_out, {"model": model, "property": property_path, "eps": spec.eps, "totals": totals,
                           "samples": report.records})

@@ -7,7 +7,6 @@ the certificate are written when asked for.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 import time
@@ -24,7 +23,7 @@ from certprune.fairness.problem import FairnessProblem, FairnessSettings
 from certprune.fairness.replay import Referee
 from certprune.fairness.report import FairnessReport, PartitionResult, format_summary
 from certprune.fairness.search import decide
-from certprune.journal import Journal
+from certprune.journal import Journal, file_sha256, journal_header
 from certprune.onnx_io import load_onnx
 from certprune.spec.fairness import parse_fairness
 from certprune.spec.text import read_text
@@ -86,9 +85,9 @@ def verify_fairness(onnx_path: str | Path, property_path: str | Path, *, jobs: i
     worker = _Worker(onnx_path, text, property_path, settings, per_partition)  # validates model and property
     partitions = worker.partitions
     selection = _select(len(partitions), limit)
-    model_sha = hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest()
-    header = {"kind": "fairness", "model_sha256": model_sha, "property_sha256": prop.sha256,
-              "settings": settings.as_dict(), "timeout": per_partition, "limit": limit}
+    model_sha = file_sha256(onnx_path, "model")
+    header = journal_header("fairness", {"model": model_sha, "property": prop.sha256},
+                            {**settings.as_dict(), "timeout": per_partition, "limit": limit})
     journal, done = _open_journal(journal_path, header, resume)
     todo = [i for i in selection if i not in done]
     deadline = started + prop.timeout_total if prop.timeout_total else float("inf")
@@ -105,7 +104,7 @@ def verify_fairness(onnx_path: str | Path, property_path: str | Path, *, jobs: i
         bar.close()
     chosen = set(selection)
     results = tuple(PartitionResult.from_record(records[i]) for i in sorted(records) if i in chosen)
-    report = FairnessReport(onnx_path, model_sha, property_path, prop.sha256, settings.engine, header["settings"],
+    report = FairnessReport(onnx_path, model_sha, property_path, prop.sha256, settings.engine, settings.as_dict(),
                             len(partitions), len(selection), partitions.total_points, results,
                             time.perf_counter() - started)
     if json_out:

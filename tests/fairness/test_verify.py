@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from tests.fairness.fairnets import property_text, random_net
 
-from certprune.errors import PropertyError
+from certprune.errors import CertpruneError, PropertyError
 from certprune.fairness import verify as verify_module
 from certprune.fairness.verify import format_summary, verify_fairness
 from certprune.onnx_io import save_onnx
@@ -82,7 +82,7 @@ def test_journal_resume_after_an_interruption(tmp_path, monkeypatch):
     assert sorted(r["partition"] for r in records) == list(range(18))
     other = tmp_path / "other.yaml"
     other.write_text(prop.read_text().replace("max_values: 2", "max_values: 3"))
-    with pytest.raises(Exception, match="other settings"):
+    with pytest.raises(CertpruneError, match="the property differs"):
         verify_fairness(model, other, progress=False, journal_path=journal, resume=True)
 
 
