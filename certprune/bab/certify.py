@@ -17,7 +17,7 @@ from certprune.floats import float32_box
 from certprune.journal import Journal, content_sha256
 from certprune.network import Network
 from certprune.runtime import OnnxRuntimeModel
-from certprune.spec.robustness import RobustnessInstance, robustness_property
+from certprune.spec.robustness import RobustnessInstance, decision, robustness_property
 
 STATUSES = ("verified", "falsified", "unknown", "timeout", "misclassified")
 
@@ -55,14 +55,13 @@ def certify_one(network: Network, onnx_path: str | Path, sample: RobustnessInsta
     n_classes = int(np.prod(network.output_shape))
     centre = np.asarray(sample.x, dtype=np.float32).reshape(1, *network.input_shape)
     logits = OnnxRuntimeModel(onnx_path)(centre).ravel()
-    threshold = 0.5 if network.output_transform == "sigmoid" else 0.0  # onnxruntime gives the graph's output
-    predicted = int(logits[0] > threshold) if n_classes == 1 else int(logits.argmax())
+    predicted = decision(logits)
     record = {"index": sample.index, "label": sample.label, "predicted": predicted}
     if predicted != sample.label:
         return {**record, "status": "misclassified", "seconds": time.perf_counter() - started}
     disjunct = robustness_property(sample.lower, sample.upper, sample.label, n_classes).disjuncts[0]
     record.update(_crown_view(network, disjunct))
-    instance = Instance(f"sample{sample.index}", disjunct.lower, disjunct.upper, disjunct.constraints)
+    instance = Instance(f"sample{sample.index}", disjunct.lower, disjunct.upper, disjunct.constraints, sample.label)
     result = verify_one(network, onnx_path, instance, settings)
     record.update(status=result.verdict.value, decided_by=result.settings.get("decided_by", ""),
                   seconds=time.perf_counter() - started)

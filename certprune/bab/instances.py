@@ -14,18 +14,25 @@ from certprune.errors import PropertyError
 from certprune.network import Network
 from certprune.onnx_io import load_onnx
 from certprune.runtime import OnnxRuntimeModel
+from certprune.spec.robustness import decision
 from certprune.spec.vnnlib import VnnlibProperty, check_matches, read_vnnlib
 from certprune.types import Certificate, Result, Verdict
 
 
 @dataclass(frozen=True)
 class Instance:
-    """One verification question: a box, the counterexample constraints, and a label for reports."""
+    """One verification question: a box, the counterexample constraints, and a name for reports.
+
+    With ``label`` set (local robustness), a counterexample must change the model's decision by its own
+    rule (``spec.robustness.decision``); the constraints are then only a closed superset of that. Without
+    it (VNN-LIB), the constraints themselves define the unsafe set, ties included.
+    """
 
     name: str
     lower: np.ndarray
     upper: np.ndarray
     constraints: tuple[Constraint, ...]
+    label: int | None = None
 
 
 def check_output_semantics(network: Network, source: str) -> None:
@@ -78,6 +85,9 @@ def verify_one(network: Network, onnx_path: str | Path, instance: Instance, sett
         flat = np.asarray(x, dtype=np.float64).ravel()
         if not (np.all(flat >= instance.lower) and np.all(flat <= instance.upper)):
             return False
+        if instance.label is not None:
+            return decision(runtime(np.asarray(x, dtype=np.float32).reshape(1, *network.input_shape))[0]) \
+                != instance.label
         return replay_on_onnx(runtime, x, [A for A, _ in instance.constraints],
                               [b for _, b in instance.constraints])
 

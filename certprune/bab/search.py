@@ -93,6 +93,14 @@ class _Search:
                 return candidate
         return None
 
+    def counterexample_at(self, x: torch.Tensor) -> bool:
+        """Whether one float32 input is a counterexample: by the replay on the original model when there
+        is one (it applies the property's own rule, e.g. the model's decision), else by the constraints."""
+        x = x.reshape(1, *self.network.input_shape)
+        if self.replay is not None:
+            return bool(self.replay(x[0].numpy()))
+        return bool(satisfies(self.network, x, self.constraints)[0])
+
     def float_error(self) -> np.ndarray:
         """(n_out,) bound on |float32 logits - exact logits| over the box, computed once."""
         if self._float_error is None:
@@ -221,7 +229,12 @@ def _input_split(search: _Search):
             search.decided_by = "input-split"
             return Verdict.FALSIFIED, found
         bounds = crown.compute(search.network, lower, upper, C=search.C)
-        open_ = ~search.refuted(bounds)
+        points = (lower == upper).flatten(1).all(dim=1)
+        for index in torch.nonzero(points).flatten().tolist():
+            if search.counterexample_at(lower[index]):
+                search.decided_by = "input-split"
+                return Verdict.FALSIFIED, lower[index].numpy()
+        open_ = ~search.refuted(bounds) & ~points  # a point box is its one float32 input, checked just now
         if not open_.any():
             continue
         if search.domains > search.settings.max_domains:
@@ -249,13 +262,19 @@ def _take(stack, size):
 
 
 def _bisect(lower, upper, dims):
-    """Both halves of every box along its chosen flat dimension; the halves share the midpoint."""
+    """Both halves of every box along its chosen flat dimension; the halves share the midpoint.
+
+    When no float32 lies strictly between the two ends, the halves are the two ends themselves: the inputs
+    are float32 numbers, so boxes keep shrinking until each is a single input the model decides.
+    """
     flat_lo, flat_hi = lower.flatten(1), upper.flatten(1)
     rows = torch.arange(len(lower))
-    mid = (flat_lo[rows, dims] + flat_hi[rows, dims]) / 2
+    lo_d, hi_d = flat_lo[rows, dims], flat_hi[rows, dims]
+    mid = (lo_d + hi_d) / 2
+    atomic = (mid <= lo_d) | (mid >= hi_d)
     left_hi, right_lo = flat_hi.clone(), flat_lo.clone()
-    left_hi[rows, dims] = mid
-    right_lo[rows, dims] = mid
+    left_hi[rows, dims] = torch.where(atomic, lo_d, mid)
+    right_lo[rows, dims] = torch.where(atomic, hi_d, mid)
     shape = lower.shape[1:]
     return (torch.cat([flat_lo, right_lo]).reshape(2 * len(lower), *shape),
             torch.cat([left_hi, flat_hi]).reshape(2 * len(lower), *shape))

@@ -73,14 +73,22 @@ class RobustnessInstance:
         return robustness_property(self.lower, self.upper, self.label, n_classes, f"{source} sample {self.index}")
 
 
+def decision(outputs: np.ndarray) -> int:
+    """The model's own decision rule on one output vector: class 1 iff ``y_0 > 0`` for a single logit, else
+    the first largest output (numpy's and onnxruntime's ArgMax). A tie is decided, never a counterexample."""
+    y = np.asarray(outputs).ravel()
+    return int(y[0] > 0) if y.size == 1 else int(np.argmax(y))
+
+
 def robustness_property(lower: np.ndarray, upper: np.ndarray, label: int, n_classes: int,
                         source: str = "robustness") -> VnnlibProperty:
     """"``label`` stays the argmax on the box" as a VNN-LIB counterexample specification.
 
-    Counterexample iff ``y_j - y_label >= 0`` for some ``j != label``, i.e. one conjunction
-    ``(e_label - e_j) @ y <= 0`` per other class ``j``.
-    A single-logit model decides class 1 when ``y_0 > 0``: its counterexample is ``y_0 <= 0`` for label 1
-    and ``-y_0 <= 0`` for label 0 (the tie ``y_0 = 0`` counts against the proof, never for it).
+    The rows are a closed superset of the counterexamples, ``y_j - y_label >= 0`` for some ``j != label``
+    (one conjunction ``(e_label - e_j) @ y <= 0`` per other class ``j``; for a single logit ``y_0 <= 0`` for
+    label 1 and ``-y_0 <= 0`` for label 0): a proof on them is a proof, but a point on them is a
+    counterexample only when ``decision`` of its outputs differs from the label (ties go to the first
+    largest output, and ``y_0 = 0`` to class 0). Searches therefore replay candidates by ``decision``.
     """
     if n_classes == 1:
         if label not in (0, 1):
