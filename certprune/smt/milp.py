@@ -13,17 +13,26 @@ also carry branch-and-bound decisions (a neuron fixed active has ``l = 0``). The
 (sound) for every input of interest: they are widened by ``BOUND_SLACK`` (relative and absolute) to
 absorb float32 rounding in whatever computed them.
 
-Soundness of the answers.
+Soundness of the answers. A floating-point solver's "infeasible" is not a proof on its own (with tight
+feasibility tolerances HiGHS has called feasible models infeasible), so the question is asked as an
+optimisation whose answer carries its own evidence:
+
+    minimise t  subject to  A_i @ net(x) - (b_i + clearance_i) <= t  for every row i,  -depth <= t <= cap.
+
   * ``sat`` is never taken from the solver's word: its ``x`` is clipped to the box, rounded to float32
     (inward, so it stays inside the box), and reported only if the network run forward in float64 AND
-    in float32 meets ``A @ y <= b`` exactly. A solver point that fails the check is retried once with
-    the constraint tightened by ``TIGHTEN``; if that fails too the answer is ``unknown``.
-  * ``unsat`` relies on HiGHS and its tolerances, which are tightened (``mip_rel_gap = 0``, primal and
-    integrality feasibility ``1e-9``). Feasibility is asked of the *relaxed* constraint
-    ``A @ y <= b + MARGIN + slack``, so ``unsat`` means no input comes within that of satisfying the
-    conjunction in exact arithmetic. The float32 model can stray further than ``MARGIN`` from the exact
-    one (``certprune.bounds.rounding``): callers pass that error as ``slack``.
-  * ``timeout`` (or a solver failure, reported as ``unknown``) decides nothing.
+    in float32 meets ``A @ y <= b`` exactly. Minimising ``t`` asks for the point deepest inside the set
+    (up to ``depth``), so that rounding is least likely to push it out.
+  * ``unsat`` needs three things: HiGHS ends *optimal* with a dual bound on ``t`` strictly above 0, or
+    *infeasible* (no x comes within ``cap`` of the rows, or the encoding itself is empty, e.g. contradictory
+    split decisions: the cap keeps far-off questions as cheap as feasibility, and a point the solver
+    misses must be missed by more than the cap); the clearance
+    covers the solver's tolerances (``MARGIN``, and ``SOLVER_TOLERANCE`` propagated through ``|W|`` as
+    the error its rows may hide) and the float32 model's own rounding (the caller's ``slack``, see
+    ``certprune.bounds.rounding``); and a second, independent opinion agrees: exact rational arithmetic
+    (Z3) on small problems, HiGHS again with other settings (no presolve, another seed) otherwise.
+  * Any other solver status (time or iteration limit, numerical trouble) decides nothing: ``timeout`` or
+    ``unknown``, with the reason.
 ``optimize`` reports ``c @ net(x)`` at the best point found, evaluated by the float64 forward pass (a
 value some input attains), and HiGHS's dual bound loosened by ``OBJECTIVE_SLACK`` as the proven bound.
 """
@@ -33,7 +42,7 @@ import enum
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -45,17 +54,17 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from certprune.floats import float32_box
 from certprune.network import Affine, Conv2d, Dense, Flatten, Network, ReLU
 
-MARGIN = 1e-6  # the feasibility question is A @ y <= b + MARGIN
-TIGHTEN = 1e-5  # the retry after an unconfirmed point asks A @ y <= b - TIGHTEN
+MARGIN = 1e-6  # every row's clearance includes MARGIN * (1 + |b|): the solver's optimality tolerance
+SOLVER_TOLERANCE = 1e-7  # HiGHS's primal feasibility tolerance (its default), propagated into the clearance
+TOLERANCE_SAFETY = 2.0
+DEPTH = 1e-3  # t stops at -(DEPTH * (1 + max |b|) + 2 * clearance): deep enough for float32 to agree
+CAP = 1e-3  # t is at most CAP * (1 + max |b|) + clearance: a point missed by less is not "infeasible"
 BOUND_SLACK = 1e-6  # pre-activation bounds are widened by BOUND_SLACK * (1 + |bound|)
 OBJECTIVE_SLACK = 1e-6  # a proven optimum bound is loosened by OBJECTIVE_SLACK * (1 + |bound|)
-HIGHS_OPTIONS = {
-    "mip_rel_gap": 0.0,
-    "mip_abs_gap": 1e-9,
-    "primal_feasibility_tolerance": 1e-9,
-    "mip_feasibility_tolerance": 1e-9,
-    "random_seed": 0,
-}
+HIGHS_OPTIONS = {"mip_rel_gap": 0.0, "random_seed": 0}  # HiGHS's default (tested) feasibility tolerances
+SECOND_OPINION = {"mip_rel_gap": 0.0, "random_seed": 1, "presolve": False}
+Z3_CHECK_UNSTABLE = 6  # an unsat on at most this many unstable neurons and Z3_CHECK_INPUTS inputs is
+Z3_CHECK_INPUTS = 16  # re-checked in exact rational arithmetic; larger ones by HiGHS with other settings
 CONV_CHUNK = 512  # unit inputs pushed through a convolution at once when building its matrix
 
 
@@ -68,11 +77,13 @@ class MilpStatus(str, enum.Enum):
 
 @dataclass(frozen=True, eq=False)
 class MilpResult:
-    """``x`` (float32, the network's per-sample input shape) is set only for a confirmed ``sat``."""
+    """``x`` (float32, the network's per-sample input shape) is set only for a confirmed ``sat``;
+    ``reason`` says why an answer other than sat/unsat decided nothing, and who proved an unsat."""
 
     status: MilpStatus
     x: np.ndarray | None = None
     seconds: float = 0.0
+    reason: str = ""
 
 
 class Optimum(NamedTuple):
@@ -98,24 +109,121 @@ def solve_milp(network: Network, lower, upper, pre_bounds: PreBounds, A, b, time
     for the exact network: with ``slack >= |A| @ forward_error`` an ``unsat`` also proves the float32 model.
     """
     started = time.perf_counter()
+    deadline = math.inf if time_limit is None else started + time_limit
     A = np.atleast_2d(np.asarray(A, dtype=np.float64))
     b = np.asarray(b, dtype=np.float64).ravel()
     slack = np.broadcast_to(np.asarray(slack, dtype=np.float64).ravel(), b.shape)
     model = _Encoding.build(network, lower, upper, pre_bounds, integer_inputs)
-    for attempt, rhs in enumerate((b + MARGIN + slack, b - TIGHTEN * (1 + np.abs(b)))):
-        remaining = None if time_limit is None else time_limit - (time.perf_counter() - started)
-        if remaining is not None and remaining <= 0:
-            return MilpResult(MilpStatus.TIMEOUT, seconds=time.perf_counter() - started)
-        res = model.solve(np.zeros(model.n_vars), A, rhs, remaining)
-        if res.x is None:
-            status = {2: MilpStatus.UNSAT, 1: MilpStatus.TIMEOUT}.get(res.status, MilpStatus.UNKNOWN)
-            if attempt == 1 and status is MilpStatus.UNSAT:
-                status = MilpStatus.UNKNOWN  # a point within MARGIN exists, but none strictly inside
-            return MilpResult(status, seconds=time.perf_counter() - started)
-        x = model.confirm(network, res.x, A, b)
+    question = _Question.make(model, A, b, slack)
+    answer = question.ask(model, deadline, HIGHS_OPTIONS)
+    if answer.x is not None:
+        x = model.confirm(network, answer.x, A, b)
         if x is not None:
             return MilpResult(MilpStatus.SAT, x, time.perf_counter() - started)
-    return MilpResult(MilpStatus.UNKNOWN, seconds=time.perf_counter() - started)
+    if answer.status is not MilpStatus.UNSAT:
+        return MilpResult(answer.status, seconds=time.perf_counter() - started, reason=answer.reason)
+    second = _second_opinion(network, model, question, deadline)
+    if second.status is MilpStatus.SAT:
+        return replace(second, seconds=time.perf_counter() - started)
+    if second.status is not MilpStatus.UNSAT:
+        reason = f"HiGHS proved it, the second opinion did not ({second.reason})"
+        return MilpResult(second.status, seconds=time.perf_counter() - started, reason=reason)
+    return MilpResult(MilpStatus.UNSAT, seconds=time.perf_counter() - started, reason=f"highs+{second.reason}")
+
+
+@dataclass(frozen=True)
+class _Question:
+    """min t subject to ``A @ y - rhs <= t``, ``-depth <= t <= cap``: t > 0 everywhere (or no t at all)
+    proves that no x meets A y <= b.
+
+    ``rhs = b + slack + MARGIN (1 + |b|) + the solver tolerance's reach``: a proof holds with that clearance.
+    """
+
+    A: np.ndarray
+    b: np.ndarray
+    rhs: np.ndarray
+    depth: float
+    cap: float
+
+    @classmethod
+    def make(cls, model: "_Encoding", A: np.ndarray, b: np.ndarray, slack: np.ndarray) -> "_Question":
+        if A.shape[1] != model.out_S.shape[0]:
+            raise ValueError(f"A has {A.shape[1]} columns, the network has {model.out_S.shape[0]} outputs")
+        clearance = slack + MARGIN * (1 + np.abs(b)) + TOLERANCE_SAFETY * (np.abs(A) @ model.tolerance_error)
+        scale, reach = 1 + float(np.abs(b).max(initial=0.0)), float(clearance.max(initial=0.0))
+        return cls(A, b, b + clearance, DEPTH * scale + 2 * reach, CAP * scale + reach)
+
+    def ask(self, model: "_Encoding", deadline: float, options: dict) -> "_Answer":
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            return _Answer(MilpStatus.TIMEOUT, None, "no time left")
+        res = model.solve_violation(self.A, self.rhs, (-self.depth, self.cap),
+                                    None if math.isinf(remaining) else remaining, options)
+        x = None if res.x is None else res.x[:-1]
+        if res.status == 2:  # no point within the cap, or an empty encoding
+            return _Answer(MilpStatus.UNSAT, None, "infeasible")
+        if res.status == 1:
+            return _Answer(MilpStatus.TIMEOUT, x, "solver time limit")
+        if res.status != 0 or res.x is None:
+            return _Answer(MilpStatus.UNKNOWN, x, f"solver status {res.status}: {res.message}")
+        dual = res.get("mip_dual_bound")
+        dual = res.fun if dual is None or not np.isfinite(dual) else dual
+        if dual > 0:
+            return _Answer(MilpStatus.UNSAT, x, f"dual bound {dual:.3g} > 0")
+        return _Answer(MilpStatus.UNKNOWN, x, f"the solver's point (violation {res.fun:.3g}) does not meet "
+                                              "the constraints in float32")
+
+
+class _Answer(NamedTuple):
+    status: MilpStatus
+    x: np.ndarray | None
+    reason: str
+
+
+def _second_opinion(network: Network, model: "_Encoding", question: _Question, deadline: float) -> MilpResult:
+    """An independent check of an unsat: Z3 in exact arithmetic when the problem is small, else HiGHS with
+    other settings. A point either finds is confirmed like any other (it may be a real counterexample)."""
+    if model.binaries <= Z3_CHECK_UNSTABLE and model.lower.size <= Z3_CHECK_INPUTS and model.z3_encodable(network):
+        status, point = _z3_check(network, model, question, deadline)
+        who = "z3"
+    else:
+        answer = question.ask(model, deadline, SECOND_OPINION)
+        status, point, who = answer.status, answer.x, f"highs-again ({answer.reason})"
+    if point is not None:
+        x = model.confirm(network, point, question.A, question.b)
+        if x is not None:
+            return MilpResult(MilpStatus.SAT, x, reason=f"found by {who}")
+    if status is MilpStatus.UNSAT:
+        return MilpResult(MilpStatus.UNSAT, reason=who)
+    return MilpResult(MilpStatus.UNKNOWN if status is MilpStatus.SAT else status, reason=f"{who}: {status.value}")
+
+
+def _z3_check(network: Network, model: "_Encoding", question: _Question, deadline: float):
+    """Z3 on a superset of the MILP's feasible set (stable neurons fixed without their rows): unsat there is
+    unsat exactly. Returns (status, float64 point or None)."""
+    import z3
+
+    from certprune.smt.z3_encode import encode, rational, solve, value_of
+
+    integer = model.integrality[0].astype(bool)
+    z = [z3.Int(f"x{j}") if integer[j] else z3.Real(f"x{j}") for j in range(model.lower.size)]
+    box = []
+    for j, v in enumerate(z):
+        lo, hi = (z3.IntVal(math.ceil(model.lower[j])), z3.IntVal(math.floor(model.upper[j]))) if integer[j] \
+            else (rational(model.lower[j]), rational(model.upper[j]))
+        box += [v >= lo, v <= hi]
+    states = [np.where(u <= 0, -1, np.where(l >= 0, 1, 0)) for l, u in model.raw_bounds]
+    encoding = encode(network, z, states=states, pre_bounds=model.widened_bounds)
+    rows = [z3.Sum(*[rational(a) * y for a, y in zip(row, encoding.outputs) if a != 0], rational(0.0))
+            <= rational(r) for row, r in zip(question.A, question.rhs)]
+    result = solve(box + list(encoding.constraints) + rows, max(deadline - time.perf_counter(), 1e-3)
+                   if math.isfinite(deadline) else None)
+    status = {"sat": MilpStatus.SAT, "unsat": MilpStatus.UNSAT, "timeout": MilpStatus.TIMEOUT}.get(
+        result.status, MilpStatus.UNKNOWN)
+    point = None
+    if result.status == "sat":
+        point = np.array([float(value_of(result.model, v)) for v in z])
+    return status, point
 
 
 def optimize(network: Network, lower, upper, pre_bounds: PreBounds, c, sense: str = "min",
@@ -128,7 +236,7 @@ def optimize(network: Network, lower, upper, pre_bounds: PreBounds, c, sense: st
     model = _Encoding.build(network, lower, upper, pre_bounds, integer_inputs)
     objective = sign * (model.out_S.T @ c)
     offset = sign * float(c @ model.out_c)
-    res = model.solve(objective, None, None, time_limit)
+    res = model.solve(objective, time_limit, HIGHS_OPTIONS)
     if res.status == 2:  # no input meets the integrality or the bounds: the optimum of an empty set
         return Optimum(None, None, sign * math.inf)
     dual = res.get("mip_dual_bound")
@@ -156,6 +264,11 @@ class _Encoding:
         self.lb, self.ub, self.integrality = [lower], [upper], [integer.astype(np.int8)]
         self.n_vars = lower.size
         self.rows: list[tuple[sp.csr_matrix, np.ndarray, np.ndarray]] = []
+        self.raw_bounds: list[tuple[np.ndarray, np.ndarray]] = []  # per ReLU layer, as given
+        self.widened_bounds: list[tuple[np.ndarray, np.ndarray]] = []  # per ReLU layer, as encoded
+        self.binaries = 0
+        # per value of the current layer: how far a solution within the solver's tolerances may put it
+        self.tolerance_error = np.full(lower.size, SOLVER_TOLERANCE)
         self.out_S: sp.csr_matrix
         self.out_c: np.ndarray
 
@@ -184,6 +297,7 @@ class _Encoding:
                 M, shift = _linear_map(layer, shape)
                 if M is not None:
                     S, c = (M @ S).tocsr(), M @ c + shift
+                    model.tolerance_error = abs(M) @ model.tolerance_error
         model.out_S, model.out_c = model.pad(S), c
         return model
 
@@ -208,10 +322,16 @@ class _Encoding:
         unstable = ~inactive & ~active
         wl = l - BOUND_SLACK * (1 + np.abs(l))
         wu = u + BOUND_SLACK * (1 + np.abs(u))
+        self.raw_bounds.append((l, u))
+        self.widened_bounds.append((wl, wu))
+        # a row met only within the tolerance moves y by up to tol (1 + |l| + |u|); inactive outputs are 0
+        grow = np.where(unstable, SOLVER_TOLERANCE * (1 + np.abs(wl) + np.abs(wu)), 0.0)
+        self.tolerance_error = np.where(inactive, 0.0, self.tolerance_error + grow)
         # stable neurons: keep the input where the bounds say it is
         self.rows.append((S[inactive], np.full(inactive.sum(), -np.inf), wu[inactive] - c[inactive]))
         self.rows.append((S[active], wl[active] - c[active], np.full(active.sum(), np.inf)))
         k = int(unstable.sum())
+        self.binaries += k
         Su, cu, lu, uu = S[unstable], c[unstable], wl[unstable], wu[unstable]
         y = self.add_vars(np.zeros(k), uu, integer=False)
         d = self.add_vars(np.zeros(k), np.ones(k), integer=True)
@@ -227,11 +347,14 @@ class _Encoding:
         pick = sp.csr_matrix((np.ones(k), (np.flatnonzero(unstable), y)), shape=(c.size, self.n_vars))
         return (keep + pick).tocsr(), np.where(active, c, 0.0)
 
-    def solve(self, objective: np.ndarray, A: np.ndarray | None, rhs: np.ndarray | None, time_limit):
-        rows = [(self.pad(M), lo, hi) for M, lo, hi in self.rows if M.shape[0]]
-        if A is not None:
-            rows.append((self.pad(sp.csr_matrix(A) @ self.out_S), np.full(len(rhs), -np.inf), rhs - A @ self.out_c))
-        options = dict(HIGHS_OPTIONS)
+    def solve(self, objective: np.ndarray, time_limit: float | None, options: dict,
+              extra_rows=(), extra_var: tuple[float, float] | None = None):
+        """HiGHS on the encoding plus ``extra_rows`` ((matrix, lo, hi) over the variables and, when
+        ``extra_var`` gives its bounds, one more continuous variable appended last)."""
+        width = self.n_vars + (extra_var is not None)
+        rows = [(self.pad(M), lo, hi) for M, lo, hi in self.rows if M.shape[0]] + list(extra_rows)
+        rows = [(_resized(M, width), lo, hi) for M, lo, hi in rows]
+        options = dict(options)
         if time_limit is not None:
             options["time_limit"] = max(float(time_limit), 1e-3)
         constraints = []
@@ -239,11 +362,28 @@ class _Encoding:
             constraints = [LinearConstraint(sp.vstack([r[0] for r in rows]).tocsr(),
                                             np.concatenate([r[1] for r in rows]),
                                             np.concatenate([r[2] for r in rows]))]
+        lb, ub, integrality = np.concatenate(self.lb), np.concatenate(self.ub), np.concatenate(self.integrality)
+        if extra_var is not None:
+            lb, ub = np.append(lb, extra_var[0]), np.append(ub, extra_var[1])
+            integrality = np.append(integrality, 0)
+            objective = np.append(objective, 0.0) if objective.size == self.n_vars else objective
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Unrecognized options", category=RuntimeWarning)
-            return milp(objective, integrality=np.concatenate(self.integrality),
-                        bounds=Bounds(np.concatenate(self.lb), np.concatenate(self.ub)),
-                        constraints=constraints, options=options)
+            return milp(objective, integrality=integrality, bounds=Bounds(lb, ub), constraints=constraints,
+                        options=options)
+
+    def solve_violation(self, A: np.ndarray, rhs: np.ndarray, t_range: tuple[float, float],
+                        time_limit: float | None, options: dict):
+        """min t subject to ``A @ out - t <= rhs`` and t in ``t_range`` (t is the last variable)."""
+        t_column = sp.csr_matrix(-np.ones((len(rhs), 1)))
+        rows = sp.hstack([self.pad(sp.csr_matrix(A) @ self.out_S), t_column]).tocsr()
+        objective = np.zeros(self.n_vars + 1)
+        objective[-1] = 1.0
+        return self.solve(objective, time_limit, options, [(rows, np.full(len(rhs), -np.inf), rhs - A @ self.out_c)],
+                          extra_var=t_range)
+
+    def z3_encodable(self, network: Network) -> bool:
+        return not any(isinstance(layer, Conv2d) for layer in network.layers)
 
     def point(self, solution: np.ndarray) -> np.ndarray:
         """The solver's input clipped into the box, integer coordinates rounded (float64)."""
@@ -293,6 +433,13 @@ def _conv_matrix(layer: Conv2d, shape) -> tuple[sp.csr_matrix, np.ndarray]:
     out_shape = layer.output_shape(tuple(shape))
     shift = np.repeat(layer.bias.detach().double().numpy(), out_shape[1] * out_shape[2])
     return sp.hstack(columns).tocsr(), shift
+
+
+def _resized(M: sp.spmatrix, width: int) -> sp.csr_matrix:
+    M = sp.csr_matrix(M)
+    if M.shape[1] != width:
+        M.resize((M.shape[0], width))
+    return M
 
 
 def _flat(value) -> np.ndarray:

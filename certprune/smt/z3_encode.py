@@ -7,6 +7,7 @@ about the network's real-valued function, without rounding. Integer inputs (``z3
   * its input when its state is +1 (stably active: linear),
   * a fresh variable ``h == If(pre >= 0, pre, 0)`` when unstable (state 0, the default without states),
     with the optional bounds ``l <= pre <= u`` added as implied constraints that help the solver.
+With bounds, a stable neuron keeps its row (``pre <= u`` or ``pre >= l``), as in the MILP encoding.
 States and bounds must be sound for the inputs the caller constrains (e.g. from certprune.bounds).
 Conv2d is not encoded (UnsupportedLayerError): dense verification problems are what SMT is for here.
 """
@@ -107,6 +108,11 @@ def _affine_term(value, scale: float, shift: float):
 def _relu(values: list, state: np.ndarray, bounds, prefix: str) -> tuple[list, list, int]:
     out, constraints, count = [], [], 0
     for j, (pre, s) in enumerate(zip(values, state)):
+        if s != 0 and bounds is not None:
+            # a stable neuron's bound is a row too: without it the encoding would range over inputs where
+            # the neuron is not stable (e.g. a branch-and-bound split) and give it the wrong output
+            edge = float(bounds[1][j]) if s < 0 else float(bounds[0][j])
+            constraints.append(pre <= rational(edge) if s < 0 else pre >= rational(edge))
         if s < 0:
             out.append(z3.RealVal(0))
         elif s > 0:
