@@ -23,6 +23,7 @@ MNIST_TRAIN_PER_CLASS = 400
 MNIST_TEST_PER_CLASS = 100
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # the usual full-MNIST pixel statistics, for in-model normalisation
 
+DATA_SETS = ("mnist", "german", "adult", "bank")  # the built-in data set names
 DATA_ENV = "CERTPRUNE_DATA"
 """Environment variable naming the shared data root (the folder holding ``tabular/`` and ``acasxu/``)."""
 

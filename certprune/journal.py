@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -173,3 +174,23 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "value"):
         return value.value
     raise TypeError(f"cannot write {type(value).__name__} to a journal")
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write a whole file or nothing: a temporary file in the same folder, synced, then renamed over ``path``.
+
+    A reader (a CI job, a resumed run) never sees half a file, even when the writer is killed mid-way.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
+                                         delete=False) as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(f.name, path)
+    except OSError as error:
+        if "f" in locals() and os.path.exists(f.name):
+            os.unlink(f.name)
+        raise CertpruneError(f"cannot write {path}: {error.strerror or error}") from error

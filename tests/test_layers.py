@@ -19,7 +19,8 @@ RANKS = {
     "onnx_io": 3, "torch_io": 3, "parity": 3,
     "spec": 4, "bounds": 4, "smt": 4,
     "bab": 5, "fairness": 5, "prune": 5,
-    "cli": 6,
+    "gate": 6, "report": 6,
+    "cli": 7,
 }
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p != PACKAGE / "__init__.py")
 

@@ -67,6 +67,7 @@ def certify_one(network: Network, onnx_path: str | Path, sample: RobustnessInsta
                   seconds=time.perf_counter() - started)
     if result.counterexample is not None:
         record["counterexample_logits"] = np.asarray(result.counterexample.outputs).tolist()
+        record["counterexample_x"] = np.asarray(result.counterexample.inputs).tolist()
     return record
 
 
@@ -79,6 +80,21 @@ def _crown_view(network: Network, disjunct) -> dict:
     bounds = CROWN().compute(network, lower, upper, C=C)
     unstable = [int(bounds.unstable(i).sum()) for i in range(len(bounds.pre_lower))]
     return {"crown_verified": bool(refuted(bounds.output_lower, rhs, groups)[0]), "unstable": unstable}
+
+
+def samples_from_data(network: Network, source: str, data, timeout: float) -> list[RobustnessInstance]:
+    """One L-inf box per sample of ``data`` (a PruneData: float64 corners clipped to the data's domain), in the
+    model's input shape; ``source`` names the model in the error when the shapes differ."""
+    shape = network.input_shape
+    if data.x[0].numel() != int(np.prod(shape)):
+        raise PropertyError(f"{source}: takes inputs of shape {shape}, the data has {data.x[0].numel()} values "
+                            "per sample")
+    x = data.x.double()
+    lower, upper = data.boxes(x)
+    centre = x.clamp(lower, upper)
+    return [RobustnessInstance(i, centre[i].numpy().reshape(shape), int(data.y[i]),
+                               lower[i].numpy().reshape(shape), upper[i].numpy().reshape(shape), timeout)
+            for i in range(len(x))]
 
 
 def samples_sha256(samples: Iterable[RobustnessInstance]) -> str:

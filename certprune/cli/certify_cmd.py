@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import click
-import numpy as np
 
 from certprune.bab.certify import samples_sha256
+from certprune.bab.certify import samples_from_data
 from certprune.bab.search import SearchSettings
 from certprune.cli.robustness_run import run_samples
 from certprune.cli.verify_cmd import write_json
@@ -15,7 +15,6 @@ from certprune.journal import file_sha256, journal_header
 from certprune.onnx_io import load_onnx
 from certprune.prune import load_data
 from certprune.prune.dataset import NAMES
-from certprune.spec.robustness import RobustnessInstance
 
 
 @click.command("certify")
@@ -35,7 +34,7 @@ def command(model, data, eps, count, timeout, journal, resume, json_out, quiet) 
     if eps < 0 or timeout <= 0 or count <= 0:
         raise CertpruneError("--eps must be >= 0, --timeout > 0 and -n > 0")
     network = load_onnx(model)
-    samples = _samples(network, model, load_data(data, "test", eps).take(count), timeout)
+    samples = samples_from_data(network, model, load_data(data, "test", eps).take(count), timeout)
     settings = SearchSettings(timeout=timeout)
     header = journal_header("certify", {"model": file_sha256(model, "model"), "data": samples_sha256(samples)},
                             {"data": data, "eps": eps, "search": asdict(settings)})
@@ -46,16 +45,3 @@ def command(model, data, eps, count, timeout, journal, resume, json_out, quiet) 
                           "samples": report.records})
     return 0
 
-
-def _samples(network, model: str, data, timeout: float) -> list[RobustnessInstance]:
-    """One L-inf box per test sample (float64 corners, clipped to the data's domain), in the model's shape."""
-    shape = network.input_shape
-    if data.x[0].numel() != int(np.prod(shape)):
-        raise CertpruneError(f"{model}: takes inputs of shape {shape}, the data has {data.x[0].numel()} values "
-                             "per sample")
-    x = data.x.double()
-    lower, upper = data.boxes(x)
-    centre = x.clamp(lower, upper)
-    return [RobustnessInstance(i, centre[i].numpy().reshape(shape), int(data.y[i]),
-                               lower[i].numpy().reshape(shape), upper[i].numpy().reshape(shape), timeout)
-            for i in range(len(x))]

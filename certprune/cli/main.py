@@ -22,7 +22,7 @@ def _register() -> None:
     from certprune.cli import inspect_cmd
 
     cli.add_command(inspect_cmd.inspect)
-    for module_name in ("bounds_cmd", "verify_cmd", "certify_cmd", "batch_cmd", "prune_cmd"):
+    for module_name in ("bounds_cmd", "verify_cmd", "certify_cmd", "batch_cmd", "prune_cmd", "gate_cmd"):
         try:
             module = __import__(f"certprune.cli.{module_name}", fromlist=["command"])
         except ModuleNotFoundError as error:

@@ -69,11 +69,12 @@ def verify_fairness(onnx_path: str | Path, property_path: str | Path, *, jobs: i
                     journal_path: str | Path | None = None, resume: bool = False, progress: bool = True,
                     json_out: str | Path | None = None, certificate_out: str | Path | None = None,
                     engine: str | None = None, timeout: float | None = None, limit: int | None = None,
-                    settings: FairnessSettings | None = None) -> FairnessReport:
+                    settings: FairnessSettings | None = None, deadline: float | None = None) -> FairnessReport:
     """Decide the fairness property at ``property_path`` on the ONNX model, partition by partition.
 
     ``engine`` and ``timeout`` (seconds per partition) override the property file's; ``limit`` runs only
     that many partitions, evenly spread over the domain (a quick look). ``settings`` tunes the engines.
+    ``deadline`` (a ``time.perf_counter`` value) stops new partitions, as the property's total timeout does.
     """
     started = time.perf_counter()
     onnx_path, property_path = str(onnx_path), str(property_path)
@@ -90,7 +91,8 @@ def verify_fairness(onnx_path: str | Path, property_path: str | Path, *, jobs: i
                             {**settings.as_dict(), "timeout": per_partition, "limit": limit})
     journal, done = _open_journal(journal_path, header, resume)
     todo = [i for i in selection if i not in done]
-    deadline = started + prop.timeout_total if prop.timeout_total else float("inf")
+    total = started + prop.timeout_total if prop.timeout_total else float("inf")
+    deadline = min(total, deadline if deadline is not None else float("inf"))
     records = dict(done)
     bar = _progress(progress, len(selection), len(done), records)
     try:

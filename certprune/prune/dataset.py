@@ -6,10 +6,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from certprune.data import load_mnist, load_tabular
+from certprune.data import DATA_SETS, load_mnist, load_tabular
 from certprune.errors import CertpruneError
 
-NAMES = ("mnist", "german", "adult", "bank")
+NAMES = DATA_SETS
 
 
 @dataclass(frozen=True, eq=False)

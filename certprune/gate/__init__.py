@@ -1,0 +1,1 @@
+"""The release gate: a policy of checks run on a model, judged, cached and written for CI."""
