@@ -1,23 +1,43 @@
-"""certprune: make ReLU networks smaller and provably trustworthy. The public API, stated once."""
-from certprune.bab.certify import certify
-from certprune.bab.instances import verify_vnnlib
-from certprune.bab.search import SearchSettings, verify_box
-from certprune.bounds import CROWN, IBP, AlphaCROWN, Bounds
-from certprune.errors import CertpruneError, ModelError, PropertyError, UnsupportedLayerError
-from certprune.fairness.problem import FairnessSettings
-from certprune.fairness.verify import verify_fairness
-from certprune.network import Affine, Conv2d, Dense, Flatten, Network, ReLU
-from certprune.onnx_io import load_onnx, save_onnx, to_onnx
-from certprune.parity import check_parity
-from certprune.prune import PruneData, load_data, prune
-from certprune.torch_io import from_torch
-from certprune.types import Box, Certificate, Counterexample, Result, Verdict
+"""certprune: make ReLU networks smaller and provably trustworthy. The public API, stated once.
+
+Names are imported on first use (PEP 562), so ``import certprune`` and the command line start without
+loading torch, onnx or the solvers until a command needs them.
+"""
+from __future__ import annotations
+
+import importlib
+
 from certprune.version import __version__
 
-__all__ = [
-    "CROWN", "IBP", "Affine", "AlphaCROWN", "Bounds", "Box", "CertpruneError", "Certificate", "Conv2d",
-    "Counterexample", "Dense", "FairnessSettings", "Flatten", "ModelError", "Network", "PropertyError",
-    "PruneData", "ReLU", "Result", "SearchSettings", "UnsupportedLayerError", "Verdict", "certify",
-    "check_parity", "from_torch", "load_data", "load_onnx", "prune", "save_onnx", "to_onnx", "verify_box",
-    "verify_fairness", "verify_vnnlib",
-]
+_WHERE = {
+    "certify": "certprune.bab.certify", "verify_vnnlib": "certprune.bab.instances",
+    "SearchSettings": "certprune.bab.search", "verify_box": "certprune.bab.search",
+    "CROWN": "certprune.bounds", "IBP": "certprune.bounds", "AlphaCROWN": "certprune.bounds",
+    "Bounds": "certprune.bounds",
+    "CertpruneError": "certprune.errors", "ModelError": "certprune.errors", "PropertyError": "certprune.errors",
+    "UnsupportedLayerError": "certprune.errors",
+    "FairnessSettings": "certprune.fairness.problem", "verify_fairness": "certprune.fairness.verify",
+    "Affine": "certprune.network", "Conv2d": "certprune.network", "Dense": "certprune.network",
+    "Flatten": "certprune.network", "Network": "certprune.network", "ReLU": "certprune.network",
+    "load_onnx": "certprune.onnx_io", "save_onnx": "certprune.onnx_io", "to_onnx": "certprune.onnx_io",
+    "check_parity": "certprune.parity",
+    "PruneData": "certprune.prune", "load_data": "certprune.prune", "prune": "certprune.prune",
+    "from_torch": "certprune.torch_io",
+    "Box": "certprune.types", "Certificate": "certprune.types", "Counterexample": "certprune.types",
+    "Result": "certprune.types", "Verdict": "certprune.types",
+    "run_gate": "certprune.gate.run",
+}
+
+__all__ = sorted(_WHERE) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'certprune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -12,12 +12,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
-import torch
 
 from certprune.errors import CertpruneError
+
+if TYPE_CHECKING:
+    import torch
 
 MNIST_TRAIN_PER_CLASS = 400
 MNIST_TEST_PER_CLASS = 100
@@ -91,6 +93,8 @@ def load_mnist(split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
     lo, hi = {"train": (0, MNIST_TRAIN_PER_CLASS), "test": (MNIST_TRAIN_PER_CLASS, 500), "all": (0, 500)}[split]
     chosen = np.flatnonzero((rank >= lo) & (rank < hi))
     chosen = chosen[np.lexsort((labels[chosen], rank[chosen]))]  # by rank, then class
+    import torch  # deferred: reading the files needs no torch
+
     x = torch.from_numpy(table[chosen, :-1].astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
     return x, torch.from_numpy(labels[chosen])
 
@@ -120,6 +124,8 @@ class TabularData:
         return [self.domain[f][0] for f in self.feature_names], [self.domain[f][1] for f in self.feature_names]
 
     def subset(self, rows: np.ndarray | torch.Tensor) -> TabularData:
+        import torch
+
         rows = torch.as_tensor(rows, dtype=torch.long)
         return TabularData(self.name, self.feature_names, self.label, self.x[rows], self.y[rows])
 
@@ -137,6 +143,15 @@ class TabularData:
             rows = np.flatnonzero(labels == value)
             test[rng.permutation(rows)[: round(test_fraction * len(rows))]] = True
         return self.subset(np.flatnonzero(~test)), self.subset(np.flatnonzero(test))
+
+
+def data_file(name: str) -> Path:
+    """The file a built-in data set is read from (its sha256 keys cached results)."""
+    if name == "mnist":
+        return mnist_path()
+    if name not in DOMAINS:
+        raise CertpruneError(f"unknown data set {name!r}; expected one of {', '.join(DATA_SETS)}")
+    return tabular_dir() / f"{name}.csv"
 
 
 def tabular_dir(data_dir: str | Path | None = None) -> Path:
@@ -167,4 +182,6 @@ def load_tabular(name: str, data_dir: str | Path | None = None) -> TabularData:
     if label not in header or features != tuple(DOMAINS[name]) or table.shape[1] != len(header):
         raise CertpruneError(f"{path}: columns {header} do not match the documented {name} columns")
     x = table[:, [header.index(f) for f in features]].astype(np.float32)
+    import torch
+
     return TabularData(name, features, label, torch.from_numpy(x), torch.from_numpy(table[:, header.index(label)]))

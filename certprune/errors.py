@@ -1,5 +1,7 @@
 """User-facing errors: one readable line each, turned into exit code 2 by the CLI."""
 
+EXIT_USAGE = 2  # the exit code of every user error
+
 
 class CertpruneError(Exception):
     """Base of every error caused by the user's input (a file, an option, a property)."""

@@ -7,6 +7,8 @@ from typing import Any, Mapping
 
 import torch
 
+from certprune.errors import EXIT_USAGE  # noqa: F401  (re-exported beside EXIT_CODES)
+
 
 @dataclass(frozen=True)
 class Box:
@@ -78,7 +80,6 @@ class Verdict(enum.Enum):
 
 # Exit codes shared by every command: 0 holds, 10 violated, 20 undecided, 2 usage or input error.
 EXIT_CODES = {Verdict.VERIFIED: 0, Verdict.FALSIFIED: 10, Verdict.UNKNOWN: 20, Verdict.TIMEOUT: 20}
-EXIT_USAGE = 2
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import numpy as np
 
 from certprune.onnx_io import load_onnx
 from certprune.parity import PARITY_TOLERANCE, check_parity, input_range
-from certprune.types import EXIT_USAGE
+from certprune.errors import EXIT_USAGE
 
 
 @click.command()

@@ -1,15 +1,37 @@
 """Entry point: the command group, and the one place where user errors become exit code 2."""
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
-from certprune.errors import CertpruneError
-from certprune.types import EXIT_USAGE
+from certprune.errors import EXIT_USAGE, CertpruneError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# command name -> "module:attribute"; a module is imported only when its command runs (or help lists it),
+# so a command starts without loading what the others need (torch, onnx, the solvers)
+COMMANDS = {
+    "inspect": "certprune.cli.inspect_cmd:inspect", "bounds": "certprune.cli.bounds_cmd:command",
+    "verify": "certprune.cli.verify_cmd:command", "certify": "certprune.cli.certify_cmd:command",
+    "batch": "certprune.cli.batch_cmd:command", "prune": "certprune.cli.prune_cmd:command",
+    "gate": "certprune.cli.gate_cmd:command",
+    "report": "certprune.cli.report_cmd:command",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="certprune")
 def cli() -> None:
     """certprune: make ReLU networks smaller and provably trustworthy.
@@ -18,23 +40,8 @@ def cli() -> None:
     """
 
 
-def _register() -> None:
-    from certprune.cli import inspect_cmd
-
-    cli.add_command(inspect_cmd.inspect)
-    for module_name in ("bounds_cmd", "verify_cmd", "certify_cmd", "batch_cmd", "prune_cmd", "gate_cmd"):
-        try:
-            module = __import__(f"certprune.cli.{module_name}", fromlist=["command"])
-        except ModuleNotFoundError as error:
-            if error.name != f"certprune.cli.{module_name}":
-                raise
-            continue
-        cli.add_command(module.command)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one line (no traceback) and exit with 2."""
-    _register()
     try:
         result = cli.main(args=argv, prog_name="certprune", standalone_mode=False)
     except click.exceptions.Exit as done:

@@ -2,22 +2,25 @@
 
 Each runner returns a ``Run``: the figures the requirements are judged on (the JSON contract of
 ``certprune.gate.run``), the counterexamples it replayed, and whether it ran to the end (a run cut short by
-the gate's budget reports what it finished, with the rest undecided, and is not cached). Each check first
-``prepare``s: loads and validates its inputs and computes the sha256 digests its cache key needs, so a bad
-file is reported before anything runs.
+the gate's budget reports what it finished, with the rest undecided, and is not cached). A check is first
+``describe``d: the sha256 digests and settings its cache key needs, computed without loading the model or
+torch, so a gate served from the cache starts in a fraction of a second; the checks the cache does not hold
+are then ``prepare``d on the loaded model (inputs validated, so a bad file is reported before anything runs).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
 from certprune.journal import Journal, file_sha256, journal_header
-from certprune.network import Network
 from certprune.spec.policy import Check
+
+if TYPE_CHECKING:
+    from certprune.network import Network
 
 Progress = Callable[[str, int, int], None]  # (check name, done, total)
 
@@ -32,49 +35,65 @@ class Run:
 
 @dataclass
 class Prepared:
-    """A check made ready for one model: its cache key inputs and the work to do."""
+    """A check made ready for one model: what its result depends on (``digests``, ``settings``: cheap to
+    compute, no model loaded) and, once ``prepare``d, the work to do."""
 
     check: Check
     digests: dict
     settings: dict
-    work: Callable[[float, Journal | None, Progress | None], Run]
+    work: Callable[[float, Journal | None, Progress | None], Run] | None = None
 
     def key_header(self, model_sha: str) -> dict:
         return journal_header(f"gate-{self.check.kind}", {"model": model_sha, **self.digests}, self.settings)
 
 
-def prepare(check: Check, network: Network, model_path: Path) -> Prepared:
-    """Validate the check against the model and say what its result depends on."""
+def describe(check: Check) -> Prepared:
+    """The check's cache-key inputs: the sha256 of its property or data file and its settings."""
+    from certprune.data import data_file
+
+    data = {"data": file_sha256(data_file(check.data), "data")} if check.data else {"data": None}
+    if check.kind == "certify":
+        return Prepared(check, data, {"data": check.data, "eps": list(check.eps), "samples": check.samples,
+                                      "timeout": check.timeout})
+    if check.kind == "facts":
+        return Prepared(check, data, {"data": check.data, "samples": check.samples, "parity": check.parity})
+    settings = {"timeout": check.timeout, "jobs": check.jobs} if check.kind == "fairness" else \
+        {"timeout": check.timeout or 60.0}
+    return Prepared(check, {"property": file_sha256(check.property, "property")}, settings)
+
+
+def prepare(described: Prepared, network: Network, model_path: Path) -> Prepared:
+    """Validate the check against the loaded model (a bad property or data shape is an error now, before
+    anything runs) and attach its work."""
     makers = {"certify": _certify, "fairness": _fairness, "vnnlib": _vnnlib, "facts": _facts}
-    return makers[check.kind](check, network, model_path)
+    return replace(described, work=makers[described.check.kind](described.check, network, model_path))
 
 
 # ---- certified accuracy ----------------------------------------------------------------------------
 
-def _certify(check: Check, network: Network, model_path: Path) -> Prepared:
-    from certprune.bab.certify import samples_from_data, samples_sha256
+def _certify(check: Check, network: Network, model_path: Path):
+    from certprune.bab.certify import samples_from_data
     from certprune.prune import load_data
 
     per_eps = {f"{eps:g}": samples_from_data(network, str(model_path),
                                              load_data(check.data, "test", eps).take(check.samples), check.timeout)
                for eps in check.eps}
-    digests = {"data": {key: samples_sha256(samples) for key, samples in per_eps.items()}}
-    settings = {"data": check.data, "eps": list(check.eps), "samples": check.samples, "timeout": check.timeout}
 
     def work(deadline: float, journal: Journal | None, progress: Progress | None) -> Run:
         return _run_certify(check, network, model_path, per_eps, deadline, journal, progress)
 
-    return Prepared(check, digests, settings, work)
+    return work
 
 
 def _run_certify(check, network, model_path, per_eps, deadline, journal, progress) -> Run:
-    from certprune.bab.certify import certify
+    from certprune.bab.certify import certify, samples_sha256
     from certprune.bab.search import SearchSettings
 
     figures = {"data": check.data, "samples": check.samples, "per_eps": {}}
     examples, complete, done, total = [], True, 0, sum(len(s) for s in per_eps.values())
     for key, samples in per_eps.items():
-        eps_journal = None if journal is None else Journal(f"{journal.path}.eps{key}", {**journal.header, "eps": key})
+        eps_journal = None if journal is None else \
+            Journal(f"{journal.path}.eps{key}", {**journal.header, "eps": key, "samples": samples_sha256(samples)})
 
         def tick(record, key=key):
             nonlocal done
@@ -117,7 +136,7 @@ def _sample_example(record: dict, eps: str) -> dict:
 
 # ---- properties ------------------------------------------------------------------------------------
 
-def _fairness(check: Check, network: Network, model_path: Path) -> Prepared:
+def _fairness(check: Check, network: Network, model_path: Path):
     from certprune.fairness.problem import FairnessProblem, FairnessSettings
     from certprune.spec.fairness import parse_fairness
     from certprune.spec.text import read_text
@@ -125,7 +144,6 @@ def _fairness(check: Check, network: Network, model_path: Path) -> Prepared:
     prop = parse_fairness(read_text(check.property), str(check.property))
     settings_value = FairnessSettings(engine=prop.engine)
     FairnessProblem.create(network, prop, settings_value, str(model_path))  # does the property fit the model?
-    settings = {"timeout": check.timeout, "engine": prop.engine}
 
     def work(deadline: float, journal: Journal | None, progress: Progress | None) -> Run:
         from certprune.fairness.verify import verify_fairness
@@ -135,7 +153,7 @@ def _fairness(check: Check, network: Network, model_path: Path) -> Prepared:
                                  deadline=deadline)
         return _fairness_run(report)
 
-    return Prepared(check, {"property": prop.sha256}, settings, work)
+    return work
 
 
 def _fairness_run(report) -> Run:
@@ -159,13 +177,12 @@ def _fairness_run(report) -> Run:
     return Run(figures, examples, counts["not run"]["partitions"] == 0)
 
 
-def _vnnlib(check: Check, network: Network, model_path: Path) -> Prepared:
+def _vnnlib(check: Check, network: Network, model_path: Path):
     from certprune.bab.instances import vnnlib_instances
     from certprune.spec.vnnlib import read_vnnlib
 
     instances = vnnlib_instances(network, read_vnnlib(check.property))  # does the property fit the model?
     timeout = check.timeout or 60.0
-    settings = {"timeout": timeout}
 
     def work(deadline: float, journal: Journal | None, progress: Progress | None) -> Run:
         from certprune.bab.instances import verify_instances
@@ -186,26 +203,16 @@ def _vnnlib(check: Check, network: Network, model_path: Path) -> Prepared:
                              "file": None})
         return Run({"verdict": verdict, "holds": holds}, examples, complete=budget >= timeout)
 
-    return Prepared(check, {"property": file_sha256(check.property, "property")}, settings, work)
+    return work
 
 
 # ---- model facts -----------------------------------------------------------------------------------
 
-def _facts(check: Check, network: Network, model_path: Path) -> Prepared:
-    from certprune.journal import content_sha256
-
-    data_digest = None
-    if check.data is not None:
-        from certprune.prune import load_data
-
-        data = load_data(check.data, "test", 0.0).take(check.samples)
-        data_digest = content_sha256([data.x.numpy(), data.y.numpy()])
-    settings = {"data": check.data, "samples": check.samples, "parity": check.parity}
-
+def _facts(check: Check, network: Network, model_path: Path):
     def work(deadline: float, journal: Journal | None, progress: Progress | None) -> Run:
         return Run(_facts_figures(check, network, model_path))
 
-    return Prepared(check, {"data": data_digest}, settings, work)
+    return work
 
 
 def _facts_figures(check: Check, network: Network, model_path: Path) -> dict:

@@ -18,9 +18,8 @@ from pathlib import Path
 from certprune.errors import PropertyError
 from certprune.gate import rules
 from certprune.gate.cache import ResultCache
-from certprune.gate.checks import Prepared, Progress, prepare, with_eps
+from certprune.gate.checks import Prepared, Progress, describe, prepare, with_eps
 from certprune.journal import file_sha256
-from certprune.onnx_io import load_onnx
 from certprune.spec.policy import Policy, read_policy
 from certprune.version import __version__
 
@@ -32,15 +31,12 @@ def run_gate(policy_path: str | Path, *, model: str | Path | None = None, cache_
     """Run the policy at ``policy_path`` (on ``model`` instead of the policy's own, when given)."""
     started = time.perf_counter()
     policy = read_policy(policy_path)
-    model_path = Path(model) if model is not None else policy.model
     cache = ResultCache(cache_dir)
-    subject = _Subject.load(model_path, policy)
-    baseline = _baseline(policy, cache, progress) if policy.baseline is not None else None
     deadline = started + policy.budget if policy.budget else math.inf
-    checks = []
-    for prepared in subject.prepared:
-        base = None if baseline is None else baseline.get(prepared.check.name)
-        checks.append(_run_check(prepared, subject.sha256, cache, deadline, progress, base))
+    subject = _Subject(Path(model) if model is not None else policy.model, policy, cache)
+    baseline = _baseline(policy, cache, deadline, progress) if policy.baseline is not None else None
+    checks = [_judge(check, stored, cached, None if baseline is None else baseline[check.check.name])
+              for check, stored, cached in subject.results(deadline, progress)]
     outcome = rules.combine(c["outcome"] for c in checks)
     return {"certprune": __version__, "kind": "gate",
             "policy": {"path": str(policy_path), "sha256": policy.sha256},
@@ -50,84 +46,81 @@ def run_gate(policy_path: str | Path, *, model: str | Path | None = None, cache_
 
 
 class _Subject:
-    """A model with every check prepared for it (inputs validated, digests computed)."""
+    """A model and the policy's checks on it: served from the cache, or prepared (model loaded once, every
+    missing check validated before any runs) and run."""
 
-    def __init__(self, path: Path, sha256: str, prepared: list[Prepared]) -> None:
-        self.path, self.sha256, self.prepared = path, sha256, prepared
+    def __init__(self, path: Path, policy: Policy, cache: ResultCache) -> None:
+        self.path, self.cache = path, cache
+        self.sha256 = file_sha256(path, "model")
+        self.checks = [describe(check) for check in policy.checks]
 
-    @classmethod
-    def load(cls, path: Path, policy: Policy) -> "_Subject":
-        sha = file_sha256(path, "model")
-        network = load_onnx(path)
-        return cls(path, sha, [prepare(check, network, path) for check in policy.checks])
+    def results(self, deadline: float, progress: Progress | None):
+        """(Prepared, stored result, whether it came from the cache) per check, in the policy's order."""
+        stored = [self.cache.get(p.key_header(self.sha256)) for p in self.checks]
+        missing = [i for i, s in enumerate(stored) if s is None]
+        if missing:
+            from certprune.onnx_io import load_onnx  # deferred: a gate served from the cache needs no torch
+
+            network = load_onnx(self.path)
+            for i in missing:
+                self.checks[i] = prepare(self.checks[i], network, self.path)
+        for i, described in enumerate(self.checks):
+            if stored[i] is not None:
+                yield described, stored[i], True
+                continue
+            started = time.perf_counter()
+            budget = described.check.budget
+            check_deadline = min(deadline, started + budget if budget else math.inf)
+            header = described.key_header(self.sha256)
+            run = described.work(check_deadline, self.cache.journal(header), progress)
+            result = {"figures": run.figures, "counterexamples": run.counterexamples, "complete": run.complete,
+                      "seconds": round(time.perf_counter() - started, 3)}
+            if run.complete:
+                self.cache.put(header, result)
+            yield described, result, False
 
     def describe(self) -> dict:
         return {"path": str(self.path), "sha256": self.sha256, "name": self.path.stem}
 
 
-def _run_check(prepared: Prepared, model_sha: str, cache: ResultCache, gate_deadline: float,
-               progress: Progress | None, baseline: dict | None) -> dict:
-    """The check's figures (from the cache, or run now), judged against its requirements."""
-    check = prepared.check
-    started = time.perf_counter()
-    deadline = min(gate_deadline, started + check.budget if check.budget else math.inf)
-    stored, cached = _results(prepared, model_sha, cache, deadline, progress)
+def _judge(described: Prepared, stored: dict, cached: bool, baseline: dict | None) -> dict:
+    """The check's figures judged against its requirements, as one entry of the gate result."""
+    check = described.check
     figures = stored["figures"]
     rows = []
     for requirement in with_eps(check):
         value = rules.metric_interval(check.kind, figures, requirement.metric, requirement.eps)
         base = None
-        if requirement.vs_baseline:
-            base = None if baseline is None else rules.metric_interval(check.kind, baseline, requirement.metric,
-                                                                       requirement.eps)
+        if requirement.vs_baseline and baseline is not None:
+            base = rules.metric_interval(check.kind, baseline, requirement.metric, requirement.eps)
         rows.append(rules.judge(requirement, value, base))
     outcome = rules.combine(r["outcome"] for r in rows)
     failed = [r["message"] for r in rows if r["outcome"] != rules.PASS]
-    return {"name": check.name, "kind": check.kind, "outcome": outcome,
-            "cached": cached,
-            "seconds": round(time.perf_counter() - started, 3), "settings": prepared.settings,
-            "complete": stored["complete"], "message": "; ".join(failed) or "every requirement met",
-            "requirements": rows, "figures": figures, "baseline_figures": baseline,
-            "counterexamples": stored["counterexamples"]}
+    return {"name": check.name, "kind": check.kind, "outcome": outcome, "cached": cached,
+            "seconds": 0.0 if cached else stored["seconds"], "run_seconds": stored.get("seconds"),
+            "settings": described.settings, "complete": stored["complete"],
+            "message": "; ".join(failed) or "every requirement met", "requirements": rows, "figures": figures,
+            "baseline_figures": baseline, "counterexamples": stored["counterexamples"]}
 
 
-def _baseline(policy: Policy, cache: ResultCache, progress: Progress | None) -> dict[str, dict]:
+def _baseline(policy: Policy, cache: ResultCache, deadline: float, progress: Progress | None) -> dict[str, dict]:
     """Each check's figures on the baseline: run on a baseline model (cached like any run), or read from a
     stored gate result, where a check of the same name must exist."""
-    if policy.baseline.suffix.lower() == ".json":
-        try:
-            stored = json.loads(policy.baseline.read_text())
-            checks = {c["name"]: c["figures"] for c in stored["checks"]} if stored.get("kind") == "gate" else None
-        except (OSError, ValueError, KeyError, TypeError):
-            checks = None
-        if checks is None:
-            raise PropertyError(f"{policy.source}: baseline {policy.baseline} is not a certprune gate result (JSON)")
-        missing = [c.name for c in policy.checks if c.name not in checks]
-        if missing:
-            raise PropertyError(f"{policy.source}: baseline result {policy.baseline} has no check named "
-                                f"{', '.join(missing)}")
-        return checks
-    subject = _Subject.load(policy.baseline, policy)
-    out = {}
-    for prepared in subject.prepared:
-        budget = prepared.check.budget
-        deadline = time.perf_counter() + budget if budget else math.inf
-        out[prepared.check.name] = _results(prepared, subject.sha256, cache, deadline, progress)[0]["figures"]
-    return out
-
-
-def _results(prepared: Prepared, model_sha: str, cache: ResultCache, deadline: float,
-             progress: Progress | None) -> tuple[dict, bool]:
-    """The check's stored result and True, or its result run now (stored when complete) and False."""
-    header = prepared.key_header(model_sha)
-    stored = cache.get(header)
-    if stored is not None:
-        return stored, True
-    run = prepared.work(deadline, cache.journal(header), progress)
-    stored = {"figures": run.figures, "counterexamples": run.counterexamples, "complete": run.complete}
-    if run.complete:
-        cache.put(header, stored)
-    return stored, False
+    if policy.baseline.suffix.lower() != ".json":
+        subject = _Subject(policy.baseline, policy, cache)
+        return {d.check.name: stored["figures"] for d, stored, _ in subject.results(deadline, progress)}
+    try:
+        stored = json.loads(policy.baseline.read_text())
+        checks = {c["name"]: c["figures"] for c in stored["checks"]} if stored.get("kind") == "gate" else None
+    except (OSError, ValueError, KeyError, TypeError):
+        checks = None
+    if checks is None:
+        raise PropertyError(f"{policy.source}: baseline {policy.baseline} is not a certprune gate result (JSON)")
+    missing = [c.name for c in policy.checks if c.name not in checks]
+    if missing:
+        raise PropertyError(f"{policy.source}: baseline result {policy.baseline} has no check named "
+                            f"{', '.join(missing)}")
+    return checks
 
 
 def _describe_baseline(policy: Policy) -> dict | None:

@@ -184,8 +184,11 @@ def _second_opinion(network: Network, model: "_Encoding", question: _Question, d
     """An independent check of an unsat: Z3 in exact arithmetic when the problem is small, else HiGHS with
     other settings. A point either finds is confirmed like any other (it may be a real counterexample)."""
     if model.binaries <= Z3_CHECK_UNSTABLE and model.lower.size <= Z3_CHECK_INPUTS and model.z3_encodable(network):
-        status, point = _z3_check(network, model, question, deadline)
+        status, point = _z3_check(network, model, question.A, question.rhs, deadline)
         who = "z3"
+        if point is not None and model.confirm(network, point, question.A, question.b) is None:
+            # Z3 stops at any point of the relaxed set, often on its edge: ask for one deep inside
+            point = _z3_check(network, model, question.A, question.b - question.depth / 2, deadline)[1]
     else:
         answer = question.ask(model, deadline, SECOND_OPINION)
         status, point, who = answer.status, answer.x, f"highs-again ({answer.reason})"
@@ -198,9 +201,9 @@ def _second_opinion(network: Network, model: "_Encoding", question: _Question, d
     return MilpResult(MilpStatus.UNKNOWN if status is MilpStatus.SAT else status, reason=f"{who}: {status.value}")
 
 
-def _z3_check(network: Network, model: "_Encoding", question: _Question, deadline: float):
-    """Z3 on a superset of the MILP's feasible set (stable neurons fixed without their rows): unsat there is
-    unsat exactly. Returns (status, float64 point or None)."""
+def _z3_check(network: Network, model: "_Encoding", A: np.ndarray, rhs: np.ndarray, deadline: float):
+    """Is there x with ``A @ net(x) <= rhs`` on the MILP's own set (the box, and every neuron's widened bounds
+    as rows), in exact rational arithmetic? Returns (status, float64 point or None)."""
     import z3
 
     from certprune.smt.z3_encode import encode, rational, solve, value_of
@@ -215,7 +218,7 @@ def _z3_check(network: Network, model: "_Encoding", question: _Question, deadlin
     states = [np.where(u <= 0, -1, np.where(l >= 0, 1, 0)) for l, u in model.raw_bounds]
     encoding = encode(network, z, states=states, pre_bounds=model.widened_bounds)
     rows = [z3.Sum(*[rational(a) * y for a, y in zip(row, encoding.outputs) if a != 0], rational(0.0))
-            <= rational(r) for row, r in zip(question.A, question.rhs)]
+            <= rational(r) for row, r in zip(A, rhs)]
     result = solve(box + list(encoding.constraints) + rows, max(deadline - time.perf_counter(), 1e-3)
                    if math.isfinite(deadline) else None)
     status = {"sat": MilpStatus.SAT, "unsat": MilpStatus.UNSAT, "timeout": MilpStatus.TIMEOUT}.get(
