@@ -1,6 +1,6 @@
 """ACAS Xu development subset: verdict, expected answer and seconds for each of the 36 instances.
 
-Usage: python benchmarks/acasxu.py [--instances ../shared/data/acasxu/instances.csv] [--timeout S]
+Usage: python benchmarks/acasxu.py [--instances tests/data/acasxu/instances.csv] [--timeout S]
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from certprune.bab.batch import run_batch
 
-DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "acasxu" / "instances.csv"
+DEFAULT = Path(__file__).resolve().parents[1] / "tests" / "data" / "acasxu" / "instances.csv"  # the dev 36
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from certprune.bounds import CROWN, IBP, AlphaCROWN
 from certprune.network import Dense, Network, ReLU
 
 ROOT = Path(__file__).resolve().parents[1]
-ACAS = ROOT.parent / "shared" / "data" / "acasxu" / "onnx" / "ACASXU_run2a_1_1_batch_2000.onnx"
+ACAS = ROOT / "tests" / "data" / "acasxu" / "onnx" / "ACASXU_run2a_1_1_batch_2000.onnx"
 
 
 def acas_network() -> Network:

