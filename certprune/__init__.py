@@ -6,11 +6,13 @@ loading torch, onnx or the solvers until a command needs them.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 from certprune.version import __version__
 
 _WHERE = {
-    "certify": "certprune.bab.certify", "verify_vnnlib": "certprune.bab.instances",
+    "certify": "certprune.bab.certify:certify_data", "verify_vnnlib": "certprune.bab.instances",
     "SearchSettings": "certprune.bab.search", "verify_box": "certprune.bab.search",
     "CROWN": "certprune.bounds", "IBP": "certprune.bounds", "AlphaCROWN": "certprune.bounds",
     "Bounds": "certprune.bounds",
@@ -34,10 +36,24 @@ __all__ = sorted(_WHERE) + ["__version__"]
 def __getattr__(name: str):
     if name not in _WHERE:
         raise AttributeError(f"module 'certprune' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_WHERE[name]), name)
+    module, _, attribute = _WHERE[name].partition(":")
+    value = getattr(importlib.import_module(module), attribute or name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
     return __all__
+
+
+class _Package(types.ModuleType):
+    """Importing the subpackage ``certprune.prune`` must not hide the function ``certprune.prune``: the import
+    system binds a loaded submodule as an attribute of its parent, which a public name of the same name wins."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _WHERE and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

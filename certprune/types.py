@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 import torch
 
-from certprune.errors import EXIT_USAGE  # noqa: F401  (re-exported beside EXIT_CODES)
+from certprune.errors import EXIT_USAGE  # noqa: F401 (re-exported beside EXIT_CODES)
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,17 @@ class Verdict(enum.Enum):
 
 # Exit codes shared by every command: 0 holds, 10 violated, 20 undecided, 2 usage or input error.
 EXIT_CODES = {Verdict.VERIFIED: 0, Verdict.FALSIFIED: 10, Verdict.UNKNOWN: 20, Verdict.TIMEOUT: 20}
+
+
+def clipped_ball(centre: torch.Tensor, eps, lower=None, upper=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Corners of ``[centre - eps, centre + eps]`` within ``[lower, upper]`` (numbers or tensors broadcast to
+    ``centre``; None: unbounded); a centre outside the domain is first clamped into it."""
+    lo = None if lower is None else torch.as_tensor(lower, dtype=centre.dtype)
+    hi = None if upper is None else torch.as_tensor(upper, dtype=centre.dtype)
+    inside = centre if lo is None and hi is None else centre.clamp(lo, hi)
+    eps = torch.as_tensor(eps, dtype=centre.dtype)
+    low, high = inside - eps, inside + eps
+    return (low if lo is None else low.clamp(lo, None)), (high if hi is None else high.clamp(None, hi))
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from certprune.journal import Journal, content_sha256
 from certprune.network import Network
 from certprune.runtime import OnnxRuntimeModel
 from certprune.spec.robustness import RobustnessInstance, decision, robustness_property
+from certprune.types import clipped_ball
 
 STATUSES = ("verified", "falsified", "unknown", "timeout", "misclassified")
 
@@ -89,6 +90,13 @@ def samples_from_data(network: Network, source: str, data, timeout: float) -> li
     if data.x[0].numel() != int(np.prod(shape)):
         raise PropertyError(f"{source}: takes inputs of shape {shape}, the data has {data.x[0].numel()} values "
                             "per sample")
+    n_classes = int(np.prod(network.output_shape))
+    classes = 2 if n_classes == 1 else n_classes
+    labels = np.asarray(data.y)
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        bad = int(labels[(labels < 0) | (labels >= classes)][0])
+        raise PropertyError(f"{source}: the data has label {bad}, but the model decides {classes} classes "
+                            f"(labels 0..{classes - 1})")
     x = data.x.double()
     lower, upper = data.boxes(x)
     centre = x.clamp(lower, upper)
@@ -122,3 +130,35 @@ def certify(network: Network, onnx_path: str | Path, samples: Iterable[Robustnes
         if on_record is not None:
             on_record(record)
     return report
+
+
+def certify_data(model: Network | str | Path, x, y, eps: float, *, lower=None, upper=None, timeout: float = 60.0,
+                 settings: SearchSettings | None = None, journal: Journal | None = None,
+                 resume: bool = False) -> CertifyReport:
+    """Certified accuracy of ``model`` (a Network or an ONNX path) on samples ``x`` with labels ``y`` (numpy
+    arrays or tensors, ``x`` in the model's input shape), each an L-inf ball of radius ``eps`` clipped to
+    ``[lower, upper]`` (numbers or per-feature arrays; default unbounded). A Network is written to a
+    temporary ONNX file so that counterexamples are replayed with onnxruntime like any other."""
+    import tempfile
+
+    import torch
+
+    from certprune.onnx_io import load_onnx, save_onnx
+
+    class _Data:  # the two things samples_from_data reads of a data set
+        def __init__(self) -> None:
+            self.x = torch.as_tensor(np.asarray(x, dtype=np.float64))
+            self.y = torch.as_tensor(np.asarray(y)).long().reshape(-1)
+
+        def boxes(self, centre):
+            return clipped_ball(centre, eps, lower, upper)
+
+    settings = settings or SearchSettings(timeout=timeout)
+    with tempfile.TemporaryDirectory() as folder:
+        if isinstance(model, Network):
+            network, path = model, Path(folder) / "model.onnx"
+            save_onnx(network, path)
+        else:
+            network, path = load_onnx(model), Path(model)
+        samples = samples_from_data(network, str(path), _Data(), settings.timeout)
+        return certify(network, path, samples, settings, journal=journal, resume=resume)

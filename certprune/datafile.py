@@ -1,0 +1,207 @@
+"""The user's own data: an ``.npz`` or ``.csv`` (``.parquet`` with pyarrow) file as inputs, labels and a domain.
+
+* ``.npz``: arrays ``x`` and ``y`` (or ``x_train``/``y_train`` and ``x_test``/``y_test``), optional ``lower`` and
+  ``upper`` for the input domain (one value, or one per feature).
+* ``.csv`` / ``.parquet``: one row per sample; the label column is ``label`` (or the one named by ``label=``,
+  else the first of ``label``, ``y``, ``target``); ``features`` picks and orders the input columns (default:
+  every other column except ``split``); an optional ``split`` column holds ``train``/``test`` per row. The
+  domain comes from a sidecar ``<file stem>.domain.json`` (``{"lower": .., "upper": ..}`` or
+  ``{"<feature>": [lo, hi], ...}``), else from ``value_range``, else from the data's own min and max, with a
+  warning (a box then never leaves the values seen).
+
+Every problem is one CertpruneError naming the file and what is wrong: missing arrays or columns, a column
+that is not numeric (encode it first), NaN or Inf, a domain that does not contain the data.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from certprune.errors import CertpruneError
+
+LABEL_COLUMNS = ("label", "y", "target")
+SPLITS = ("train", "test", "all")
+SUFFIXES = (".npz", ".csv", ".parquet")
+
+
+@dataclass(frozen=True, eq=False)
+class DataArrays:
+    """Inputs (N, features...) float32, integer labels (N,), the domain (broadcast to one sample's shape)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    source: str
+    features: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+class _NoSplit(Exception):
+    """The file holds one set of samples, not train and test."""
+
+
+def is_data_file(value: str) -> bool:
+    return Path(value).suffix.lower() in SUFFIXES
+
+
+def read_data(path: str | Path, *, split: str | None = None, label: str | None = None,
+              features: tuple[str, ...] | None = None, value_range: tuple[float, float] | None = None,
+              count: int | None = None, strict_split: bool = True) -> DataArrays:
+    """Read the user's samples (``split``: train, test or all; default: test where the file has splits,
+    else all), the first ``count`` of them. Without ``strict_split`` a file with no splits gives all its
+    samples for train and test alike."""
+    path = Path(path)
+    if split is not None and split not in SPLITS:
+        raise CertpruneError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if not path.is_file():
+        raise CertpruneError(f"data file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise CertpruneError(f"{path}: data files are .npz, .csv or .parquet, got {suffix or 'no suffix'}")
+    try:
+        x, y, lower, upper, names = _npz(path, split) if suffix == ".npz" else _table(path, split, label, features)
+    except _NoSplit:
+        if strict_split:
+            raise CertpruneError(f"{path}: has no '{split}' split (x_train/x_test arrays or a 'split' column); "
+                                 "use --split all") from None
+        return read_data(path, split="all", label=label, features=features, value_range=value_range, count=count)
+    if lower is None and value_range is not None:
+        lower, upper = np.float64(value_range[0]), np.float64(value_range[1])
+    if lower is None:
+        lower, upper = x.min(axis=0), x.max(axis=0)
+        warnings.warn(f"{path}: no input domain given (lower/upper, a .domain.json sidecar or --range); using the "
+                      "data's own min and max, so boxes never leave the values seen", stacklevel=2)
+    x, y = x[:count], y[:count]
+    _check(path, x, y, lower, upper)
+    shape = x.shape[1:]
+    return DataArrays(x.astype(np.float32), y.astype(np.int64), np.broadcast_to(lower, shape).astype(np.float64),
+                      np.broadcast_to(upper, shape).astype(np.float64), str(path), names)
+
+
+def _npz(path: Path, split: str | None):
+    try:
+        arrays = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise CertpruneError(f"{path}: not a readable .npz file ({error})") from error
+    with arrays:
+        files = set(arrays.files)
+        chosen = _npz_split(path, files, split)
+        x = np.concatenate([_numeric(path, arrays[f"x{s}"], f"x{s}") for s in chosen])
+        y = np.concatenate([_numeric(path, arrays[f"y{s}"], f"y{s}") for s in chosen])
+        lower = _numeric(path, arrays["lower"], "lower") if "lower" in files else None
+        upper = _numeric(path, arrays["upper"], "upper") if "upper" in files else None
+    if (lower is None) != (upper is None):
+        raise CertpruneError(f"{path}: give both arrays lower and upper, or neither")
+    if len(x) != len(y):
+        raise CertpruneError(f"{path}: x has {len(x)} samples and y {len(y)}")
+    return x.astype(np.float64), _labels(path, y), lower, upper, ()
+
+
+def _npz_split(path: Path, files: set[str], split: str | None) -> list[str]:
+    """The array suffixes to read: '' for x/y, '_train'/'_test' for split files."""
+    if {"x", "y"} <= files:
+        if split in ("train", "test"):
+            raise _NoSplit()
+        return [""]
+    if {"x_train", "y_train", "x_test", "y_test"} <= files:
+        return {"train": ["_train"], "test": ["_test"], "all": ["_train", "_test"], None: ["_test"]}[split]
+    raise CertpruneError(f"{path}: needs arrays x and y (or x_train, y_train, x_test, y_test); "
+                         f"it has {', '.join(sorted(files)) or 'none'}")
+
+
+def _table(path: Path, split: str | None, label: str | None, features):
+    frame = _frame(path)
+    columns = [str(c) for c in frame.columns]
+    if label is None:
+        label = next((c for c in LABEL_COLUMNS if c in columns), None)
+        if label is None:
+            raise CertpruneError(f"{path}: no label column (named {', '.join(LABEL_COLUMNS)}); name it with --label")
+    if label not in columns:
+        raise CertpruneError(f"{path}: no column {label!r} for the label; columns are {', '.join(columns)}")
+    names = tuple(features) if features else tuple(c for c in columns if c not in (label, "split"))
+    missing = [n for n in names if n not in columns]
+    if missing:
+        raise CertpruneError(f"{path}: no column {missing[0]!r}; columns are {', '.join(columns)}")
+    if "split" in columns and split != "all":
+        frame = frame[frame["split"].astype(str) == (split or "test")]
+    elif split in ("train", "test"):
+        raise _NoSplit()
+    for name in names + (label,):
+        if frame[name].dtype.kind not in "biuf":
+            example = frame[name].iloc[0] if len(frame) else ""
+            raise CertpruneError(f"{path}: column {name!r} is not numeric (e.g. {example!r}); encode it as numbers "
+                                 "first (e.g. pandas factorize or sklearn OrdinalEncoder)")
+    x = frame[list(names)].to_numpy(dtype=np.float64)
+    lower, upper = _sidecar(path, names)
+    return x, _labels(path, frame[label].to_numpy()), lower, upper, names
+
+
+def _frame(path: Path):
+    try:
+        import pandas as pd
+    except ImportError:
+        raise CertpruneError("reading .csv or .parquet data needs pandas: pip install pandas") from None
+    try:
+        if path.suffix.lower() == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except ImportError as error:
+        raise CertpruneError(f"{path}: reading parquet needs pyarrow: pip install pyarrow ({error})") from None
+    except (OSError, ValueError) as error:
+        raise CertpruneError(f"{path}: cannot read the table ({str(error).splitlines()[0]})") from None
+
+
+def _sidecar(path: Path, names: tuple[str, ...]):
+    side = path.with_name(f"{path.stem}.domain.json")
+    if not side.is_file():
+        return None, None
+    try:
+        spec = json.loads(side.read_text())
+    except ValueError as error:
+        raise CertpruneError(f"{side}: not valid JSON ({error})") from None
+    if isinstance(spec, dict) and set(spec) == {"lower", "upper"}:
+        return np.asarray(spec["lower"], dtype=np.float64), np.asarray(spec["upper"], dtype=np.float64)
+    missing = [n for n in names if n not in spec] if isinstance(spec, dict) else list(names)
+    if missing:
+        raise CertpruneError(f"{side}: needs lower/upper or a [lo, hi] per feature; missing {missing[0]!r}")
+    bounds = np.asarray([spec[n] for n in names], dtype=np.float64)
+    return bounds[:, 0], bounds[:, 1]
+
+
+def _numeric(path: Path, array: np.ndarray, name: str) -> np.ndarray:
+    if array.dtype.kind not in "biuf":
+        raise CertpruneError(f"{path}: array {name} holds {array.dtype} values; it must be numeric")
+    return array
+
+
+def _labels(path: Path, y: np.ndarray) -> np.ndarray:
+    y = np.asarray(y).ravel()
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.round(y))):
+        raise CertpruneError(f"{path}: labels must be class indices 0, 1, ...; found {y[~(y == np.round(y))][:1]}")
+    return y.astype(np.int64)
+
+
+def _check(path: Path, x: np.ndarray, y: np.ndarray, lower, upper) -> None:
+    if len(x) == 0:
+        raise CertpruneError(f"{path}: no samples")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise CertpruneError(f"{path}: sample {row} has NaN or Inf inputs")
+    if (y < 0).any():
+        raise CertpruneError(f"{path}: label {int(y.min())} is negative; labels are class indices 0, 1, ...")
+    try:
+        lo, hi = np.broadcast_to(lower, x.shape[1:]), np.broadcast_to(upper, x.shape[1:])
+    except ValueError:
+        raise CertpruneError(f"{path}: the domain has shape {np.shape(lower)}, a sample {x.shape[1:]}") from None
+    if np.any(lo > hi) or not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        raise CertpruneError(f"{path}: the domain must be finite with lower <= upper")
+    if np.any(x < lo) or np.any(x > hi):
+        raise CertpruneError(f"{path}: some samples lie outside the domain [lower, upper]")

@@ -1,0 +1,94 @@
+"""A user's own model and data, end to end: a small table, a torch MLP trained on it and exported to ONNX, then
+`certify` on .npz and .csv, `prune` on .npz, and the same through the Python API with arrays and a DataLoader.
+
+The table is generated here (two Gaussian classes in 4 features, seeded) and written as a user would."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import certprune
+from certprune.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def user(tmp_path_factory):
+    """(folder, x, y): a trained 4-16-16-2 MLP as model.onnx, the table as mine.npz and mine.csv."""
+    folder = tmp_path_factory.mktemp("user")
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    x = np.clip(rng.normal(0.0, 0.6, (400, 4)) + np.where(y[:, None] == 1, 1.0, -1.0), -3, 3).astype(np.float32)
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2))
+    optimiser = torch.optim.Adam(module.parameters(), lr=0.02)
+    for _ in range(150):
+        optimiser.zero_grad()
+        loss = nn.functional.cross_entropy(module(torch.from_numpy(x)), torch.from_numpy(y))
+        loss.backward()
+        optimiser.step()
+    network = certprune.from_torch(module.eval(), (4,))
+    certprune.save_onnx(network, folder / "model.onnx")
+    np.savez(folder / "mine.npz", x_train=x[:300], y_train=y[:300], x_test=x[300:], y_test=y[300:],
+             lower=-3.0, upper=3.0)
+    rows = ["f0,f1,f2,f3,y"] + [",".join(f"{v:.6g}" for v in row) + f",{label}" for row, label in zip(x[300:], y[300:])]
+    (folder / "mine.csv").write_text("\n".join(rows) + "\n")
+    (folder / "mine.domain.json").write_text(json.dumps({"lower": -3.0, "upper": 3.0}))
+    return folder, x, y
+
+
+def test_certify_on_npz_and_csv_agree(user, tmp_path):
+    folder, _, _ = user
+    reports = []
+    for data, extra in (("mine.npz", []), ("mine.csv", ["--label", "y"])):
+        out = tmp_path / f"{data}.json"
+        code = main(["certify", str(folder / "model.onnx"), "--data", str(folder / data), *extra, "--eps", "0.05",
+                     "-n", "20", "--timeout", "10", "--json", str(out), "--quiet"])
+        assert code == 0
+        reports.append(json.loads(out.read_text())["totals"])
+    assert reports[0] == reports[1] and reports[0]["samples"] == 20 and reports[0]["verified"] >= 15
+
+
+def test_prune_on_the_users_npz(user, tmp_path, capsys):
+    folder, _, _ = user
+    out = tmp_path / "pruned.onnx"
+    code = main(["prune", str(folder / "model.onnx"), "--method", "stability", "--sparsity", "0.5",
+                 "--data", str(folder / "mine.npz"), "--eps", "0.05", "-o", str(out)])
+    assert code == 0 and out.is_file()
+    printed = capsys.readouterr().out
+    assert "parameters" in printed and "test accuracy" in printed
+    assert certprune.load_onnx(out).relu_count < certprune.load_onnx(folder / "model.onnx").relu_count
+
+
+def test_python_api_with_arrays_and_a_data_loader(user):
+    folder, x, y = user
+    network = certprune.load_onnx(folder / "model.onnx")
+    report = certprune.certify(network, x[300:320], y[300:320], eps=0.05, lower=-3.0, upper=3.0, timeout=10)
+    assert report.totals()["samples"] == 20 and report.totals()["verified"] >= 15
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x[:300]),
+                                                                        torch.from_numpy(y[:300])), batch_size=64)
+    result = certprune.prune(network, "magnitude", 0.5, loader, eval_data=(x[300:], y[300:]))
+    assert result.after.parameters < result.before.parameters and result.after.accuracy > 0.8
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_data_that_does_not_fit_the_model_is_one_line(user, tmp_path, capsys):
+    folder, x, _ = user
+    np.savez(tmp_path / "wide.npz", x=np.zeros((3, 5)), y=[0, 1, 0], lower=0, upper=1)
+    code = main(["certify", str(folder / "model.onnx"), "--data", str(tmp_path / "wide.npz"), "--eps", "0.1"])
+    assert code == 2 and "takes inputs of shape (4,), the data has 5 values" in one_error_line(capsys)
+    np.savez(tmp_path / "labels.npz", x=x[:3], y=[0, 1, 7], lower=-3, upper=3)
+    code = main(["certify", str(folder / "model.onnx"), "--data", str(tmp_path / "labels.npz"), "--eps", "0.1"])
+    assert code == 2 and "label 7, but the model decides 2 classes" in one_error_line(capsys)
+    code = main(["certify", str(folder / "model.onnx"), "--data", "mnist", "--label", "y", "--eps", "0.1"])
+    assert code == 2 and "apply to data files" in one_error_line(capsys)

@@ -1,0 +1,74 @@
+"""The user's data files: .npz and .csv read into inputs, labels and a domain; every mistake is one line."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from certprune.datafile import read_data
+from certprune.errors import CertpruneError
+
+
+def test_npz_with_domain_and_splits(tmp_path):
+    x = np.arange(12, dtype=float).reshape(6, 2)
+    np.savez(tmp_path / "d.npz", x=x, y=[0, 1, 0, 1, 0, 1], lower=0.0, upper=[20.0, 30.0])
+    d = read_data(tmp_path / "d.npz", count=4)
+    assert d.x.shape == (4, 2) and d.y.tolist() == [0, 1, 0, 1] and d.upper.tolist() == [20.0, 30.0]
+    np.savez(tmp_path / "s.npz", x_train=x[:4], y_train=[0, 1, 0, 1], x_test=x[4:], y_test=[1, 0])
+    with pytest.warns(UserWarning, match="min and max"):
+        assert read_data(tmp_path / "s.npz").y.tolist() == [1, 0]  # test by default
+    with pytest.warns(UserWarning):
+        assert len(read_data(tmp_path / "s.npz", split="all")) == 6
+
+
+def test_csv_with_label_features_split_and_sidecar(tmp_path):
+    (tmp_path / "t.csv").write_text("age,income,target,split\n30,1.5,1,train\n40,2.5,0,test\n50,3.5,1,test\n")
+    (tmp_path / "t.domain.json").write_text(json.dumps({"age": [18, 99], "income": [0, 10]}))
+    d = read_data(tmp_path / "t.csv", features=("income", "age"))
+    assert d.features == ("income", "age") and d.x.tolist() == [[2.5, 40.0], [3.5, 50.0]]
+    assert d.y.tolist() == [0, 1] and d.lower.tolist() == [0, 18] and d.upper.tolist() == [10, 99]
+    assert len(read_data(tmp_path / "t.csv", split="all")) == 3
+
+
+def test_range_option_and_a_file_without_splits(tmp_path):
+    (tmp_path / "p.csv").write_text("a,b,label\n0.1,0.2,0\n0.3,0.4,1\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d = read_data(tmp_path / "p.csv", value_range=(0.0, 1.0))
+    assert d.lower.tolist() == [0.0, 0.0] and d.upper.tolist() == [1.0, 1.0]
+    assert len(read_data(tmp_path / "p.csv", split="train", strict_split=False, value_range=(0, 1))) == 2
+
+
+@pytest.mark.parametrize("name, body, message", [
+    ("a.csv", "a,b,label\n1,x,0\n", "column 'b' is not numeric (e.g. 'x'); encode it"),
+    ("a.csv", "a,b\n1,2\n", "no label column (named label, y, target); name it with --label"),
+    ("a.csv", "a,nan_col,label\n1,,0\n", "sample 0 has NaN or Inf"),
+    ("a.csv", "a,label\n1,-1\n", "label -1 is negative"),
+    ("a.csv", "a,label,split\n1,0,train\n", "no samples"),
+    ("a.txt", "1 2 3\n", "data files are .npz, .csv or .parquet"),
+    ("a.npz", b"not a zip", "not a readable .npz"),
+])
+def test_mistakes_are_one_line(tmp_path, name, body, message):
+    path = tmp_path / name
+    path.write_bytes(body if isinstance(body, bytes) else body.encode())
+    with pytest.raises(CertpruneError) as caught, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        read_data(path, value_range=(-5, 5) if "label\n1,-1" not in str(body) else None)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_npz_mistakes(tmp_path):
+    np.savez(tmp_path / "m.npz", inputs=np.zeros((2, 2)), y=[0, 1])
+    with pytest.raises(CertpruneError, match="needs arrays x and y"):
+        read_data(tmp_path / "m.npz")
+    np.savez(tmp_path / "n.npz", x=np.zeros((2, 2)), y=[0, 1, 1], lower=0, upper=1)
+    with pytest.raises(CertpruneError, match="x has 2 samples and y 3"):
+        read_data(tmp_path / "n.npz")
+    np.savez(tmp_path / "o.npz", x=np.full((2, 2), 5.0), y=[0, 1], lower=0, upper=1)
+    with pytest.raises(CertpruneError, match="outside the domain"):
+        read_data(tmp_path / "o.npz")
+    np.savez(tmp_path / "p.npz", x=np.zeros((2, 2)), y=[0, 1], lower=0, upper=1)
+    with pytest.raises(CertpruneError, match="no 'train' split"):
+        read_data(tmp_path / "p.npz", split="train")
