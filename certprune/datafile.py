@@ -117,7 +117,7 @@ def _npz_split(path: Path, files: set[str], split: str | None) -> list[str]:
 
 
 def _table(path: Path, split: str | None, label: str | None, features):
-    frame = _frame(path)
+    frame = read_table(path)
     columns = [str(c) for c in frame.columns]
     if label is None:
         label = next((c for c in LABEL_COLUMNS if c in columns), None)
@@ -143,7 +143,8 @@ def _table(path: Path, split: str | None, label: str | None, features):
     return x, _labels(path, frame[label].to_numpy()), lower, upper, names
 
 
-def _frame(path: Path):
+def read_table(path: Path):
+    """The .csv or .parquet file as a pandas DataFrame (pandas imported here, when a table is read)."""
     try:
         import pandas as pd
     except ImportError:

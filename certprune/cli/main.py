@@ -15,7 +15,7 @@ COMMANDS = {
     "inspect": "certprune.cli.inspect_cmd:inspect", "bounds": "certprune.cli.bounds_cmd:command",
     "verify": "certprune.cli.verify_cmd:command", "certify": "certprune.cli.certify_cmd:command",
     "batch": "certprune.cli.batch_cmd:command", "prune": "certprune.cli.prune_cmd:command",
-    "gate": "certprune.cli.gate_cmd:command",
+    "gate": "certprune.cli.gate_cmd:command", "fairness-template": "certprune.cli.template_cmd:command",
     "report": "certprune.cli.report_cmd:command",
 }
 

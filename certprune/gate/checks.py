@@ -49,9 +49,7 @@ class Prepared:
 
 def describe(check: Check) -> Prepared:
     """The check's cache-key inputs: the sha256 of its property or data file and its settings."""
-    from certprune.data import data_file
-
-    data = {"data": file_sha256(data_file(check.data), "data")} if check.data else {"data": None}
+    data = {"data": _data_digest(check.data) if check.data else None}
     if check.kind == "certify":
         return Prepared(check, data, {"data": check.data, "eps": list(check.eps), "samples": check.samples,
                                       "timeout": check.timeout})
@@ -60,6 +58,17 @@ def describe(check: Check) -> Prepared:
     settings = {"timeout": check.timeout, "jobs": check.jobs} if check.kind == "fairness" else \
         {"timeout": check.timeout or 60.0}
     return Prepared(check, {"property": file_sha256(check.property, "property")}, settings)
+
+
+def _data_digest(name: str) -> str | list[str]:
+    """The sha256 of a built-in data set's file, or of the user's file (and its .domain.json sidecar)."""
+    from certprune.data import DATA_SETS, data_file
+
+    if name in DATA_SETS:
+        return file_sha256(data_file(name), "data")
+    path = Path(name)
+    sidecar = path.with_name(f"{path.stem}.domain.json")
+    return [file_sha256(path, "data")] + ([file_sha256(sidecar, "data")] if sidecar.is_file() else [])
 
 
 def prepare(described: Prepared, network: Network, model_path: Path) -> Prepared:
@@ -73,10 +82,9 @@ def prepare(described: Prepared, network: Network, model_path: Path) -> Prepared
 
 def _certify(check: Check, network: Network, model_path: Path):
     from certprune.bab.certify import samples_from_data
-    from certprune.prune import load_data
 
     per_eps = {f"{eps:g}": samples_from_data(network, str(model_path),
-                                             load_data(check.data, "test", eps).take(check.samples), check.timeout)
+                                             _load(check, eps).take(check.samples), check.timeout)
                for eps in check.eps}
 
     def work(deadline: float, journal: Journal | None, progress: Progress | None) -> Run:
@@ -222,24 +230,32 @@ def _facts_figures(check: Check, network: Network, model_path: Path) -> dict:
     figures = {"parameters": parameter_count(network), "parameters_total": parameter_count(network, nonzero=False),
                "flops": flops(network), "clean_accuracy": None, "parity": None, "parity_relative_diff": None}
     if check.data is not None:
-        figures["clean_accuracy"] = clean_accuracy(network, model_path, check.data, check.samples)
+        figures["clean_accuracy"] = clean_accuracy(network, model_path, check)
     if check.parity:
         report = check_parity(network, model_path)
         figures["parity"], figures["parity_relative_diff"] = bool(report.ok), float(report.relative)
     return figures
 
 
-def clean_accuracy(network: Network, model_path: Path, data_name: str, samples: int) -> float:
+def clean_accuracy(network: Network, model_path: Path, check: Check) -> float:
     """Accuracy of the ONNX model itself (onnxruntime, the model's decision rule) on the first test samples."""
-    from certprune.prune import load_data
     from certprune.runtime import OnnxRuntimeModel
     from certprune.spec.robustness import decision
 
-    data = load_data(data_name, "test", 0.0).take(samples)
+    data = _load(check, 0.0).take(check.samples)
     x = data.x.numpy().astype(np.float32).reshape(len(data), *network.input_shape)
     outputs = OnnxRuntimeModel(model_path)(x).reshape(len(data), -1)
     predicted = np.array([decision(row) for row in outputs])
     return float((predicted == data.y.numpy()).mean())
+
+
+def _load(check: Check, eps: float):
+    """The check's test samples: a built-in split, or the user's file (its test split where it has one)."""
+    from certprune.datafile import is_data_file
+    from certprune.prune import load_data
+
+    options = {"label": check.label} if is_data_file(check.data) else {}
+    return load_data(check.data, "test", eps, **options)
 
 
 def with_eps(check: Check):

@@ -39,8 +39,8 @@ from certprune.spec.yamlfile import YamlReader
 TOP_KEYS = ("model", "baseline", "budget", "checks")
 CHECK_KEYS = ("name", "certify", "property", "facts", "budget", "timeout", "jobs", "require")
 KINDS = ("certify", "property", "facts")
-CERTIFY_KEYS = ("data", "eps", "samples", "timeout")
-FACTS_KEYS = ("data", "samples", "parity")
+CERTIFY_KEYS = ("data", "label", "eps", "samples", "timeout")
+FACTS_KEYS = ("data", "label", "samples", "parity")
 # the requirements each kind of check knows; booleans are compared for equality
 METRICS = {
     "certify": ("certified_accuracy", "falsified", "undecided"),
@@ -92,7 +92,8 @@ class Check:
     line: int
     requirements: tuple[Requirement, ...]
     budget: float | None = None
-    data: str | None = None
+    data: str | None = None  # a built-in data set name, or the path of the user's .npz/.csv/.parquet
+    label: str | None = None  # the label column of a table
     eps: tuple[float, ...] = ()
     samples: int = 100
     timeout: float | None = None
@@ -182,8 +183,8 @@ class _Parser(YamlReader):
         timeout = self.positive(spec["timeout"], "timeout") if "timeout" in spec else 20.0
         eps = tuple(float(e) for e in eps_list)
         requirements = self.requirements(keys["require"], "certify", eps)
-        return Check(kind="certify", requirements=requirements, data=data, eps=eps, samples=samples,
-                     timeout=timeout, **common)
+        return Check(kind="certify", requirements=requirements, data=data, label=self.label(spec), eps=eps,
+                     samples=samples, timeout=timeout, **common)
 
     def facts_check(self, keys: dict, common: dict) -> Check:
         spec = self.mapping(keys["facts"], FACTS_KEYS, "facts") if self.value(keys["facts"]) else {}
@@ -193,7 +194,8 @@ class _Parser(YamlReader):
         requirements = self.requirements(keys["require"], "facts", ())
         if data is None and any(r.metric == "clean_accuracy" for r in requirements):
             raise self.error(keys["facts"], "clean_accuracy needs 'data' in facts")
-        return Check(kind="facts", requirements=requirements, data=data, samples=samples, parity=parity, **common)
+        return Check(kind="facts", requirements=requirements, data=data, label=self.label(spec), samples=samples,
+                     parity=parity, **common)
 
     def property_check(self, keys: dict, common: dict) -> Check:
         path = self.path(keys["property"], "property", (".yaml", ".yml", ".vnnlib"))
@@ -259,9 +261,21 @@ class _Parser(YamlReader):
         return path
 
     def data_name(self, node: yaml.Node) -> str:
+        """A built-in data set's name, or the path (from the policy's folder) of the user's data file."""
         value = self.value(node)
+        if isinstance(value, str) and Path(value).suffix.lower() in (".npz", ".csv", ".parquet"):
+            return str(self.path(node, "data", (".npz", ".csv", ".parquet")))
         if value not in DATA_NAMES:
-            raise self.error(node, f"unknown data set {value!r} (known: {', '.join(DATA_NAMES)})")
+            raise self.error(node, f"unknown data set {value!r} (known: {', '.join(DATA_NAMES)}, or a .npz, "
+                                   ".csv or .parquet file)")
+        return value
+
+    def label(self, spec: dict) -> str | None:
+        if "label" not in spec:
+            return None
+        value = self.value(spec["label"])
+        if not isinstance(value, str):
+            raise self.error(spec["label"], f"label must be a column name, got {value!r}")
         return value
 
     def positive(self, node: yaml.Node, key: str) -> float:

@@ -92,3 +92,21 @@ def test_data_that_does_not_fit_the_model_is_one_line(user, tmp_path, capsys):
     assert code == 2 and "label 7, but the model decides 2 classes" in one_error_line(capsys)
     code = main(["certify", str(folder / "model.onnx"), "--data", "mnist", "--label", "y", "--eps", "0.1"])
     assert code == 2 and "apply to data files" in one_error_line(capsys)
+
+
+def test_a_gate_on_the_users_data(user, tmp_path):
+    folder, _, _ = user
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"""model: {folder / 'model.onnx'}
+checks:
+  - name: robust
+    certify: {{data: {folder / 'mine.csv'}, label: y, eps: 0.05, samples: 10, timeout: 10}}
+    require: {{certified_accuracy: ">= 0.7"}}
+  - name: facts
+    facts: {{data: {folder / 'mine.npz'}, samples: 100}}
+    require: {{clean_accuracy: ">= 0.8", parity: true}}
+""")
+    out = tmp_path / "gate.json"
+    assert main(["gate", str(policy), "--json", str(out), "--cache", str(tmp_path / "cache"), "--quiet"]) == 0
+    checks = json.loads(out.read_text())["checks"]
+    assert checks[0]["figures"]["per_eps"]["0.05"]["samples"] == 10 and checks[1]["figures"]["clean_accuracy"] > 0.8

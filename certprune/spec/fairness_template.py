@@ -1,0 +1,54 @@
+"""A fairness property skeleton from a table: every feature's domain as the data shows it, for the user to edit.
+
+Integer columns become ``type: int`` with their observed ``[min, max]``; other numeric columns ``type: real``.
+The label column (and a ``split`` column) are left out; the protected attributes must be columns. The YAML
+it writes parses with ``parse_fairness`` (checked before it is written), so editing starts from a valid file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from certprune.datafile import LABEL_COLUMNS, read_table
+from certprune.errors import CertpruneError
+from certprune.spec.fairness import parse_fairness
+
+
+def fairness_template(path: str | Path, protected: tuple[str, ...], *, label: str | None = None,
+                      max_values: int = 100) -> str:
+    """The YAML text of a fairness property over the features of the .csv/.parquet table at ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CertpruneError(f"data file not found: {path}")
+    frame = read_table(path)
+    columns = [str(c) for c in frame.columns]
+    label = label or next((c for c in LABEL_COLUMNS if c in columns), None)
+    features = [c for c in columns if c not in (label, "split")]
+    missing = [p for p in protected if p not in features]
+    if missing:
+        raise CertpruneError(f"{path}: protected attribute {missing[0]!r} is not a feature column; "
+                             f"features are {', '.join(features)}")
+    lines = [f"# A fairness property for the features of {path.name}, in the table's column order: this must",
+             "# be the model's input order. Domains are the values seen in the data: widen them to the domain",
+             "# the property should cover. Label column left out: " + (label or "none found") + ".",
+             "kind: fairness", f"description: \"individual fairness of {', '.join(protected)} ({path.name})\"",
+             "decision: {output: 0, threshold: 0.0}   # one logit; or: decision: argmax", "attributes:"]
+    for name in features:
+        lines.append("  " + _attribute(path, name, frame[name].to_numpy()))
+    lines += [f"protected: [{', '.join(protected)}]", f"partition: {{max_values: {max_values}}}",
+              "timeout: {partition: 30, total: 3600}", "engine: auto"]
+    text = "\n".join(lines) + "\n"
+    parse_fairness(text, f"template for {path.name}")  # the skeleton itself must be valid
+    return text
+
+
+def _attribute(path: Path, name: str, values: np.ndarray) -> str:
+    if values.dtype.kind not in "biuf":
+        raise CertpruneError(f"{path}: column {name!r} is not numeric; encode it as integers first")
+    if not np.all(np.isfinite(values)):
+        raise CertpruneError(f"{path}: column {name!r} has NaN or Inf values")
+    low, high = values.min(), values.max()
+    if np.all(values == np.round(values)):
+        return f"- {{name: {name}, type: int, range: [{int(low)}, {int(high)}]}}"
+    return f"- {{name: {name}, type: real, range: [{float(low)!r}, {float(high)!r}]}}"

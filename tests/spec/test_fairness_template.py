@@ -1,0 +1,36 @@
+"""`fairness-template`: a valid property skeleton from a table, which then verifies on a matching model."""
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from certprune.cli.main import main
+from certprune.errors import CertpruneError
+from certprune.spec.fairness import load_fairness_property as read_fairness
+from certprune.spec.fairness_template import fairness_template
+from tests.conftest import MODELS, REPO
+
+
+def test_template_from_the_german_table_verifies_on_the_german_model(tmp_path):
+    with gzip.open(REPO / "certprune" / "datasets" / "german.csv.gz", "rt") as f:
+        (tmp_path / "german.csv").write_text("".join(f.readlines()[:60]))
+    out = tmp_path / "p.yaml"
+    assert main(["fairness-template", str(tmp_path / "german.csv"), "--protected", "sex", "--label", "credit",
+                 "-o", str(out)]) == 0
+    prop = read_fairness(out)
+    assert prop.names[0] == "status" and prop.names[-1] == "sex" and "credit" not in prop.names
+    assert list(prop.protected) == ["sex"]
+    code = main(["verify", str(MODELS / "german_small.onnx"), "--property", str(out), "--limit", "3", "--quiet"])
+    assert code in (0, 10, 20)
+
+
+def test_real_columns_and_errors(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b,sex,y\n0.5,1,0,1\n2.25,3,1,0\n")
+    text = fairness_template(tmp_path / "t.csv", ("sex",))
+    assert "{name: a, type: real, range: [0.5, 2.25]}" in text and "{name: b, type: int, range: [1, 3]}" in text
+    with pytest.raises(CertpruneError, match="protected attribute 'race' is not a feature column"):
+        fairness_template(tmp_path / "t.csv", ("race",))
+    (tmp_path / "s.csv").write_text("a,sex,y\nx,0,1\n")
+    with pytest.raises(CertpruneError, match="column 'a' is not numeric"):
+        fairness_template(tmp_path / "s.csv", ("sex",))
