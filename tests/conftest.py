@@ -25,3 +25,12 @@ def acasxu_dir() -> Path:
     if not ACASXU.is_dir():
         pytest.skip(f"ACAS Xu data not found at {ACASXU}")
     return ACASXU
+
+
+def one_error_line(capsys) -> str:
+    """The one line a user error prints on stderr (no traceback, nothing else)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]

@@ -35,7 +35,7 @@ def test_mnist_test_is_interleaved_and_disjoint_from_train():
 
 
 def test_the_data_ships_inside_the_package(monkeypatch, tmp_path):
-    """No extra, no ../shared: MNIST and the tables come with certprune; a broken install says so."""
+    """No extra and no data beside the clone: MNIST and the tables come with certprune; a broken install says so."""
     assert data.mnist_path().parent == data.PACKAGE_DATA
     assert all(data.tabular_path(name).parent == data.PACKAGE_DATA for name in ROWS)
     monkeypatch.setattr(data, "PACKAGE_DATA", tmp_path)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from certprune.cli.main import main
-from tests.conftest import ACASXU, MODELS, REPO
+from tests.conftest import ACASXU, MODELS, REPO, one_error_line
 
 PROPERTIES = REPO / "properties"
 MNIST = str(MODELS / "mnist_mlp_100x2.onnx")
@@ -18,13 +18,6 @@ GERMAN = str(MODELS / "german_small.onnx")
 def acas(net: str) -> str:
     return str(ACASXU / "onnx" / f"ACASXU_run2a_{net}_batch_2000.onnx")
 
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def test_vnnlib_sat_writes_the_vnncomp_results_file(tmp_path, acasxu_dir):

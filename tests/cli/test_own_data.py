@@ -13,6 +13,7 @@ from torch import nn
 
 import certprune
 from certprune.cli.main import main
+from tests.conftest import one_error_line
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +74,6 @@ def test_python_api_with_arrays_and_a_data_loader(user):
     result = certprune.prune(network, "magnitude", 0.5, loader, eval_data=(x[300:], y[300:]))
     assert result.after.parameters < result.before.parameters and result.after.accuracy > 0.8
 
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def test_data_that_does_not_fit_the_model_is_one_line(user, tmp_path, capsys):

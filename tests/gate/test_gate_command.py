@@ -11,7 +11,7 @@ from junitparser import Error, Failure, JUnitXml
 
 from certprune.cli.main import main
 from certprune.runtime import OnnxRuntimeModel
-from tests.conftest import REPO
+from tests.conftest import REPO, one_error_line
 
 EXAMPLES = REPO / "examples" / "gate"
 MNIST = REPO / "models" / "mnist_mlp_100x2.onnx"
@@ -120,13 +120,6 @@ def test_markdown_goes_to_the_github_step_summary(tmp_path, monkeypatch):
     assert code == 0 and "| f | pass | parity |" in summary.read_text()
     assert (tmp_path / "table.md").read_text() in summary.read_text()
 
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def test_a_property_that_does_not_fit_the_model_is_exit_2(tmp_path, capsys):
