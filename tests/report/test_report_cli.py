@@ -6,7 +6,7 @@ import csv
 import pytest
 
 from certprune.cli.main import main
-from tests.conftest import MODELS, REPO
+from tests.conftest import MODELS, REPO, one_error_line
 
 DATA = REPO / "tests" / "data" / "report"
 GATES = [str(DATA / f"gate_{name}.json") for name in ("mnist_pruned", "bank_pruned", "german_fail")]
@@ -15,13 +15,6 @@ GATES = [str(DATA / f"gate_{name}.json") for name in ("mnist_pruned", "bank_prun
 @pytest.fixture(autouse=True)
 def in_repo(monkeypatch):
     monkeypatch.chdir(REPO)
-
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert "Traceback" not in err and len(lines) == 1, err
-    return lines[0]
 
 
 def test_report_writes_html_markdown_and_csv_and_nothing_else(tmp_path, capsys):
