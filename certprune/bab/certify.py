@@ -112,24 +112,55 @@ def samples_sha256(samples: Iterable[RobustnessInstance]) -> str:
 
 def certify(network: Network, onnx_path: str | Path, samples: Iterable[RobustnessInstance],
             settings: SearchSettings, journal: Journal | None = None, resume: bool = False,
-            on_record: Callable[[dict], None] | None = None) -> CertifyReport:
-    """Run every sample in order, appending each record to the journal as soon as it is known."""
+            on_record: Callable[[dict], None] | None = None, cluster: str | None = None) -> CertifyReport:
+    """Run every sample, appending each record to the journal as soon as it is known: in order here, or on a
+    Dask ``cluster`` (``local:N`` or a scheduler address) in chunks; the report lists them in sample order."""
     report = CertifyReport()
     done = {}
     if journal is not None:
         done = {r["index"]: r for r in journal.start(resume)}
-    for sample in samples:
-        if sample.index in done:
-            record = done[sample.index]
-        else:
-            timeout = sample.timeout if sample.timeout is not None else settings.timeout
-            record = certify_one(network, onnx_path, sample, replace(settings, timeout=timeout))
-            if journal is not None:
-                journal.append(record)
+    samples = list(samples)
+    todo = [s for s in samples if s.index not in done]
+
+    def keep(record: dict, fresh: bool) -> None:
+        if fresh and journal is not None:
+            journal.append(record)
         report.records.append(record)
         if on_record is not None:
             on_record(record)
+
+    for sample in samples:
+        if sample.index in done:
+            keep(done[sample.index], False)
+    if cluster and todo:
+        from certprune.cluster import connect, run_chunks
+
+        with connect(cluster) as client:
+            for record in run_chunks(client, _cluster_chunk, (str(onnx_path), settings), todo):
+                keep(record, True)
+    else:
+        for sample in todo:
+            keep(certify_one(network, onnx_path, sample, _with_timeout(settings, sample)), True)
+    position = {s.index: i for i, s in enumerate(samples)}
+    report.records.sort(key=lambda r: position.get(r["index"], len(position)))
     return report
+
+
+def _with_timeout(settings: SearchSettings, sample: RobustnessInstance) -> SearchSettings:
+    return replace(settings, timeout=sample.timeout if sample.timeout is not None else settings.timeout)
+
+
+def _cluster_chunk(setup: tuple, chunk: list[RobustnessInstance]) -> list[dict]:
+    """One Dask task: these samples on the worker process's own copy of the model (loaded once)."""
+    import torch
+
+    from certprune.cluster import cached
+    from certprune.onnx_io import load_onnx
+
+    torch.set_num_threads(1)
+    onnx_path, settings = setup
+    network = cached(onnx_path, load_onnx)
+    return [certify_one(network, onnx_path, sample, _with_timeout(settings, sample)) for sample in chunk]
 
 
 def certify_data(model: Network | str | Path, x, y, eps: float, *, lower=None, upper=None, timeout: float = 60.0,

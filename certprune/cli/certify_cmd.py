@@ -5,6 +5,8 @@ from dataclasses import asdict
 
 import click
 
+from certprune.cli.cluster_option import cluster_option
+
 from certprune.bab.certify import samples_from_data, samples_sha256
 from certprune.bab.search import SearchSettings
 from certprune.cli.robustness_run import run_samples
@@ -26,9 +28,10 @@ from certprune.cli.data_options import data_options, load
 @click.option("--journal", type=click.Path(dir_okay=False), default=None, help="JSONL journal for resuming.")
 @click.option("--resume", is_flag=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
+@cluster_option("the samples")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(model, data, label, features, value_range, split, eps, count, timeout, journal, resume, json_out,
-            quiet) -> int:
+            cluster, quiet) -> int:
     """Certified accuracy of MODEL: per sample verified / falsified / unknown / misclassified."""
     if eps < 0 or timeout <= 0 or count <= 0:
         raise CertpruneError("--eps must be >= 0, --timeout > 0 and -n > 0")
@@ -38,7 +41,7 @@ def command(model, data, label, features, value_range, split, eps, count, timeou
     settings = SearchSettings(timeout=timeout)
     header = journal_header("certify", {"model": file_sha256(model, "model"), "data": samples_sha256(samples)},
                             {"data": data, "eps": eps, "search": asdict(settings)})
-    report = run_samples(network, model, samples, settings, journal, resume, not quiet, header)
+    report = run_samples(network, model, samples, settings, journal, resume, not quiet, header, cluster)
     totals = report.totals()
     click.echo(f"certified accuracy {totals['verified'] / totals['samples']:.1%} at eps {eps:g}")
     write_json(json_out, {"model": model, "data": data, "eps": eps, "timeout": timeout, "totals": totals,

@@ -8,10 +8,10 @@ from certprune.fairness.verify import format_summary, verify_fairness
 
 def run_fairness(model: str, property_path: str, *, timeout: float | None, jobs: int, journal: str | None,
                  resume: bool, engine: str | None, json_out: str | None, certificate: str | None,
-                 progress: bool, limit: int | None = None) -> int:
+                 progress: bool, limit: int | None = None, cluster: str | None = None) -> int:
     """Decide every partition (or ``limit`` of them), print the summary, return the exit code."""
     report = verify_fairness(model, property_path, jobs=jobs, journal_path=journal, resume=resume,
                              progress=progress, json_out=json_out, certificate_out=certificate,
-                             engine=engine, timeout=timeout, limit=limit)
+                             engine=engine, timeout=timeout, limit=limit, cluster=cluster)
     click.echo(format_summary(report))
     return report.exit_code

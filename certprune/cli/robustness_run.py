@@ -50,7 +50,7 @@ def run_vnnlib(model: str, property_path: str, timeout: float | None, json_out: 
 
 
 def run_robustness(model: str, property_path: str, timeout: float | None, json_out: str | None,
-                   journal_path: str | None, resume: bool, progress: bool) -> int:
+                   journal_path: str | None, resume: bool, progress: bool, cluster: str | None = None) -> int:
     network = load_onnx(model)
     spec = read_robustness(property_path)
     samples = robustness_instances(spec, network.input_shape, int(np.prod(network.output_shape)))
@@ -61,7 +61,7 @@ def run_robustness(model: str, property_path: str, timeout: float | None, json_o
                                            "property": file_sha256(property_path, "property file"),
                                            "data": samples_sha256(samples)},
                             {"eps": spec.eps, "search": asdict(settings)})
-    report = run_samples(network, model, samples, settings, journal_path, resume, progress, header)
+    report = run_samples(network, model, samples, settings, journal_path, resume, progress, header, cluster)
     totals = report.totals()
     write_json(json_out, {"model": model, "property": property_path, "eps": spec.eps, "totals": totals,
                           "samples": report.records})
@@ -73,7 +73,7 @@ def run_robustness(model: str, property_path: str, timeout: float | None, json_o
     return exit_code(verdict)
 
 
-def run_samples(network, model, samples, settings, journal_path, resume, progress, header):
+def run_samples(network, model, samples, settings, journal_path, resume, progress, header, cluster=None):
     """Certify samples with a progress bar and a journal; prints the totals table."""
     journal = Journal(journal_path, header) if journal_path else None
     bar = tqdm(total=len(samples), disable=not progress, unit="sample", dynamic_ncols=True)
@@ -82,7 +82,8 @@ def run_samples(network, model, samples, settings, journal_path, resume, progres
         bar.update(1)
         bar.set_postfix_str(record["status"])
 
-    report = certify(network, model, samples, settings, journal=journal, resume=resume, on_record=on_record)
+    report = certify(network, model, samples, settings, journal=journal, resume=resume, on_record=on_record,
+                     cluster=cluster)
     bar.close()
     totals = report.totals()
     click.echo(f"{'samples':>8} {'verified':>9} {'(crown)':>8} {'falsified':>10} {'unknown':>8} "

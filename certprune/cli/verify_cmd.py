@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 
 import click
+
+from certprune.cli.cluster_option import cluster_option
 import numpy as np
 import yaml
 
@@ -22,6 +24,7 @@ from certprune.types import EXIT_CODES, Verdict
 @click.option("--results-file", type=click.Path(dir_okay=False), default=None,
               help="VNN-COMP results file: sat/unsat/unknown/timeout and the counterexample.")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Parallel processes (fairness).")
+@cluster_option("fairness partitions or robustness samples")
 @click.option("--journal", type=click.Path(dir_okay=False), default=None, help="JSONL journal for resuming.")
 @click.option("--resume", is_flag=True, help="Continue from the journal.")
 @click.option("--engine", type=click.Choice(["auto", "z3"]), default=None, help="Fairness engine.")
@@ -29,7 +32,7 @@ from certprune.types import EXIT_CODES, Verdict
 @click.option("--limit", type=int, default=None,
               help="Fairness: run only this many partitions, spread over the domain (a quick look).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def command(model, property_path, timeout, json_out, results_file, jobs, journal, resume, engine,
+def command(model, property_path, timeout, json_out, results_file, jobs, cluster, journal, resume, engine,
             certificate, limit, quiet) -> int:
     """Prove or refute PROPERTY on MODEL. Exit 0 holds, 10 violated, 20 undecided, 2 input error."""
     if timeout is not None and timeout <= 0:
@@ -42,12 +45,13 @@ def command(model, property_path, timeout, json_out, results_file, jobs, journal
 
         return run_fairness(model, property_path, timeout=timeout, jobs=jobs, journal=journal, resume=resume,
                             engine=engine, json_out=json_out, certificate=certificate, progress=not quiet,
-                            limit=limit)
+                            limit=limit, cluster=cluster)
     from certprune.cli.robustness_run import run_robustness, run_vnnlib
 
     if kind == "vnnlib":
         return run_vnnlib(model, property_path, timeout, json_out, results_file)
-    return run_robustness(model, property_path, timeout, json_out, journal, resume, progress=not quiet)
+    return run_robustness(model, property_path, timeout, json_out, journal, resume, progress=not quiet,
+                          cluster=cluster)
 
 
 def property_kind(path: str) -> str:
@@ -84,3 +88,4 @@ def _plain(value):
     if isinstance(value, Verdict):
         return value.value
     raise TypeError(type(value).__name__)
+

@@ -18,6 +18,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from certprune.cluster import cached, connect, run_chunks
 from certprune.fairness.partition import Partitioning
 from certprune.fairness.problem import FairnessProblem, FairnessSettings
 from certprune.fairness.replay import Referee
@@ -65,16 +66,26 @@ def _work(index: int) -> dict:
     return _WORKER.run(index)
 
 
+def _cluster_chunk(setup: tuple, indices: list[int]) -> list[dict]:
+    """One Dask task: decide these partitions with the worker process's own _Worker (built once per question)."""
+    torch.set_num_threads(1)
+    worker = cached(setup, lambda recipe: _Worker(*recipe))
+    return [worker.run(index) for index in indices]
+
+
 def verify_fairness(onnx_path: str | Path, property_path: str | Path, *, jobs: int = 1,
                     journal_path: str | Path | None = None, resume: bool = False, progress: bool = True,
                     json_out: str | Path | None = None, certificate_out: str | Path | None = None,
                     engine: str | None = None, timeout: float | None = None, limit: int | None = None,
-                    settings: FairnessSettings | None = None, deadline: float | None = None) -> FairnessReport:
+                    settings: FairnessSettings | None = None, deadline: float | None = None,
+                    cluster: str | None = None) -> FairnessReport:
     """Decide the fairness property at ``property_path`` on the ONNX model, partition by partition.
 
     ``engine`` and ``timeout`` (seconds per partition) override the property file's; ``limit`` runs only
     that many partitions, evenly spread over the domain (a quick look). ``settings`` tunes the engines.
     ``deadline`` (a ``time.perf_counter`` value) stops new partitions, as the property's total timeout does.
+    ``cluster`` (``local:N`` or a Dask scheduler address) runs the partitions on Dask instead of ``jobs``
+    local processes, with the same journal, counts and certificate (``certprune.cluster``).
     """
     started = time.perf_counter()
     onnx_path, property_path = str(onnx_path), str(property_path)
@@ -97,7 +108,7 @@ def verify_fairness(onnx_path: str | Path, property_path: str | Path, *, jobs: i
     bar = _progress(progress, len(selection), len(done), records)
     try:
         for record in _results(worker, todo, jobs, deadline, (onnx_path, text, property_path, settings,
-                                                              per_partition)):
+                                                              per_partition), cluster):
             records[record["partition"]] = record
             if journal:
                 journal.append(record)
@@ -132,8 +143,14 @@ def _select(count: int, limit: int | None) -> list[int]:
     return sorted(set(np.linspace(0, count - 1, limit).round().astype(int).tolist()))
 
 
-def _results(worker: _Worker, todo: list[int], jobs: int, deadline: float, init: tuple) -> Iterator[dict]:
-    """Records as partitions finish: in this process for one job, else in spawned worker processes."""
+def _results(worker: _Worker, todo: list[int], jobs: int, deadline: float, init: tuple,
+             cluster: str | None = None) -> Iterator[dict]:
+    """Records as partitions finish: on a Dask cluster, in this process for one job, else in spawned
+    worker processes."""
+    if cluster and todo:
+        with connect(cluster) as client:
+            yield from run_chunks(client, _cluster_chunk, init, todo, deadline)
+        return
     if jobs <= 1 or len(todo) <= 1:
         for index in todo:
             if time.perf_counter() > deadline:
