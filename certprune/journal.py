@@ -189,6 +189,9 @@ def write_atomic(path: str | Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(f.name, 0o666 & ~umask)  # as a plain open() would create it, not the temporary file's 0600
         os.replace(f.name, path)
     except OSError as error:
         if "f" in locals() and os.path.exists(f.name):

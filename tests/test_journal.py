@@ -124,3 +124,17 @@ def test_a_file_that_is_not_a_journal_is_refused(tmp_path):
     path.write_text("not json\n")
     with pytest.raises(CertpruneError, match="not a certprune journal"):
         Journal(path, {"eps": 0.02}).start(resume=True)
+
+
+def test_write_atomic_keeps_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from certprune.journal import write_atomic
+
+    write_atomic(tmp_path / "out.txt", "hello\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = stat.S_IMODE((tmp_path / "out.txt").stat().st_mode)
+    assert (tmp_path / "out.txt").read_text() == "hello\n" and mode == 0o666 & ~umask
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

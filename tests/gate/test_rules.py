@@ -34,6 +34,8 @@ def test_vs_baseline_judges_the_difference():
     assert judge(rule, (0.70, 0.70), (0.81, 0.81))["outcome"] == "fail"
     assert judge(rule, (0.70, 0.90), (0.81, 0.81))["outcome"] == "inconclusive"
     assert judge(rule, (0.80, 0.80), None)["outcome"] == "inconclusive"
+    exact = Requirement("certified_accuracy", Threshold(">=", -0.05), vs_baseline=True)
+    assert judge(exact, (0.85, 0.85), (0.90, 0.90))["outcome"] == "pass"  # not -0.05000000000000004
 
 
 def test_boolean_rules_and_combination():
