@@ -209,3 +209,12 @@ class Network:
 
     def with_layers(self, layers: Sequence[Layer]) -> "Network":
         return replace(self, layers=tuple(layers))
+
+
+def apply_output_transform(network: Network, logits: torch.Tensor) -> torch.Tensor:
+    """The model's outputs as the ONNX file computes them (logits through any final sigmoid/softmax)."""
+    if network.output_transform == "sigmoid":
+        return torch.sigmoid(logits)
+    if network.output_transform == "softmax":
+        return torch.softmax(logits, dim=-1)
+    return logits

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from certprune.errors import ModelError
-from certprune.network import Network
+from certprune.network import Network, apply_output_transform
 from certprune.runtime import OnnxRuntimeModel
 
 PARITY_TOLERANCE = 1e-5
@@ -48,14 +48,6 @@ def input_range(network: Network, default: tuple[float, float] = (0.0, 1.0)) -> 
             raise ModelError(f"model metadata {key}={raw!r} is not a number or a list of {size} numbers") from error
     return bounds[0], bounds[1]
 
-
-def apply_output_transform(network: Network, logits: torch.Tensor) -> torch.Tensor:
-    """The model's outputs as the ONNX file computes them (logits through any final sigmoid/softmax)."""
-    if network.output_transform == "sigmoid":
-        return torch.sigmoid(logits)
-    if network.output_transform == "softmax":
-        return torch.softmax(logits, dim=-1)
-    return logits
 
 
 def check_parity(network: Network, onnx_path: str | Path, samples: int = 64, seed: int = 0,

@@ -6,11 +6,18 @@ from torch import nn
 
 from certprune.errors import UnsupportedLayerError
 from certprune.fold import fold_affine
-from certprune.network import Affine, Conv2d, Dense, Flatten, Layer, Network, ReLU
+from certprune.network import Affine, Conv2d, Dense, Flatten, Layer, Network, ReLU, apply_output_transform
 
 
-def from_torch(module: nn.Module, input_shape: tuple[int, ...]) -> Network:
-    """Convert an ``nn.Sequential`` (nested ones allowed) of supported modules, in eval semantics."""
+PARITY_TOLERANCE = 1e-5  # largest |difference| relative to the output scale, as for ONNX files
+
+
+def from_torch(module: nn.Module, input_shape: tuple[int, ...], *, check: bool = True) -> Network:
+    """Convert an ``nn.Sequential`` (nested ones allowed) of supported modules, in eval semantics.
+
+    With ``check`` the Network's forward pass is compared with the module's own (eval mode, no grad) on 64
+    seeded standard-normal inputs; a difference beyond ``PARITY_TOLERANCE`` of the output scale is an error,
+    so a conversion that would verify a different function than the module never goes unnoticed."""
     layers: list[Layer] = []
     transform = None
     shape = tuple(input_shape)
@@ -25,7 +32,30 @@ def from_torch(module: nn.Module, input_shape: tuple[int, ...]) -> Network:
             shape = layer.output_shape(shape)
             layers.append(layer)
     folded = tuple(layer.to(torch.float32) for layer in fold_affine(layers))
-    return Network(folded, tuple(input_shape), transform)
+    network = Network(folded, tuple(input_shape), transform)
+    if check:
+        _check_parity(module, network)
+    return network
+
+
+def _check_parity(module: nn.Module, network: Network) -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn((64, *network.input_shape), generator=generator)
+    modes = [(m, m.training) for m in module.modules()]  # restored one by one: submodules may differ
+    module.eval()
+    try:
+        with torch.no_grad():
+            reference = module(x).double().reshape(64, -1)
+            ours = apply_output_transform(network, network(x)).double().reshape(64, -1)
+    finally:
+        for submodule, training in modes:
+            submodule.training = training
+    difference = float((ours - reference).abs().max())
+    scale = max(float(reference.abs().max()), 1e-12)
+    if difference > PARITY_TOLERANCE * scale:
+        raise UnsupportedLayerError(f"from_torch: the converted network differs from the module by {difference:.2e} "
+                                    f"(output scale {scale:.2e}); a module with custom forward logic cannot be "
+                                    "converted layer by layer")
 
 
 def _leaves(module: nn.Module):

@@ -128,3 +128,14 @@ def _shipped_models():
 def test_shipped_models_match_onnxruntime(path):
     network = load_onnx(path)
     assert check_parity(network, path, samples=64).ok
+
+
+def test_from_torch_refuses_a_module_whose_forward_is_not_its_layers():
+    class Doubled(nn.Sequential):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    module = Doubled(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    with pytest.raises(UnsupportedLayerError, match="differs from the module"):
+        from_torch(module, (3,))
+    assert not module.training and from_torch(module, (3,), check=False).input_shape == (3,)
