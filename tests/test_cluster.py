@@ -79,3 +79,19 @@ def test_bad_cluster_specs_are_one_line():
     for spec, message in (("local:0", "N >= 1"), ("localhost", "must be local:N or a scheduler address")):
         with pytest.raises(CertpruneError, match=message), connect(spec):
             pass
+
+
+def test_a_gate_on_the_cluster_equals_the_local_gate(cluster, tmp_path):
+    from certprune.gate.run import run_gate
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"""model: {MODELS / 'mnist_mlp_100x2.onnx'}
+checks:
+  - name: robust
+    certify: {{data: mnist, eps: 0.02, samples: 6, timeout: 10}}
+    require: {{certified_accuracy: ">= 0.5"}}
+""")
+    local = run_gate(policy)
+    remote = run_gate(policy, cluster=cluster.scheduler_address)
+    strip = lambda result: [(r["index"], r["status"]) for r in result["checks"][0]["figures"]["per_eps"]["0.02"]["records"]]  # noqa: E731
+    assert strip(local) == strip(remote) and local["outcome"] == remote["outcome"] == "pass"

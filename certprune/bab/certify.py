@@ -1,6 +1,7 @@
 """Certified accuracy over samples: per sample verified / falsified / unknown / misclassified."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -112,15 +113,16 @@ def samples_sha256(samples: Iterable[RobustnessInstance]) -> str:
 
 def certify(network: Network, onnx_path: str | Path, samples: Iterable[RobustnessInstance],
             settings: SearchSettings, journal: Journal | None = None, resume: bool = False,
-            on_record: Callable[[dict], None] | None = None, cluster: str | None = None) -> CertifyReport:
+            on_record: Callable[[dict], None] | None = None, cluster: str | None = None,
+            deadline: float = math.inf) -> CertifyReport:
     """Run every sample, appending each record to the journal as soon as it is known: in order here, or on a
-    Dask ``cluster`` (``local:N`` or a scheduler address) in chunks; the report lists them in sample order."""
+    Dask ``cluster`` (``local:N`` or a scheduler address) in chunks; the report lists them in sample order.
+    ``deadline`` (``time.perf_counter``) stops new samples; a sample under way ends within its own timeout,
+    and samples not run are left out of the report."""
     report = CertifyReport()
     done = {}
     if journal is not None:
         done = {r["index"]: r for r in journal.start(resume)}
-    samples = list(samples)
-    todo = [s for s in samples if s.index not in done]
 
     def keep(record: dict, fresh: bool) -> None:
         if fresh and journal is not None:
@@ -129,18 +131,24 @@ def certify(network: Network, onnx_path: str | Path, samples: Iterable[Robustnes
         if on_record is not None:
             on_record(record)
 
+    if not cluster:
+        for sample in samples:
+            if sample.index in done:
+                keep(done[sample.index], False)
+            elif time.perf_counter() < deadline:
+                keep(certify_one(network, onnx_path, sample, _with_timeout(settings, sample)), True)
+        return report
+    from certprune.cluster import connect, run_chunks
+
+    samples = list(samples)
     for sample in samples:
         if sample.index in done:
             keep(done[sample.index], False)
-    if cluster and todo:
-        from certprune.cluster import connect, run_chunks
-
+    todo = [s for s in samples if s.index not in done]
+    if todo:
         with connect(cluster) as client:
-            for record in run_chunks(client, _cluster_chunk, (str(onnx_path), settings), todo):
+            for record in run_chunks(client, _cluster_chunk, (str(onnx_path), settings), todo, deadline):
                 keep(record, True)
-    else:
-        for sample in todo:
-            keep(certify_one(network, onnx_path, sample, _with_timeout(settings, sample)), True)
     position = {s.index: i for i, s in enumerate(samples)}
     report.records.sort(key=lambda r: position.get(r["index"], len(position)))
     return report

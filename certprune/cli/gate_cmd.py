@@ -5,6 +5,7 @@ import sys
 
 import click
 
+from certprune.cli.cluster_option import cluster_option
 from certprune.gate.cache import DEFAULT_FOLDER
 from certprune.gate.outputs import write_outputs
 from certprune.gate.run import run_gate
@@ -21,12 +22,14 @@ from certprune.gate.run import run_gate
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=DEFAULT_FOLDER, show_default=True,
               help="Result cache keyed by the sha256 of model, property/data, settings and version.")
 @click.option("--no-cache", is_flag=True, help="Run every check afresh and store nothing.")
+@cluster_option("certify samples and fairness partitions")
 @click.option("--quiet", is_flag=True, help="No progress bars (for logs).")
-def command(policy, model, junit_path, json_path, markdown_path, cache_dir, no_cache, quiet) -> int:
+def command(policy, model, junit_path, json_path, markdown_path, cache_dir, no_cache, cluster, quiet) -> int:
     """Run every check of POLICY on its model and judge the requirements."""
     bars = _Bars(enabled=not quiet and sys.stderr.isatty())
     try:
-        result = run_gate(policy, model=model, cache_dir=None if no_cache else cache_dir, progress=bars.update)
+        result = run_gate(policy, model=model, cache_dir=None if no_cache else cache_dir, progress=bars.update,
+                          cluster=cluster)
     finally:
         bars.close()
     write_outputs(result, json_path=json_path, junit_path=junit_path, markdown_path=markdown_path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -71,16 +71,18 @@ def _data_digest(name: str) -> str | list[str]:
     return [file_sha256(path, "data")] + ([file_sha256(sidecar, "data")] if sidecar.is_file() else [])
 
 
-def prepare(described: Prepared, network: Network, model_path: Path) -> Prepared:
+def prepare(described: Prepared, network: Network, model_path: Path, cluster: str | None = None) -> Prepared:
     """Validate the check against the loaded model (a bad property or data shape is an error now, before
     anything runs) and attach its work."""
     makers = {"certify": _certify, "fairness": _fairness, "vnnlib": _vnnlib, "facts": _facts}
+    if described.check.kind in ("certify", "fairness"):
+        return replace(described, work=makers[described.check.kind](described.check, network, model_path, cluster))
     return replace(described, work=makers[described.check.kind](described.check, network, model_path))
 
 
 # ---- certified accuracy ----------------------------------------------------------------------------
 
-def _certify(check: Check, network: Network, model_path: Path):
+def _certify(check: Check, network: Network, model_path: Path, cluster: str | None = None):
     from certprune.bab.certify import samples_from_data
 
     per_eps = {f"{eps:g}": samples_from_data(network, str(model_path),
@@ -88,12 +90,12 @@ def _certify(check: Check, network: Network, model_path: Path):
                for eps in check.eps}
 
     def work(deadline: float, journal: Journal | None, progress: Progress | None) -> Run:
-        return _run_certify(check, network, model_path, per_eps, deadline, journal, progress)
+        return _run_certify(check, network, model_path, per_eps, deadline, journal, progress, cluster)
 
     return work
 
 
-def _run_certify(check, network, model_path, per_eps, deadline, journal, progress) -> Run:
+def _run_certify(check, network, model_path, per_eps, deadline, journal, progress, cluster) -> Run:
     from certprune.bab.certify import certify, samples_sha256
     from certprune.bab.search import SearchSettings
 
@@ -109,20 +111,12 @@ def _run_certify(check, network, model_path, per_eps, deadline, journal, progres
             if progress:
                 progress(check.name, done, total)
 
-        report = certify(network, str(model_path), _until(samples, deadline), SearchSettings(timeout=check.timeout),
-                         journal=eps_journal, resume=True, on_record=tick)
+        report = certify(network, str(model_path), samples, SearchSettings(timeout=check.timeout),
+                         journal=eps_journal, resume=True, on_record=tick, cluster=cluster, deadline=deadline)
         figures["per_eps"][key] = _certify_figures(float(key), report.records, len(samples))
         complete &= len(report.records) == len(samples)
         examples += [_sample_example(r, key) for r in report.records if r.get("counterexample_x") is not None]
     return Run(figures, examples, complete)
-
-
-def _until(samples: Iterable, deadline: float) -> Iterator:
-    """The samples until the budget is spent: a sample under way finishes within its own timeout."""
-    for sample in samples:
-        if time.perf_counter() >= deadline:
-            return
-        yield sample
 
 
 def _certify_figures(eps: float, records: list[dict], total: int) -> dict:
@@ -144,7 +138,7 @@ def _sample_example(record: dict, eps: str) -> dict:
 
 # ---- properties ------------------------------------------------------------------------------------
 
-def _fairness(check: Check, network: Network, model_path: Path):
+def _fairness(check: Check, network: Network, model_path: Path, cluster: str | None = None):
     from certprune.fairness.problem import FairnessProblem, FairnessSettings
     from certprune.spec.fairness import parse_fairness
     from certprune.spec.text import read_text
@@ -158,7 +152,7 @@ def _fairness(check: Check, network: Network, model_path: Path):
 
         report = verify_fairness(model_path, check.property, jobs=check.jobs, progress=False, timeout=check.timeout,
                                  journal_path=None if journal is None else journal.path, resume=True,
-                                 deadline=deadline)
+                                 deadline=deadline, cluster=cluster)
         return _fairness_run(report)
 
     return work

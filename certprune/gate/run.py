@@ -27,14 +27,15 @@ EXIT = {rules.PASS: 0, rules.FAIL: 10, rules.INCONCLUSIVE: 20}
 
 
 def run_gate(policy_path: str | Path, *, model: str | Path | None = None, cache_dir: str | Path | None = None,
-             progress: Progress | None = None) -> dict:
-    """Run the policy at ``policy_path`` (on ``model`` instead of the policy's own, when given)."""
+             progress: Progress | None = None, cluster: str | None = None) -> dict:
+    """Run the policy at ``policy_path`` (on ``model`` instead of the policy's own, when given); ``cluster``
+    runs certify samples and fairness partitions on Dask (``certprune.cluster``)."""
     started = time.perf_counter()
     policy = read_policy(policy_path)
     cache = ResultCache(cache_dir)
     deadline = started + policy.budget if policy.budget else math.inf
-    subject = _Subject(Path(model) if model is not None else policy.model, policy, cache)
-    baseline = _baseline(policy, cache, deadline, progress) if policy.baseline is not None else None
+    subject = _Subject(Path(model) if model is not None else policy.model, policy, cache, cluster)
+    baseline = _baseline(policy, cache, deadline, progress, cluster) if policy.baseline is not None else None
     checks = [_judge(check, stored, cached, None if baseline is None else baseline[check.check.name])
               for check, stored, cached in subject.results(deadline, progress)]
     outcome = rules.combine(c["outcome"] for c in checks)
@@ -49,8 +50,8 @@ class _Subject:
     """A model and the policy's checks on it: served from the cache, or prepared (model loaded once, every
     missing check validated before any runs) and run."""
 
-    def __init__(self, path: Path, policy: Policy, cache: ResultCache) -> None:
-        self.path, self.cache = path, cache
+    def __init__(self, path: Path, policy: Policy, cache: ResultCache, cluster: str | None = None) -> None:
+        self.path, self.cache, self.cluster = path, cache, cluster
         self.sha256 = file_sha256(path, "model")
         self.checks = [describe(check) for check in policy.checks]
 
@@ -63,7 +64,7 @@ class _Subject:
 
             network = load_onnx(self.path)
             for i in missing:
-                self.checks[i] = prepare(self.checks[i], network, self.path)
+                self.checks[i] = prepare(self.checks[i], network, self.path, self.cluster)
         for i, described in enumerate(self.checks):
             if stored[i] is not None:
                 yield described, stored[i], True
@@ -103,11 +104,12 @@ def _judge(described: Prepared, stored: dict, cached: bool, baseline: dict | Non
             "baseline_figures": baseline, "counterexamples": stored["counterexamples"]}
 
 
-def _baseline(policy: Policy, cache: ResultCache, deadline: float, progress: Progress | None) -> dict[str, dict]:
+def _baseline(policy: Policy, cache: ResultCache, deadline: float, progress: Progress | None,
+              cluster: str | None = None) -> dict[str, dict]:
     """Each check's figures on the baseline: run on a baseline model (cached like any run), or read from a
     stored gate result, where a check of the same name must exist."""
     if policy.baseline.suffix.lower() != ".json":
-        subject = _Subject(policy.baseline, policy, cache)
+        subject = _Subject(policy.baseline, policy, cache, cluster)
         return {d.check.name: stored["figures"] for d, stored, _ in subject.results(deadline, progress)}
     try:
         stored = json.loads(policy.baseline.read_text())
