@@ -73,11 +73,9 @@ def _data_digest(name: str) -> str | list[str]:
 
 def prepare(described: Prepared, network: Network, model_path: Path, cluster: str | None = None) -> Prepared:
     """Validate the check against the loaded model (a bad property or data shape is an error now, before
-    anything runs) and attach its work."""
+    anything runs) and attach its work; ``cluster`` is used by the checks that run many items."""
     makers = {"certify": _certify, "fairness": _fairness, "vnnlib": _vnnlib, "facts": _facts}
-    if described.check.kind in ("certify", "fairness"):
-        return replace(described, work=makers[described.check.kind](described.check, network, model_path, cluster))
-    return replace(described, work=makers[described.check.kind](described.check, network, model_path))
+    return replace(described, work=makers[described.check.kind](described.check, network, model_path, cluster))
 
 
 # ---- certified accuracy ----------------------------------------------------------------------------
@@ -179,7 +177,7 @@ def _fairness_run(report) -> Run:
     return Run(figures, examples, counts["not run"]["partitions"] == 0)
 
 
-def _vnnlib(check: Check, network: Network, model_path: Path):
+def _vnnlib(check: Check, network: Network, model_path: Path, cluster: str | None = None):
     from certprune.bab.instances import vnnlib_instances
     from certprune.spec.vnnlib import read_vnnlib
 
@@ -210,7 +208,7 @@ def _vnnlib(check: Check, network: Network, model_path: Path):
 
 # ---- model facts -----------------------------------------------------------------------------------
 
-def _facts(check: Check, network: Network, model_path: Path):
+def _facts(check: Check, network: Network, model_path: Path, cluster: str | None = None):
     def work(deadline: float, journal: Journal | None, progress: Progress | None) -> Run:
         return Run(_facts_figures(check, network, model_path))
 
