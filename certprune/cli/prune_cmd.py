@@ -1,4 +1,4 @@
-"""`certprune prune MODEL --method M --sparsity S --data D -o OUT`: prune, fine-tune, write ONNX, report."""
+"""`certprune prune MODEL --method M --sparsity S --data D [--train REGIME] -o OUT`: prune, train, write ONNX, report."""
 from __future__ import annotations
 
 import click
@@ -7,8 +7,10 @@ from certprune.errors import CertpruneError
 from certprune.onnx_io import load_onnx, save_onnx
 from certprune.parity import check_parity
 from certprune.prune import (
-    CRITERIA, UNSTRUCTURED, BatchNormScale, FinetuneSettings, Magnitude, Schedule, Stability, prune,
+    CRITERIA, NRS, REGIMES, UNSTRUCTURED, BatchNormScale, Schedule, Stability, fold_unit_scales, prune,
+    unfold_batchnorm,
 )
+from certprune.prune import protocol
 from certprune.cli.data_options import data_options, load
 
 
@@ -21,62 +23,104 @@ from certprune.cli.data_options import data_options, load
 @click.option("--eps", type=float, default=0.0, show_default=True,
               help="L-inf radius: pixels for mnist, a fraction of each feature's domain for the built-in tables, "
                    "input units for your own file.")
-@click.option("--rounds", type=int, default=1, show_default=True, help="Iterative pruning rounds.")
-@click.option("--finetune-epochs", type=int, default=0, show_default=True, help="Epochs of fine-tuning per round.")
-@click.option("--rs-lambda", type=float, default=0.0, show_default=True, help="Weight of the ReLU-stability loss.")
+@click.option("--train", "regime", type=click.Choice(sorted(REGIMES)), default=None,
+              help="Training regime of every round [default: natural; adversarial with --pgd-steps].")
+@click.option("--bound", type=click.Choice(["crown-ibp", "ibp"]), default="crown-ibp", show_default=True,
+              help="Bounds of certified training.")
+@click.option("--pgd-steps", type=int, default=0, show_default=True,
+              help="Adversarial training with PGD of this many steps (0: FGSM).")
+@click.option("--finetune-epochs", "--epochs", "epochs", type=int, default=0, show_default=True,
+              help="Training epochs per round (and of round 0).")
+@click.option("--warmup", type=float, default=None, help="Epochs at eps 0 [default: 5% of --epochs].")
+@click.option("--ramp", type=float, default=None, help="Epochs of the eps ramp [default: 40% of --epochs].")
+@click.option("--reg-weight", "nrs_weight", type=float, default=None,
+              help="Weight of the NRS regulariser [default with --method nrs: 1e-3 certified, 1e-2 otherwise; 0].")
+@click.option("--slim-weight", type=float, default=None, help="L1 weight on BatchNorm scales [default: 1e-4 for slimming].")
+@click.option("--rs-lambda", type=float, default=0.0, show_default=True, help="Weight of the RS stability loss.")
 @click.option("--rs-bounds", type=click.Choice(["ibp", "crown"]), default="ibp", show_default=True,
-              help="Bounds of the stability loss (crown: dense networks).")
-@click.option("--pgd-steps", type=int, default=0, show_default=True, help="PGD steps for adversarial fine-tuning.")
+              help="Bounds of the RS loss (crown: dense networks).")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--rewind", is_flag=True, help="Rewind survivors to the input weights before each fine-tuning.")
-@click.option("--scope", type=click.Choice(["layer", "global"]), default="layer", show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--rounds", type=int, default=1, show_default=True, help="Pruning rounds (without --rate).")
+@click.option("--rate", type=float, default=None, help="Share of what is left removed per round (the lottery "
+              "protocol: 0.11 of units, 0.2 of weights); rounds follow from the sparsity.")
+@click.option("--lottery", is_flag=True, help="The reference protocol: random init trained first, --rate 0.11 "
+              "(0.2 unstructured), rewinding, global ranking for nrs/slimming/random.")
+@click.option("--init", type=click.Choice(["model", "random"]), default=None,
+              help="Start from the model's weights or a seeded random initialisation [default: model].")
+@click.option("--train-dense", is_flag=True, help="Train the unpruned network first (round 0).")
+@click.option("--rewind", is_flag=True, help="Rewind survivors to their starting weights before each round's training.")
+@click.option("--scope", type=click.Choice(["layer", "global"]), default=None, help="Rank units per layer or "
+              "across layers [default: layer; with --lottery global for nrs, slimming, random].")
 @click.option("--fold-mean", is_flag=True, help="Fold removed units' mean activation into the next bias.")
-@click.option("--boxes", type=int, default=100, show_default=True, help="Test boxes for the unstable-neuron count.")
+@click.option("--boxes", type=int, default=100, show_default=True, help="Test boxes for the unstable and CROWN counts.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="Torch threads (more rarely helps small nets).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="The pruned ONNX file.")
-def command(model, method, sparsity, data, label, features, value_range, split, eps, rounds, finetune_epochs, rs_lambda, rs_bounds, pgd_steps, lr, rewind,
-            scope, fold_mean, boxes, seed, output) -> int:
-    """Prune MODEL and write the smaller network to OUTPUT, with its size, accuracy and stability."""
+def command(model, method, sparsity, data, label, features, value_range, split, eps, regime, bound, pgd_steps,
+            epochs, warmup, ramp, nrs_weight, slim_weight, rs_lambda, rs_bounds, lr, batch_size, rounds, rate,
+            lottery, init, train_dense, rewind, scope, fold_mean, boxes, seed, threads, output) -> int:
+    """Prune MODEL and write the smaller network to OUTPUT, with its size, accuracy and stability per round."""
     if eps < 0 or boxes < 1:
         raise CertpruneError(f"--eps must be >= 0 and --boxes >= 1, got {eps} and {boxes}")
+    import torch
+
+    torch.set_num_threads(max(threads, 1))
+    regime = regime or ("adversarial" if pgd_steps else "natural")
+    if regime != "natural" and epochs == 0:
+        raise CertpruneError(f"--train {regime} needs --epochs > 0")
+    if pgd_steps and regime != "adversarial":
+        raise CertpruneError(f"--pgd-steps is for adversarial training, not --train {regime}")
+    gammas = BatchNormScale.from_onnx(model).gammas
     network = load_onnx(model)
+    if gammas or method == "slimming":  # gamma becomes a trained per-unit scale (1 where there is no BatchNorm)
+        network = unfold_batchnorm(network, gammas)
     train = load(data, "train", eps, label, features, value_range, split)
     test = load(data, "test", eps, label, features, value_range, split)
     if tuple(train.x.shape[1:]) != network.input_shape:
         raise CertpruneError(f"{model} takes inputs {network.input_shape}; {data} samples are {tuple(train.x.shape[1:])}")
-    result = prune(network, _method(method, model), sparsity, train,
-                   schedule=Schedule(rounds=rounds, rewind=rewind, scope=scope, fold_mean=fold_mean),
-                   finetune=FinetuneSettings(epochs=finetune_epochs, lr=lr, rs_lambda=rs_lambda, rs_bounds=rs_bounds,
-                                             pgd_steps=pgd_steps, seed=seed),
-                   eval_data=test, eval_boxes=boxes,
-                   on_round=lambda r: click.echo(f"round {r['round']}: sparsity {r['sparsity']:.3f}", err=True))
-    save_onnx(result.network, output)
-    parity = check_parity(result.network, output)
+    settings = protocol.training(regime, epochs, method, nrs_weight=nrs_weight, slim_weight=slim_weight, warmup=warmup,
+                        ramp=ramp, bound=bound, attack="pgd" if pgd_steps else "fgsm", steps=max(pgd_steps, 1),
+                        lr=lr, batch_size=batch_size, seed=seed, rs_lambda=rs_lambda, rs_bounds=rs_bounds)
+    given = {"init": init, "scope": scope, "rate": rate, "rewind": rewind or None}
+    given = {"train_dense": train_dense, "fold_mean": fold_mean, **{k: v for k, v in given.items() if v is not None}}
+    schedule = protocol.lottery(method, **given) if lottery else Schedule(rounds=rounds, **given)
+    click.echo(f"{'round':>5} {'sparsity':>8} {'params':>8} {'FLOPs':>8} {'relus':>6} {'accuracy':>8} "
+               f"{'unstable':>8} {'CROWN':>6}", err=True)
+    result = prune(network, _criterion(method), sparsity, train, schedule=schedule, finetune=settings,
+                   eval_data=test, eval_boxes=boxes, on_round=lambda r, s: click.echo(_round(r, s), err=True))
+    pruned = fold_unit_scales(result.network)
+    save_onnx(pruned, output)
+    parity = check_parity(pruned, output)
     if not parity.ok:
         raise CertpruneError(f"{output} disagrees with the pruned network in onnxruntime "
                              f"(relative difference {parity.relative:.1e})")
-    click.echo(_table(result, eps, output))
+    click.echo(_table(result, eps, output, regime))
     return 0
 
 
-def _method(name: str, model: str):
-    """Slimming needs the BatchNorm scales that loading folded away; stability is normalised by them."""
+def _criterion(name: str):
+    """Slimming and stability read BatchNorm scales from the unfolded per-unit Affines; NRS too."""
     if name == "slimming":
-        click.echo("slimming: layers without a BatchNorm scale are scored by magnitude", err=True)
-        return BatchNormScale.from_onnx(model, fallback=Magnitude())
-    if name == "stability":
-        return Stability(gammas=BatchNormScale.from_onnx(model).gammas)
-    return name
+        return BatchNormScale()
+    return {"stability": Stability(), "nrs": NRS()}.get(name, name)
 
 
-def _table(result, eps: float, output: str) -> str:
+def _round(r, s) -> str:
+    return (f"{r.index:>5} {r.sparsity:>8.3f} {s.parameters:>8} {s.flops:>8} {s.units:>6} {s.accuracy:>8.2%} "
+            f"{s.unstable:>8.1f} {s.certified:>6.0%}")
+
+
+def _table(result, eps: float, output: str, regime: str) -> str:
     b, a = result.before, result.after
     rows = [("parameters", b.parameters, a.parameters), ("FLOPs (MACs)", b.flops, a.flops),
             ("ReLU units", b.units, a.units), ("test accuracy", f"{b.accuracy:.2%}", f"{a.accuracy:.2%}"),
-            (f"unstable/box @ {eps:g}", f"{b.unstable:.1f}", f"{a.unstable:.1f}")]
-    lines = [f"method {result.method}  sparsity {result.sparsity:g}  -> {output}", "",
-             f"{'':<22}{'before':>12}{'after':>12}"]
-    lines += [f"{name:<22}{before!s:>12}{after!s:>12}" for name, before, after in rows]
+            (f"unstable/box @ {eps:g}", f"{b.unstable:.1f}", f"{a.unstable:.1f}"),
+            (f"CROWN-certified @ {eps:g}", f"{b.certified:.0%}", f"{a.certified:.0%}")]
+    lines = [f"method {result.method}  sparsity {result.sparsity:g}  training {regime}  -> {output}", "",
+             f"{'':<24}{'before':>12}{'after':>12}"]
+    lines += [f"{name:<24}{before!s:>12}{after!s:>12}" for name, before, after in rows]
     lines += ["", f"compression ratio {result.compression_ratio:.2f}x   theoretical speed-up {result.speedup:.2f}x",
-              f"(unstable ReLUs counted by CROWN on {a.boxes} test boxes)"]
+              f"(unstable ReLUs and CROWN-certified share on {a.boxes} test boxes; complete verification: "
+              f"certprune certify {output} --eps {eps:g})"]
     return "\n".join(lines)

@@ -18,11 +18,12 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from certprune.bounds import CROWN, BoundMethod
+from certprune.bounds import CROWN, IBP, BoundMethod
 from certprune.errors import CertpruneError
 from certprune.network import Conv2d, Dense, Network
 from certprune.prune.dataset import PruneData, task_loss
 from certprune.prune.module import NetworkModule
+from certprune.prune.robust import NRS_C, nrs
 from certprune.prune.structure import LINEAR, PrunableLayer, per_unit, prunable_layers
 
 Scores = list[torch.Tensor]
@@ -245,8 +246,40 @@ class Stability(Importance):
         return result
 
 
+@dataclass(frozen=True)
+class NRS(Importance):
+    """Neuron-stability pruning of Li et al. (2023): the units with the most unstable ReLUs go first.
+
+    On each box a unit position with pre-activation bounds l, u has NRS = -tanh(1 + l u / (gamma^2 + c))
+    (``robust.nrs``; gamma the unit's BatchNorm scale, as in ``Stability``, else 1); a unit's score is minus
+    the mean NRS over its positions and the boxes. Unlike ``Stability`` a stably inactive unit counts as stable
+    (l u > 0) and is kept, as in the reference. Bounds are IBP's by default (the reference's); the reference
+    ranks channels globally (``Schedule(scope="global")``).
+    """
+
+    method: BoundMethod | None = None
+    samples: int = 256
+    c: float = NRS_C
+    gammas: Mapping[int, torch.Tensor] = field(default_factory=lambda: MappingProxyType({}))
+    name: ClassVar[str] = "nrs"
+
+    def scores(self, network: Network, data: PruneData | None) -> Scores:
+        data = _needs(data, self.name).take(self.samples)
+        lower, upper = data.boxes()
+        bounds = (self.method or IBP()).compute(network, lower, upper)
+        result = []
+        for info in prunable_layers(network):
+            lo = per_unit(bounds.pre_lower[info.relu_ordinal], info)
+            hi = per_unit(bounds.pre_upper[info.relu_ordinal], info)
+            gamma = None
+            if has_scale(network, info, self.gammas):
+                gamma = unit_scale(network, info, self.gammas, self.name).to(lo.dtype)[None, :, None]
+            result.append(-nrs(lo, hi, gamma, self.c).mean(dim=(0, 2)).to(torch.float32))
+        return result
+
+
 CRITERIA: Mapping[str, type[Importance]] = MappingProxyType({
-    cls.name: cls for cls in (Magnitude, Random, Taylor, SNIP, BatchNormScale, Stability)})
+    cls.name: cls for cls in (Magnitude, Random, Taylor, SNIP, BatchNormScale, Stability, NRS)})
 
 
 def criterion(name: str) -> Importance:

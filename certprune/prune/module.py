@@ -1,11 +1,12 @@
-"""A trainable torch form of a Network: parameters per linear layer, a traced forward and differentiable IBP.
+"""A trainable torch form of a Network: parameters per linear layer (and per-unit scales), a traced forward.
 
-Fine-tuning, gradient-based importance and the stability regulariser need autograd through the weights;
-``certprune.bounds`` computes sound bounds without it (and widens them for rounding), so the regulariser's
-interval bounds are computed here, on the module's own tensors: training code, not a verifier.
+Training, gradient-based importance and the stability regularisers need autograd through the weights;
+``certprune.bounds`` computes sound bounds without it (and widens them for rounding), so the training
+bounds are computed on the module's own tensors (here and in ``robust``): training code, not a verifier.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Mapping
 
 import torch
@@ -13,12 +14,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from certprune.errors import UnsupportedLayerError
-from certprune.network import Affine, Conv2d, Dense, Flatten, Network, ReLU
+from certprune.network import Affine, Conv2d, Dense, Flatten, Layer, Network, ReLU
+from certprune.prune.structure import prunable_layers
 
 
 class NetworkModule(nn.Module):
-    """The layers of ``network`` with Dense/Conv2d weights and biases as parameters (Affine stays fixed).
+    """The layers of ``network`` with Dense/Conv2d weights and biases as parameters.
 
+    An Affine between a unit's producer and its ReLU that is constant over each unit's positions (BatchNorm
+    in eval form, as ``unfold_batchnorm`` leaves it) is trained too, as one scale and shift per unit; every
+    other Affine (input normalisation) stays fixed.
     ``input_scale`` (one positive value per input column or channel of the first linear layer) makes that
     layer's parameter ``weight * input_scale``: a preconditioning for training on raw features.
     ``weight_masks`` (layer index -> 0/1 tensor of the weight's shape) are multiplied into the weights on
@@ -37,6 +42,14 @@ class NetworkModule(nn.Module):
                 self.biases[str(index)] = nn.Parameter(layer.bias.detach().to(torch.float32).clone())
             elif not isinstance(layer, (ReLU, Flatten, Affine)):
                 raise UnsupportedLayerError(f"cannot train layer kind {type(layer).__name__} (layer {index})")
+        self.scales = nn.ParameterDict()
+        self.shifts = nn.ParameterDict()
+        self.unit_shapes: dict[str, tuple[int, ...]] = {}
+        for index, shape in unit_affines(network).items():
+            layer = network.layers[index]
+            self.scales[str(index)] = nn.Parameter(layer.scale.detach().reshape(shape[0], -1)[:, 0].float().clone())
+            self.shifts[str(index)] = nn.Parameter(layer.shift.detach().reshape(shape[0], -1)[:, 0].float().clone())
+            self.unit_shapes[str(index)] = shape
         self.masks = {str(i): m.to(torch.float32) for i, m in (weight_masks or {}).items()}
         self.first = next(iter(self.weights), None)
         self.scale = None
@@ -55,6 +68,25 @@ class NetworkModule(nn.Module):
         mask = self.masks.get(str(index))
         return w if mask is None else w * mask
 
+    def unit_scale(self, index: int) -> torch.Tensor | None:
+        """The trained per-unit scale of the Affine at ``index`` (None when that Affine is fixed)."""
+        return self.scales[str(index)] if str(index) in self.scales else None
+
+    def layer(self, index: int) -> Layer:
+        """Layer ``index`` as a record holding the module's current tensors (in the autograd graph)."""
+        layer = self.template.layers[index]
+        key = str(index)
+        if isinstance(layer, Dense):
+            return Dense(self.weight(index), self.biases[key])
+        if isinstance(layer, Conv2d):
+            return Conv2d(self.weight(index), self.biases[key], layer.stride, layer.padding, layer.dilation)
+        if key in self.scales:
+            shape = self.unit_shapes[key]
+            view = (shape[0],) + (1,) * (len(shape) - 1)
+            scale, shift = self.scales[key].reshape(view), self.shifts[key].reshape(view)
+            return Affine(scale.expand(shape), shift.expand(shape))
+        return layer.to(torch.float32)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.trace(x)[0]
 
@@ -62,44 +94,16 @@ class NetworkModule(nn.Module):
         """Logits and the output of every ReLU layer, in order (tensors in the autograd graph)."""
         relus = []
         for index, layer in enumerate(self.template.layers):
-            if isinstance(layer, Dense):
-                x = F.linear(x, self.weight(index), self.biases[str(index)])
-            elif isinstance(layer, Conv2d):
-                x = F.conv2d(x, self.weight(index), self.biases[str(index)], layer.stride, layer.padding,
-                             layer.dilation)
-            elif isinstance(layer, ReLU):
+            if isinstance(layer, ReLU):
                 x = torch.relu(x)
                 relus.append(x)
             else:
-                x = layer.to(torch.float32).forward(x)
+                x = self.layer(index).forward(x)
         return x, relus
 
     def interval_bounds(self, lower: torch.Tensor, upper: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Differentiable IBP: (l, u) of the input of every ReLU layer over the boxes [lower, upper] (B, ...).
-
-        Center-radius form (Gowal et al. 2018); not widened for rounding, so it is for training, not proof.
-        """
-        center, radius = (lower + upper) / 2, (upper - lower) / 2
-        pre = []
-        for index, layer in enumerate(self.template.layers):
-            if isinstance(layer, Dense):
-                w = self.weight(index)
-                center, radius = F.linear(center, w, self.biases[str(index)]), F.linear(radius, w.abs())
-            elif isinstance(layer, Conv2d):
-                w, args = self.weight(index), (layer.stride, layer.padding, layer.dilation)
-                center = F.conv2d(center, w, self.biases[str(index)], *args)
-                radius = F.conv2d(radius, w.abs(), None, *args)
-            elif isinstance(layer, Affine):
-                scale = layer.scale.to(torch.float32)
-                center, radius = center * scale + layer.shift.to(torch.float32), radius * scale.abs()
-            elif isinstance(layer, Flatten):
-                center, radius = center.flatten(1), radius.flatten(1)
-            else:
-                lo, hi = center - radius, center + radius
-                pre.append((lo, hi))
-                lo, hi = torch.relu(lo), torch.relu(hi)
-                center, radius = (lo + hi) / 2, (hi - lo) / 2
-        return pre
+        """Differentiable IBP: (l, u) of the input of every ReLU layer over the boxes [lower, upper] (B, ...)."""
+        return interval_pass(self, lower, upper)[0]
 
     def crown_bounds(self, lower: torch.Tensor, upper: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Differentiable CROWN: (l, u) of the input of every ReLU layer, intersected with IBP's (B, ...).
@@ -131,13 +135,13 @@ class NetworkModule(nn.Module):
         constant = torch.zeros(rows.shape[:2])
         relu = len(relaxed)
         for index in range(end - 1, -1, -1):
-            layer = self.template.layers[index]
+            layer = self.layer(index)
             if isinstance(layer, Dense):
-                constant = constant + rows @ self.biases[str(index)]
-                rows = rows @ self.weight(index)
+                constant = constant + rows @ layer.bias
+                rows = rows @ layer.weight
             elif isinstance(layer, Affine):
-                constant = constant + rows @ layer.shift.to(torch.float32).flatten()
-                rows = rows * layer.scale.to(torch.float32).flatten()
+                constant = constant + rows @ layer.shift.flatten()
+                rows = rows * layer.scale.flatten()
             elif isinstance(layer, ReLU):
                 relu -= 1
                 lo, hi = relaxed[relu]
@@ -152,14 +156,61 @@ class NetworkModule(nn.Module):
 
     def to_network(self) -> Network:
         """The trained weights as a Network with the template's structure, dtype and metadata."""
-        layers = list(self.template.layers)
         dtype = self.template.dtype
-        for key in self.weights:
-            index = int(key)
-            layer = layers[index]
-            with torch.no_grad():
-                weight = self.weight(index).detach().to(dtype).clone()
-                bias = self.biases[key].detach().to(dtype).clone()
-            layers[index] = Dense(weight, bias) if isinstance(layer, Dense) else Conv2d(
-                weight, bias, layer.stride, layer.padding, layer.dilation)
+        layers = list(self.template.layers)
+        with torch.no_grad():
+            for index, layer in enumerate(layers):
+                if isinstance(layer, (Dense, Conv2d)) or str(index) in self.scales:
+                    live = self.layer(index)
+                    if isinstance(live, Affine):
+                        layers[index] = Affine(live.scale.detach().to(dtype).clone(),
+                                               live.shift.detach().to(dtype).clone())
+                    else:
+                        layers[index] = replace(live, weight=live.weight.detach().to(dtype).clone(),
+                                                bias=live.bias.detach().to(dtype).clone())
         return self.template.with_layers(layers)
+
+
+def interval_pass(module: NetworkModule, lower: torch.Tensor, upper: torch.Tensor):
+    """Differentiable IBP (center-radius form, Gowal et al. 2018), not widened for rounding.
+
+    Returns the (l, u) of every ReLU input and the (center, radius) of the input of the last layer.
+    """
+    center, radius = (lower + upper) / 2, (upper - lower) / 2
+    pre, last = [], len(module.template.layers) - 1
+    for index in range(last + 1):
+        if index == last:
+            last_input = (center, radius)
+        layer = module.layer(index)
+        if isinstance(layer, Dense):
+            center, radius = F.linear(center, layer.weight, layer.bias), F.linear(radius, layer.weight.abs())
+        elif isinstance(layer, Conv2d):
+            args = (layer.stride, layer.padding, layer.dilation)
+            center = F.conv2d(center, layer.weight, layer.bias, *args)
+            radius = F.conv2d(radius, layer.weight.abs(), None, *args)
+        elif isinstance(layer, Affine):
+            center, radius = center * layer.scale + layer.shift, radius * layer.scale.abs()
+        elif isinstance(layer, Flatten):
+            center, radius = center.flatten(1), radius.flatten(1)
+        else:
+            lo, hi = center - radius, center + radius
+            pre.append((lo, hi))
+            lo, hi = torch.relu(lo), torch.relu(hi)
+            center, radius = (lo + hi) / 2, (hi - lo) / 2
+    return pre, last_input
+
+
+def unit_affines(network: Network) -> dict[int, tuple[int, ...]]:
+    """Affines between a prunable layer's producer and its ReLU that hold one scale and shift per unit
+    (BatchNorm in eval form), by layer index, with the unit shape they act on."""
+    shapes = network.shapes()
+    found = {}
+    for info in prunable_layers(network):
+        for index in range(info.producer + 1, info.relu):
+            layer = network.layers[index]
+            if not isinstance(layer, Affine) or shapes[index] != info.unit_shape:
+                continue
+            scale, shift = layer.scale.reshape(info.size, -1), layer.shift.reshape(info.size, -1)
+            if bool((scale == scale[:, :1]).all()) and bool((shift == shift[:, :1]).all()):
+                found[index] = info.unit_shape
+    return found

@@ -1,78 +1,208 @@
-"""Fine-tuning a Network, optionally with the ReLU-stability regulariser and PGD, and iterative pruning.
+"""Training a Network: natural, adversarial (FGSM, PGD) or certified (IBP, CROWN-IBP), with regularisers.
 
-The stability regulariser is the RS loss of Xiao et al. (2019): the mean over ReLU neurons and training
-boxes of -tanh(1 + l * u), with l, u interval (IBP) bounds of the neuron's input on the box ``[x - eps,
-x + eps]``; it is near +1 for an unstable neuron and below -tanh(1) for a stable one. The bounds are the
-module's own differentiable IBP or CROWN (``NetworkModule.interval_bounds`` / ``crown_bounds``, dense
-networks), since ``certprune.bounds`` computes sound bounds without autograd through the weights.
+A regime turns a batch into a loss; ``EpsSchedule`` grows the radius of the boxes it trains on (zero, then a
+smoothed ramp to the data's eps); ``FinetuneSettings`` holds the optimiser, the regime, the schedule and
+the regulariser weights: the RS loss of Xiao et al. (2019), -tanh(1 + l u) on IBP or CROWN bounds; the NRS
+loss of Li et al. (2023), the same with l u divided by gamma^2 + c (``robust.nrs``); and network slimming's
+L1 penalty on the per-unit scales (BatchNorm kept as an Affine, see ``batchnorm``). ``finetune`` runs it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import ClassVar, Mapping, Protocol
 
 import torch
 
 from certprune.errors import CertpruneError
 from certprune.network import Network
 from certprune.prune.dataset import PruneData, task_loss
-from certprune.prune.importance import Importance, global_magnitude_masks, restrict, select_units
-from certprune.prune.module import NetworkModule
-from certprune.prune.structure import prunable_layers
-from certprune.prune.surgery import apply_weight_masks, mean_fill, remove_units
-
+from certprune.prune.module import NetworkModule, interval_pass
+from certprune.prune.robust import margin_lower_bounds, nrs_loss, robust_cross_entropy
 
 RS_BOUNDS = ("ibp", "crown")
+CERTIFIED_BOUNDS = ("ibp", "crown-ibp")
+ATTACKS = ("fgsm", "pgd")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpsSchedule:
+    """The share of the data's eps trained on at each step (auto_LiRPA's SmoothedScheduler).
+
+    Zero for the first ``warmup`` epochs; then over ``ramp`` epochs it grows as ``alpha * t^beta`` until the
+    ``mid`` share of the ramp and linearly after it, with alpha chosen so that the two pieces meet with the
+    same slope; then one. Steps are batches, so the ramp is smooth within an epoch.
+    """
+
+    warmup: float = 0.0
+    ramp: float = 0.0
+    mid: float = 0.4
+    beta: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0 or self.ramp < 0 or not 0 <= self.mid <= 1 or self.beta < 1:
+            raise CertpruneError(f"eps schedule needs warmup, ramp >= 0, 0 <= mid <= 1 and beta >= 1; got {self}")
+
+    def factor(self, step: int, steps_per_epoch: int) -> float:
+        """The eps share at batch ``step`` (1 for the first batch)."""
+        start = self.warmup * steps_per_epoch
+        end = start + self.ramp * steps_per_epoch
+        if step <= start:
+            return 0.0
+        if step >= end:
+            return 1.0
+        mid = start + int((end - start) * self.mid)
+        if mid <= start:
+            return (step - start) / (end - start)
+        slope = (mid - start) ** (self.beta - 1)
+        alpha = 1.0 / ((end - mid) * self.beta * slope + (mid - start) * slope)
+        if step < mid:
+            return alpha * (step - start) ** self.beta
+        at_mid = alpha * (mid - start) ** self.beta
+        return min(at_mid + (1 - at_mid) * (step - mid) / (end - mid), 1.0)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Samples with labels, the data they come from (its eps and domain) and the eps share of this step."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    data: PruneData
+    factor: float
+    generator: torch.Generator
+
+    def boxes(self, factor: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The boxes around the samples at ``factor`` (default: this step's) times the data's eps."""
+        share = self.factor if factor is None else factor
+        return self.data.with_eps(torch.as_tensor(self.data.eps) * share).boxes(self.x)
+
+
+@dataclass(frozen=True)
+class Step:
+    """A regime's loss on a batch and, when it computed them, the IBP bounds of every ReLU input on the boxes."""
+
+    loss: torch.Tensor
+    pre: list | None = None
+
+
+class Regime(Protocol):
+    name: ClassVar[str]
+
+    def loss(self, module: NetworkModule, batch: Batch) -> Step: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class Natural:
+    """Cross entropy on the samples themselves."""
+
+    name: ClassVar[str] = "natural"
+
+    def loss(self, module: NetworkModule, batch: Batch) -> Step:
+        return Step(task_loss(module(batch.x), batch.y))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Adversarial:
+    """Cross entropy on attacked samples in the (scheduled) boxes.
+
+    ``fgsm``: one signed-gradient step of the full radius from the sample (zero start; the reference's step
+    clip(1.25 eps sign(g), -eps, eps) is this one); ``pgd``: ``steps`` steps of ``step_size`` times the radius
+    from a random start (Madry et al. 2018; default step 2.5 / steps).
+    """
+
+    attack: str = "fgsm"
+    steps: int = 10
+    step_size: float | None = None
+    name: ClassVar[str] = "adversarial"
+
+    def __post_init__(self) -> None:
+        if self.attack not in ATTACKS or self.steps < 1:
+            raise CertpruneError(f"unknown attack {self.attack!r} or steps {self.steps} < 1; expected one of "
+                                 f"{', '.join(ATTACKS)}")
+
+    def loss(self, module: NetworkModule, batch: Batch) -> Step:
+        if batch.factor == 0:
+            return Step(task_loss(module(batch.x), batch.y))
+        lower, upper = batch.boxes()
+        if self.attack == "fgsm":
+            x_adv = fgsm_attack(module, batch.x, batch.y, lower, upper)
+        else:
+            x_adv = pgd_attack(module, batch.x, batch.y, lower, upper, self.steps,
+                               self.step_size or 2.5 / self.steps, batch.generator)
+        return Step(task_loss(module(x_adv), batch.y))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Certified:
+    """Robust cross entropy from margin bounds on the scheduled boxes (``robust`` explains the bound).
+
+    ``crown-ibp``: ``f`` CROWN-IBP + (1 - f) IBP with f = 1 - eps / eps_max (Zhang et al. 2020), so pure IBP
+    at the full eps; ``ibp``: IBP alone (Gowal et al. 2018). While eps is zero the loss is the natural one;
+    after that ``natural_weight`` * natural + (1 - natural_weight) * robust (0: robust only, the reference).
+    """
+
+    bound: str = "crown-ibp"
+    natural_weight: float = 0.0
+    name: ClassVar[str] = "certified"
+
+    def __post_init__(self) -> None:
+        if self.bound not in CERTIFIED_BOUNDS or not 0 <= self.natural_weight <= 1:
+            raise CertpruneError(f"certified training needs bound in {', '.join(CERTIFIED_BOUNDS)} and natural "
+                                 f"weight in [0, 1]; got {self.bound!r}, {self.natural_weight}")
+
+    def loss(self, module: NetworkModule, batch: Batch) -> Step:
+        if batch.factor == 0:
+            return Step(task_loss(module(batch.x), batch.y))
+        lower, upper = batch.boxes()
+        share = 1.0 - batch.factor if self.bound == "crown-ibp" else 0.0
+        margins, pre = margin_lower_bounds(module, lower, upper, batch.y, share)
+        loss = robust_cross_entropy(margins)
+        if self.natural_weight:
+            loss = self.natural_weight * task_loss(module(batch.x), batch.y) + (1 - self.natural_weight) * loss
+        return Step(loss, pre)
+
+
+REGIMES = {"natural": Natural, "adversarial": Adversarial, "certified": Certified}
 
 
 @dataclass(frozen=True, kw_only=True)
 class FinetuneSettings:
-    """Adam on the task loss (+ ``rs_lambda`` * RS loss at the data's eps; PGD examples when ``pgd_steps``),
-    the first layer preconditioned by the widths of its inputs (see ``input_widths``)."""
+    """Adam on a regime's loss plus regularisers; the first layer preconditioned by its inputs' widths.
+
+    ``rs_lambda`` weighs the RS loss (at the data's eps, on ``rs_bounds``), ``nrs_weight`` the NRS loss (IBP
+    bounds: the certified regime's own at the scheduled eps, else at the full eps), ``slim_weight`` the mean
+    |scale| of the per-unit Affines (network slimming). ``lr_decay_at``: shares of the run after which the
+    learning rate is divided by 10; ``grad_clip``: the gradient norm is clipped to it (None: not clipped).
+    """
 
     epochs: int = 0
     lr: float = 1e-3
     batch_size: int = 64
     weight_decay: float = 0.0
+    regime: Natural | Adversarial | Certified = field(default_factory=Natural)
+    eps_schedule: EpsSchedule = field(default_factory=EpsSchedule)
     rs_lambda: float = 0.0
     rs_bounds: str = "ibp"  # the bounds of the RS loss: ibp, or crown (dense networks)
-    pgd_steps: int = 0
-    pgd_step_size: float | None = None  # a fraction of the box radius per step; default 2.5 / pgd_steps
+    nrs_weight: float = 0.0
+    slim_weight: float = 0.0
+    lr_decay_at: tuple[float, ...] = ()
+    grad_clip: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "pgd_steps"):
+        for name in ("epochs", "batch_size"):
             if getattr(self, name) < (1 if name == "batch_size" else 0):
                 raise CertpruneError(f"fine-tuning {name} must be {'positive' if name == 'batch_size' else '>= 0'}, "
                                      f"got {getattr(self, name)}")
         if self.rs_bounds not in RS_BOUNDS:
             raise CertpruneError(f"unknown RS bounds {self.rs_bounds!r}; expected one of {', '.join(RS_BOUNDS)}")
-        if self.lr <= 0 or self.rs_lambda < 0 or self.weight_decay < 0:
-            raise CertpruneError(f"fine-tuning needs lr > 0, rs_lambda >= 0 and weight_decay >= 0; got lr={self.lr}, "
-                                 f"rs_lambda={self.rs_lambda}, weight_decay={self.weight_decay}")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Schedule:
-    """Iterative pruning: ``rounds`` rounds, each removing the same share of what is left (ending at the
-    target), each followed by fine-tuning; ``rewind`` restarts every round's fine-tuning from the survivors'
-    weights in the input network (weight rewinding). ``scope``: 'layer' or 'global' selection; ``fold_mean``:
-    fold removed units' mean activation over the data into the next bias."""
-
-    rounds: int = 1
-    rewind: bool = False
-    scope: str = "layer"
-    fold_mean: bool = False
-
-    def __post_init__(self) -> None:
-        if self.rounds < 1:
-            raise CertpruneError(f"rounds must be >= 1, got {self.rounds}")
-        if self.scope not in ("layer", "global"):
-            raise CertpruneError(f"unknown pruning scope {self.scope!r}; expected 'layer' or 'global'")
-
-    def targets(self, sparsity: float) -> list[float]:
-        """Cumulative sparsity after each round: 1 - (1 - s)^(r / rounds)."""
-        return [1 - (1 - sparsity) ** (r / self.rounds) for r in range(1, self.rounds + 1)]
+        weights = {"lr": self.lr, "rs_lambda": self.rs_lambda, "nrs_weight": self.nrs_weight,
+                   "slim_weight": self.slim_weight, "weight_decay": self.weight_decay}
+        if self.lr <= 0 or any(v < 0 for v in weights.values()):
+            raise CertpruneError(f"fine-tuning needs lr > 0 and non-negative weights; got {weights}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise CertpruneError(f"grad_clip must be positive or None, got {self.grad_clip}")
 
 
 def stability_loss(module: NetworkModule, lower: torch.Tensor, upper: torch.Tensor,
@@ -81,6 +211,14 @@ def stability_loss(module: NetworkModule, lower: torch.Tensor, upper: torch.Tens
     pre = module.crown_bounds(lower, upper) if bounds == "crown" else module.interval_bounds(lower, upper)
     terms = [-torch.tanh(1 + lo * hi).flatten(1) for lo, hi in pre]
     return torch.cat(terms, dim=1).mean() if terms else torch.zeros(())
+
+
+def fgsm_attack(module: NetworkModule, x: torch.Tensor, y: torch.Tensor, lower: torch.Tensor,
+                upper: torch.Tensor) -> torch.Tensor:
+    """One step to the corner of each box the loss gradient's sign points to (the sample where it is zero)."""
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(task_loss(module(x), y), x)
+    return torch.where(grad > 0, upper, torch.where(grad < 0, lower, x.detach().clamp(lower, upper)))
 
 
 def pgd_attack(module: NetworkModule, x: torch.Tensor, y: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
@@ -95,30 +233,52 @@ def pgd_attack(module: NetworkModule, x: torch.Tensor, y: torch.Tensor, lower: t
     return x_adv.detach()
 
 
+def regularisers(module: NetworkModule, batch: Batch, step: Step, settings: FinetuneSettings) -> torch.Tensor:
+    """The weighted RS, NRS and slimming terms of one batch."""
+    total = torch.zeros(())
+    if settings.rs_lambda:
+        total = total + settings.rs_lambda * stability_loss(module, *batch.boxes(1.0), settings.rs_bounds)
+    certified = isinstance(settings.regime, Certified)
+    # Under certified training the NRS term uses the loss's own bounds and is added on robust batches only
+    # (the reference's auto_LiRPA script); otherwise it is computed at the full eps on every batch.
+    if settings.nrs_weight and not (certified and batch.factor == 0):
+        pre = step.pre if certified and step.pre is not None else interval_pass(module, *batch.boxes(1.0))[0]
+        total = total + settings.nrs_weight * nrs_loss(module, pre)
+    if settings.slim_weight and len(module.scales):
+        total = total + settings.slim_weight * torch.cat([s.abs() for s in module.scales.values()]).mean()
+    return total
+
+
 def finetune(network: Network, data: PruneData, settings: FinetuneSettings,
              weight_masks: Mapping[int, torch.Tensor] | None = None) -> Network:
-    """Train ``network`` on ``data`` for ``settings.epochs``; masked weights stay exactly zero."""
+    """Train ``network`` on ``data`` for ``settings.epochs``; masked weights stay exactly zero.
+
+    Reproducible: the batch order, the attacks' random starts and every random draw of torch come from
+    ``settings.seed`` (with one thread the result is bitwise the same on a machine).
+    """
     if settings.epochs == 0:
         return network
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     module = NetworkModule(network, weight_masks, input_widths(network, data))
     optimizer = torch.optim.Adam(module.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    step_size = settings.pgd_step_size or 2.5 / max(settings.pgd_steps, 1)
+    per_epoch = math.ceil(len(data) / settings.batch_size)
+    total, step = settings.epochs * per_epoch, 0
     x_all, y_all = data.x.to(torch.float32), data.y
     for _ in range(settings.epochs):
         order = torch.randperm(len(data), generator=generator)
         for start in range(0, len(data), settings.batch_size):
+            step += 1
+            for group in optimizer.param_groups:
+                group["lr"] = settings.lr * 0.1 ** sum(step > share * total for share in settings.lr_decay_at)
             rows = order[start: start + settings.batch_size]
-            x, y = x_all[rows], y_all[rows]
-            lower, upper = data.boxes(x)
-            if settings.pgd_steps:
-                x = pgd_attack(module, x, y, lower, upper, settings.pgd_steps, step_size, generator)
-            loss = task_loss(module(x), y)
-            if settings.rs_lambda:
-                loss = loss + settings.rs_lambda * stability_loss(module, lower, upper, settings.rs_bounds)
+            batch = Batch(x_all[rows], y_all[rows], data, settings.eps_schedule.factor(step, per_epoch), generator)
+            result = settings.regime.loss(module, batch)
+            loss = result.loss + regularisers(module, batch, result, settings)
             optimizer.zero_grad()
             loss.backward()
+            if settings.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), settings.grad_clip)
             optimizer.step()
     return module.to_network()
 
@@ -139,59 +299,3 @@ def input_widths(network: Network, data: PruneData) -> torch.Tensor | None:
         width = width * layer.scale.abs() if layer.kind == "affine" else layer.forward(width)
     width = width[0].flatten(1).amax(dim=1) if network.layers[first].kind == "conv2d" else width[0]
     return torch.where(width > 0, width, torch.ones_like(width)).to(torch.float32)
-
-
-@dataclass(frozen=True, eq=False)
-class PruningRun:
-    """The pruned network; ``removed`` per prunable layer of the input network (structured) or the weight
-    keep-masks (unstructured); one record per round."""
-
-    network: Network
-    removed: list[torch.Tensor] | None = None
-    weight_masks: Mapping[int, torch.Tensor] | None = None
-    history: list[dict] = field(default_factory=list)
-
-
-def prune_units(network: Network, criterion: Importance, sparsity: float, data: PruneData,
-                schedule: Schedule = Schedule(), settings: FinetuneSettings = FinetuneSettings(),
-                on_round: Callable[[dict], None] | None = None) -> PruningRun:
-    """Structured iterative pruning: score, remove the lowest units, fine-tune; ``rounds`` times."""
-    sizes = [info.size for info in prunable_layers(network)]
-    kept = [torch.arange(n) for n in sizes]  # surviving units, numbered as in the input network
-    current, history = network, []
-    for r, target in enumerate(schedule.targets(sparsity), 1):
-        scores = restrict(criterion, network, kept).scores(current, data)
-        remove = select_units(current, scores, target, schedule.scope, original_sizes=sizes)
-        kept = [k[~m] for k, m in zip(kept, remove)]
-        if schedule.rewind:
-            current, remove = network, [_complement(k, n) for k, n in zip(kept, sizes)]
-        fill = mean_fill(current, data.x) if schedule.fold_mean else None
-        current = finetune(remove_units(current, remove, fill), data, settings)
-        history.append({"round": r, "sparsity": target, "units": [len(k) for k in kept],
-                        "parameters": current.parameter_count})
-        if on_round is not None:
-            on_round(history[-1])
-    return PruningRun(current, [_complement(k, n) for k, n in zip(kept, sizes)], None, history)
-
-
-def prune_weights(network: Network, sparsity: float, data: PruneData, schedule: Schedule = Schedule(),
-                  settings: FinetuneSettings = FinetuneSettings(),
-                  on_round: Callable[[dict], None] | None = None) -> PruningRun:
-    """Unstructured iterative global magnitude pruning: masks (not surgery), kept during fine-tuning."""
-    current, masks, history = network, None, []
-    for r, target in enumerate(schedule.targets(sparsity), 1):
-        new = global_magnitude_masks(current, target)
-        masks = new if masks is None else {i: m & masks[i] for i, m in new.items()}
-        start = network if schedule.rewind else current
-        current = finetune(apply_weight_masks(start, masks), data, settings, masks)
-        kept = sum(int(m.sum()) for m in masks.values())
-        history.append({"round": r, "sparsity": target, "weights": kept})
-        if on_round is not None:
-            on_round(history[-1])
-    return PruningRun(current, None, masks, history)
-
-
-def _complement(kept: torch.Tensor, size: int) -> torch.Tensor:
-    mask = torch.ones(size, dtype=torch.bool)
-    mask[kept] = False
-    return mask

@@ -19,7 +19,7 @@ from certprune.network import Conv2d, Dense
 from certprune.onnx_io import load_onnx, save_onnx
 from certprune.parity import check_parity
 from certprune.prune import (
-    SNIP, BatchNormScale, Magnitude, PruneData, Random, Stability, Taylor, dead_units, mask_units, mean_fill,
+    NRS, SNIP, BatchNormScale, Magnitude, PruneData, Random, Stability, Taylor, dead_units, mask_units, mean_fill,
     prunable_layers, prune_dead, remove_units, select_units,
 )
 from certprune.prune.importance import CRITERIA
@@ -44,6 +44,8 @@ CRITERIA_UNDER_TEST = {
     "slimming": lambda net: BatchNormScale(_gammas(net)),
     "stability": lambda net: Stability(samples=16),
     "stability-ibp": lambda net: Stability(method=IBP(), samples=16, gammas=_gammas(net)),
+    "nrs": lambda net: NRS(samples=16),
+    "nrs-gamma": lambda net: NRS(samples=16, gammas=_gammas(net)),
 }
 
 

@@ -60,3 +60,28 @@ def test_prune_command_user_errors_exit_2(tmp_path, capsys):
     assert main(["prune", str(MODELS / "german_small.onnx"), "--method", "random", "--sparsity", "0.5",
                  "--data", "mnist", "-o", str(tmp_path / "y.onnx")]) == 2
     assert "takes inputs (20,)" in capsys.readouterr().err
+
+
+def test_prune_command_nrs_with_certified_training_in_lottery_rounds(tmp_path, capsys):
+    out = tmp_path / "nrs.onnx"
+    code = main([
+        "prune", str(MODELS / "mnist_mlp_100x2.onnx"), "--method", "nrs", "--train", "certified", "--lottery",
+        "--sparsity", "0.2", "--epochs", "1", "--data", "mnist", "--eps", "0.02", "--boxes", "5", "-o", str(out)])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "training certified" in captured.out and "CROWN-certified" in captured.out
+    rounds = [line.split()[0] for line in captured.err.splitlines()[1:]]
+    assert rounds == ["0", "1", "2"]  # the dense round, then 11% and 20% of the units
+    shapes = [tuple(t.dims) for t in onnx.load(str(out)).graph.initializer if t.name.endswith("_W")]
+    assert sum(s[0] for s in shapes[:-1]) == 160
+    assert main(["certify", str(out), "--data", "mnist", "--eps", "0.02", "-n", "3", "--timeout", "5"]) in (0, 10, 20)
+    assert "certified accuracy" in capsys.readouterr().out
+
+
+def test_prune_command_refuses_training_options_that_do_not_fit(tmp_path, capsys):
+    args = ["prune", str(MODELS / "mnist_mlp_100x2.onnx"), "--method", "nrs", "--sparsity", "0.5", "--data", "mnist",
+            "-o", str(tmp_path / "x.onnx")]
+    assert main(args + ["--train", "certified"]) == 2
+    assert "needs --epochs > 0" in capsys.readouterr().err
+    assert main(args + ["--train", "certified", "--epochs", "1", "--pgd-steps", "3"]) == 2
+    assert "--pgd-steps is for adversarial training" in capsys.readouterr().err

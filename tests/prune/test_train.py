@@ -9,7 +9,7 @@ from certprune.bounds import IBP
 from certprune.errors import CertpruneError, UnsupportedLayerError
 from certprune.onnx_io import load_onnx
 from certprune.prune import (
-    BatchNormScale, FinetuneSettings, Magnitude, NetworkModule, PruneData, Schedule, Stability,
+    Adversarial, BatchNormScale, FinetuneSettings, Magnitude, NetworkModule, PruneData, Schedule, Stability,
     global_magnitude_masks, pgd_attack, prunable_layers, prune, prune_units, prune_weights, select_units,
     stability_loss, unstable_neurons,
 )
@@ -72,7 +72,8 @@ def test_pgd_stays_in_the_box_and_does_not_lower_the_loss():
     loss = nn.functional.cross_entropy
     with torch.no_grad():
         assert float(loss(module(x_adv), data.y)) >= float(loss(module(data.x), data.y))
-    tuned = prune_units(network, Magnitude(), 0.5, data, settings=FinetuneSettings(epochs=1, pgd_steps=3)).network
+    tuned = prune_units(network, Magnitude(), 0.5, data, settings=FinetuneSettings(
+        epochs=1, regime=Adversarial(attack="pgd", steps=3))).network
     assert tuned.relu_count == network.relu_count // 2
 
 
@@ -83,8 +84,8 @@ def test_iterative_rounds_with_rewinding_reach_the_target():
                       FinetuneSettings(epochs=1))
     sizes = [info.size for info in prunable_layers(network)]
     assert [int(m.sum()) for m in run.removed] == [round(0.6 * n) for n in sizes]
-    assert [r["units"] for r in run.history][-1] == [n - round(0.6 * n) for n in sizes]
-    assert len(run.history) == 3 and run.history[0]["sparsity"] < run.history[1]["sparsity"] < 0.6 + 1e-9
+    assert [r.units for r in run.history][-1] == [n - round(0.6 * n) for n in sizes]
+    assert len(run.history) == 3 and run.history[0].sparsity < run.history[1].sparsity < 0.6 + 1e-9
 
 
 def test_global_scope_takes_the_share_over_all_layers():
