@@ -31,7 +31,7 @@ class Schedule:
     """How the target sparsity is reached.
 
     ``rounds`` rounds removing the same share of what is left, or, with ``rate``, rounds removing ``rate`` of
-    what is left until the target (the last round takes what remains to it). ``init``: start from the model's
+    what is left, as many as come nearest to the target (the last round lands on it). ``init``: start from the model's
     weights, or from a random initialisation of its architecture (seeded by the fine-tuning seed; a random
     start needs training before the first scoring, so ``train_dense`` is implied). ``train_dense``: train the
     unpruned network first (round 0) and score that. ``rewind``: every round trains the survivors from their
@@ -65,11 +65,11 @@ class Schedule:
         """Cumulative sparsity after each round: 1 - (1 - s)^(r / rounds), or 1 - (1 - rate)^r up to s."""
         if self.rate is None:
             return [1 - (1 - sparsity) ** (r / self.rounds) for r in range(1, self.rounds + 1)]
-        targets, r = [], 1
-        while 1 - (1 - self.rate) ** r < sparsity - 1e-9:
-            targets.append(1 - (1 - self.rate) ** r)
-            r += 1
-        return targets + [sparsity]
+        if sparsity <= 0:
+            return [sparsity]
+        # As many rounds as the rate takes to the target, the nearest whole number; the last lands on it.
+        count = max(1, round(math.log(1 - sparsity) / math.log(1 - self.rate)))
+        return [1 - (1 - self.rate) ** r for r in range(1, count)] + [sparsity]
 
 
 @dataclass(frozen=True, eq=False)
