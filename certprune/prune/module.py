@@ -182,22 +182,25 @@ def interval_pass(module: NetworkModule, lower: torch.Tensor, upper: torch.Tenso
         if index == last:
             last_input = (center, radius)
         layer = module.layer(index)
-        if isinstance(layer, Dense):
-            center, radius = F.linear(center, layer.weight, layer.bias), F.linear(radius, layer.weight.abs())
-        elif isinstance(layer, Conv2d):
-            args = (layer.stride, layer.padding, layer.dilation)
-            center = F.conv2d(center, layer.weight, layer.bias, *args)
-            radius = F.conv2d(radius, layer.weight.abs(), None, *args)
-        elif isinstance(layer, Affine):
-            center, radius = center * layer.scale + layer.shift, radius * layer.scale.abs()
-        elif isinstance(layer, Flatten):
-            center, radius = center.flatten(1), radius.flatten(1)
-        else:
-            lo, hi = center - radius, center + radius
-            pre.append((lo, hi))
-            lo, hi = torch.relu(lo), torch.relu(hi)
-            center, radius = (lo + hi) / 2, (hi - lo) / 2
+        if isinstance(layer, ReLU):
+            pre.append((center - radius, center + radius))
+        center, radius = interval_step(layer, center, radius)
     return pre, last_input
+
+
+def interval_step(layer: Layer, center: torch.Tensor, radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer of interval arithmetic in center-radius form."""
+    if isinstance(layer, Dense):
+        return F.linear(center, layer.weight, layer.bias), F.linear(radius, layer.weight.abs())
+    if isinstance(layer, Conv2d):
+        args = (layer.stride, layer.padding, layer.dilation)
+        return F.conv2d(center, layer.weight, layer.bias, *args), F.conv2d(radius, layer.weight.abs(), None, *args)
+    if isinstance(layer, Affine):
+        return center * layer.scale + layer.shift, radius * layer.scale.abs()
+    if isinstance(layer, Flatten):
+        return center.flatten(1), radius.flatten(1)
+    lo, hi = torch.relu(center - radius), torch.relu(center + radius)
+    return (lo + hi) / 2, (hi - lo) / 2
 
 
 def unit_affines(network: Network) -> dict[int, tuple[int, ...]]:

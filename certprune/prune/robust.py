@@ -22,7 +22,7 @@ from certprune.bounds.crown import RULES, relax
 from certprune.bounds.linear import LinearBound, concretize
 from certprune.network import Affine, Dense, ReLU
 from certprune.prune.metrics import margin_spec
-from certprune.prune.module import NetworkModule, interval_pass
+from certprune.prune.module import NetworkModule, interval_pass, interval_step
 from certprune.prune.structure import prunable_layers
 
 NRS_C = 1e-8  # the constant c of -tanh(1 + l u / (gamma^2 + c)) (the reference's auto_LiRPA script)
@@ -51,9 +51,8 @@ def ibp_spec(module: NetworkModule, center: torch.Tensor, radius: torch.Tensor, 
     if isinstance(last, Dense):
         weight, bias = C @ last.weight, C @ last.bias
     else:
-        out = last.forward(center)
-        radius = last.forward(radius) if not isinstance(last, Affine) else radius * last.scale.abs()
-        center, weight, bias = out, C, torch.zeros(C.shape[:-1], dtype=C.dtype)
+        center, radius = interval_step(last, center, radius)
+        weight, bias = C, torch.zeros(C.shape[:-1], dtype=C.dtype)
     center, radius = center.flatten(1)[:, :, None], radius.flatten(1)[:, :, None]
     return (weight @ center).squeeze(-1) + bias - (weight.abs() @ radius).squeeze(-1)
 

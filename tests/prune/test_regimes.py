@@ -83,3 +83,23 @@ def test_certified_training_verifies_more_than_its_naturally_trained_twin():
             accuracy[regime.name] = float((predict(trained(test.x)) == test.y).float().mean())
     assert accuracy["natural"] > 0.8 and accuracy["certified"] > 0.7
     assert proven["certified"] >= proven["natural"] + 30, proven
+
+
+def test_the_nrs_and_slimming_regularisers_do_what_they_penalise():
+    from certprune.prune import nrs_loss, unfold_batchnorm
+    from certprune.prune.module import interval_pass, unit_affines
+
+    network, data = _task()
+    network = unfold_batchnorm(network)
+    lower, upper = data.boxes()
+    base = FinetuneSettings(epochs=3, batch_size=32, lr=1e-2)
+    plain = finetune(network, data, base)
+    nrs_trained = finetune(network, data, FinetuneSettings(**{**base.__dict__, "nrs_weight": 5.0}))
+    slim_trained = finetune(network, data, FinetuneSettings(**{**base.__dict__, "slim_weight": 1.0}))
+    with torch.no_grad():
+        losses = [float(nrs_loss(m, interval_pass(m, lower, upper)[0]))
+                  for m in (NetworkModule(plain), NetworkModule(nrs_trained))]
+        scales = [float(torch.cat([s.abs() for s in NetworkModule(n).scales.values()]).mean())
+                  for n in (plain, slim_trained)]
+    assert losses[1] < losses[0] and scales[1] < scales[0]
+    assert len(unit_affines(slim_trained)) == len(unit_affines(network))

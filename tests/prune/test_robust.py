@@ -34,10 +34,18 @@ def _sampled_margins(network, y, lower, upper, count=3000, seed=1):
     return torch.einsum("bkn,sbn->sbk", margin_spec(y, n), logits)
 
 
-@pytest.mark.parametrize("net_name", sorted(NETWORKS))
+def _affine_last(seed: int = 0) -> Network:
+    """A network whose logits pass through an Affine after the last Dense (IBP cannot merge C into it)."""
+    g = torch.Generator().manual_seed(seed)
+    return Network((Dense(torch.randn(8, 5, generator=g), torch.randn(8, generator=g)), ReLU(),
+                    Dense(torch.randn(3, 8, generator=g), torch.zeros(3)),
+                    Affine(torch.tensor([1.5, -0.5, 2.0]), torch.tensor([0.1, 0.0, -0.3]))), (5,))
+
+
+@pytest.mark.parametrize("net_name", sorted(NETWORKS) + ["affine_last"])
 @pytest.mark.parametrize("crown_share", [0.0, 0.5, 1.0])
 def test_margin_bounds_of_the_loss_hold_on_sampled_inputs(net_name, crown_share):
-    network = NETWORKS[net_name]()
+    network = _affine_last() if net_name == "affine_last" else NETWORKS[net_name]()
     x, y, lower, upper = _boxes(network)
     bound, pre = margin_lower_bounds(NetworkModule(network), lower, upper, y, crown_share)
     sampled = _sampled_margins(network, y, lower, upper)
