@@ -6,8 +6,8 @@ initialisation of the architecture, round 0 trains the dense network, then every
 remaining hidden units (11% in the full run), rewinds the survivors to their initial weights and trains again.
 Methods: ``magnitude`` (L1 norm of a unit's weights, per layer), ``random`` (global), ``slimming`` (a per-unit
 scale trained with an L1 penalty of 1e-4, global), ``nrs`` (the NRS criterion with the NRS regulariser,
-global), optionally ``unstructured`` (global weight magnitude, 20% of the weights per round; its sparsity is
-of weights). ``dense`` is round 0 of the magnitude run (plain training) and ``dense+nrs`` round 0 of the NRS
+global), optionally ``nrs-layer`` (the same ranked within each layer) and ``unstructured`` (global weight
+magnitude, 20% of the weights per round; its sparsity is of weights). ``dense`` is round 0 of the magnitude run (plain training) and ``dense+nrs`` round 0 of the NRS
 run (trained with the NRS regulariser, not pruned).
 
 Every reported network (round 0 and the rounds of ``--report-rounds``) is verified completely on the first N
@@ -46,6 +46,7 @@ from certprune.prune import protocol
 MODELS = Path(__file__).resolve().parents[1] / "models"
 REGIMES = ("natural", "adversarial", "certified")
 METHODS = ("magnitude", "random", "slimming", "nrs")
+EXTRA = ("nrs-layer", "unstructured")  # NRS ranked per layer instead of globally; the reference's l1unstruct
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ SETUPS = {s.model: s for s in (Setup("mnist_mlp_100x2", "mnist", 0.02), Setup("m
 
 
 def criterion(method: str, seed: int):
-    return {"magnitude": Magnitude(), "random": Random(seed=seed), "slimming": BatchNormScale(), "nrs": NRS()}[method]
+    return {"magnitude": Magnitude(), "random": Random(seed=seed), "slimming": BatchNormScale(), "nrs": NRS(),
+            "nrs-layer": NRS()}[method]
 
 
 def run_method(setup: Setup, regime: str, method: str, seed: int, args, done: set, out: Path) -> None:
@@ -78,8 +80,10 @@ def run_method(setup: Setup, regime: str, method: str, seed: int, args, done: se
     if gammas or method == "slimming":
         network = unfold_batchnorm(network)  # a trained per-unit scale, starting at 1 (the weights are re-drawn)
     train, test = load_data(setup.data, "train", setup.eps), load_data(setup.data, "test", setup.eps)
-    settings = protocol.training(regime, args.epochs, method, seed=seed, batch_size=setup.batch_size)
-    schedule = protocol.lottery(method, **({"rate": args.rate} if args.quick else {}))
+    base = "nrs" if method == "nrs-layer" else method
+    settings = protocol.training(regime, args.epochs, base, seed=seed, batch_size=setup.batch_size)
+    options = {"rate": args.rate} if args.quick else {}
+    schedule = protocol.lottery(base, **options, **({"scope": "layer"} if method == "nrs-layer" else {}))
     target = 1 - (1 - schedule.rate) ** max(args.report_rounds)
     rounds = []
     started = time.perf_counter()
@@ -155,7 +159,7 @@ def summarise(rows: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["setup"], r["regime"], r["method"], r["round"]), []).append(r)
-    order = {m: i for i, m in enumerate(("dense", "dense+nrs") + METHODS + ("unstructured",))}
+    order = {m: i for i, m in enumerate(("dense", "dense+nrs") + METHODS + EXTRA)}
     lines = []
     for setup in sorted({k[0] for k in groups}):
         lines += [f"\n**{setup}** (eps {rows[0]['eps'] if rows else ''}; mean +- 95% interval over seeds)\n",
@@ -194,7 +198,7 @@ def main() -> None:
                         "2 rounds, 30 images, 2 s per image")
     parser.add_argument("--setups", nargs="+", choices=sorted(SETUPS), default=["mnist_mlp_100x2"])
     parser.add_argument("--regimes", nargs="+", choices=REGIMES, default=list(REGIMES))
-    parser.add_argument("--methods", nargs="+", choices=METHODS + ("unstructured",), default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", choices=METHODS + EXTRA, default=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2 (quick: 0 1)")
     parser.add_argument("--epochs", type=int, default=None, help="per round; default 20 (quick: 4)")
     parser.add_argument("--report-rounds", nargs="+", type=int, default=None,
