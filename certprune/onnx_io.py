@@ -10,6 +10,7 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
+from certprune.deadline import Deadline
 from certprune.errors import ModelError, UnsupportedLayerError
 from certprune.fold import fold_affine
 from certprune.network import Affine, Conv2d, Dense, Flatten, Layer, Network, ReLU
@@ -42,9 +43,14 @@ class _Chain:
         return _Activation(self.version)
 
 
-def load_onnx(path: str | Path) -> Network:
-    """Read an ONNX ReLU network into a Network (float32), folding normalisation and BatchNorm."""
+def load_onnx(path: str | Path, deadline: Deadline | None = None) -> Network:
+    """Read an ONNX ReLU network into a Network (float32), folding normalisation and BatchNorm.
+
+    With a ``deadline``, raises ``DeadlineExpired`` once it passes (checked after reading and per node).
+    """
+    deadline = deadline or Deadline.never()
     model = _read_model(Path(path))
+    deadline.check(f"loading {path}")
     graph = model.graph
     constants = _initializers(graph)
     graph_input = _single_input(graph, constants)
@@ -54,6 +60,7 @@ def load_onnx(path: str | Path) -> Network:
     env[graph_input.name] = _Activation(0)
     for position, node in enumerate(graph.node):
         _apply(node, position, env, chain)
+        deadline.check(f"loading {path}")
     if len(graph.output) != 1:
         raise ModelError(f"model has {len(graph.output)} outputs; certprune supports one")
     result = env.get(graph.output[0].name)

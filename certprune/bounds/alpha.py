@@ -10,6 +10,7 @@ from certprune.bounds.base import BoundMethod, Bounds, Problem, check_kinds, fin
 from certprune.bounds.crown import (DEFAULT_CHUNK, RULES, Relaxation, Sweep, both_sides, neuron_states,
                                     output_bounds, sweep)
 from certprune.bounds.ibp import spec_interval
+from certprune.deadline import Deadline
 
 
 class _Parameters:
@@ -79,7 +80,8 @@ class AlphaCROWN(BoundMethod):
     ``iterations`` Adam steps with learning rates ``lr`` (alpha) and ``lr_beta``, each decayed by ``lr_decay``
     per step. The returned bound is the best one seen per element, starting from CROWN's (iteration 0), so it
     is never looser than CROWN. Without ``optimize_upper`` only lower bounds are optimised and upper bounds are
-    CROWN's (half the work when only lower bounds matter, as in branch and bound).
+    CROWN's (half the work when only lower bounds matter, as in branch and bound). Once ``deadline`` has
+    passed no further step is taken: the best bound so far is returned (every step's bound is sound).
     """
 
     iterations: int = 20
@@ -90,6 +92,7 @@ class AlphaCROWN(BoundMethod):
     optimize_upper: bool = True
     chunk_elements: int = DEFAULT_CHUNK
     fixed_intermediate: bool = False  # with a prior: keep its ReLU input bounds (see CROWN)
+    deadline: Deadline | None = None
     name = "alpha-crown"
 
     def __post_init__(self) -> None:
@@ -122,7 +125,7 @@ class AlphaCROWN(BoundMethod):
             for step in range(self.iterations + 1):
                 bound = output_bounds(problem, result, params.relaxations(), spec)
                 best = bound.detach() if best is None else torch.maximum(best, bound.detach())
-                if step == self.iterations:
+                if step == self.iterations or (self.deadline is not None and self.deadline.expired()):
                     break
                 # Rows and boxes are independent (own slopes and multipliers), so the sum ascends each.
                 params.set_gradients(torch.autograd.grad(-bound.sum(), params.tensors))

@@ -78,12 +78,15 @@ class MilpStatus(str, enum.Enum):
 @dataclass(frozen=True, eq=False)
 class MilpResult:
     """``x`` (float32, the network's per-sample input shape) is set only for a confirmed ``sat``;
-    ``reason`` says why an answer other than sat/unsat decided nothing, and who proved an unsat."""
+    ``reason`` says why an answer other than sat/unsat decided nothing, and who proved an unsat.
+    ``point`` (float64, clipped to the box) is the solver's point when it was not confirmed: no
+    counterexample, but a place where a falsifier may start."""
 
     status: MilpStatus
     x: np.ndarray | None = None
     seconds: float = 0.0
     reason: str = ""
+    point: np.ndarray | None = None
 
 
 class Optimum(NamedTuple):
@@ -116,12 +119,14 @@ def solve_milp(network: Network, lower, upper, pre_bounds: PreBounds, A, b, time
     model = _Encoding.build(network, lower, upper, pre_bounds, integer_inputs)
     question = _Question.make(model, A, b, slack)
     answer = question.ask(model, deadline, HIGHS_OPTIONS)
+    point = None
     if answer.x is not None:
         x = model.confirm(network, answer.x, A, b)
         if x is not None:
             return MilpResult(MilpStatus.SAT, x, time.perf_counter() - started)
+        point = model.point(answer.x)
     if answer.status is not MilpStatus.UNSAT:
-        return MilpResult(answer.status, seconds=time.perf_counter() - started, reason=answer.reason)
+        return MilpResult(answer.status, seconds=time.perf_counter() - started, reason=answer.reason, point=point)
     second = _second_opinion(network, model, question, deadline)
     if second.status is MilpStatus.SAT:
         return replace(second, seconds=time.perf_counter() - started)
