@@ -1,60 +1,194 @@
-"""A fast falsifier: box sampling then batched sign-gradient descent (PGD) on the violation margin.
+"""The falsifier: find an input in a box whose outputs meet a disjunction of conjunctions A_k @ y <= b_k.
 
-The question is the verifier's: is there an ``x`` in ``[lower, upper]`` whose outputs ``y`` satisfy some
-conjunction ``A_k @ y <= b_k``? The attack minimises
+It minimises the margin loss
 
     loss(x) = min_k max_i (A_k @ y - b_k)_i        (<= 0 exactly at a counterexample)
 
-first over random points (the center, box corners and uniform samples), then by PGD from the best of
-them and from fresh random starts, all restarts in one batch. A point is returned only after the
-network, run in float32, meets a conjunction exactly on its float32 input inside the box. Nothing is
-claimed on the original model: ``replay_on_onnx`` checks that with onnxruntime.
+which covers every VNN-LIB shape: one row (a threshold), both sides of one output (a band: the larger of
+the two violations), many outputs, and disjunctions (the nearest conjunction). Only the box's free
+coordinates are searched (VNN-LIB boxes often fix most inputs). A round tries random points first (the
+center, box corners, faces, uniform samples, the caller's starting points and the best points of earlier
+rounds), then descends by signed gradient steps from the most promising of them and from fresh random
+starts, all restarts in one batch. A point is returned only after the network, run in float32, meets a
+conjunction exactly on its float32 input inside the box, and the caller's ``accept`` (the replay on the
+original model) agrees; ``replay_on_onnx`` is that replay for ONNX files.
 """
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from certprune.deadline import Deadline
 from certprune.floats import float32_box
 from certprune.network import Network
 from certprune.runtime import OnnxRuntimeModel
 
-ALL_CORNERS_UP_TO = 10  # inputs of at most this many coordinates get every box corner
+ALL_CORNERS_UP_TO = 10  # boxes with at most this many free coordinates get every corner
+KEEP = 16  # best points kept between rounds
+CHUNK = 256  # points evaluated at once while sampling (the deadline is checked between chunks)
+Accept = Callable[[np.ndarray], bool]
 
 
 def find_counterexample(network: Network, lower, upper, A_list: Sequence, b_list: Sequence, *,
                         restarts: int = 16, steps: int = 50, samples: int = 2048, seed: int = 0,
-                        time_limit: float | None = None) -> np.ndarray | None:
+                        time_limit: float | None = None, deadline: Deadline | None = None,
+                        accept: Accept | None = None) -> np.ndarray | None:
     """A float32 input (network input shape) meeting some ``A_list[k] @ y <= b_list[k]``, or None.
 
     ``lower``/``upper`` have the network's per-sample input shape (or are flat). ``samples`` random
     points are tried first (for low-dimensional inputs, raising it is the cheapest way to search harder),
-    then ``restarts`` descents of ``steps`` steps. Deterministic for a given ``seed``; ``time_limit``
-    (seconds) stops the descent early.
+    then ``restarts`` descents of ``steps`` steps. Deterministic for a given ``seed``; the search stops at
+    ``deadline`` (or after ``time_limit`` seconds).
     """
-    deadline = math.inf if time_limit is None else time.perf_counter() + time_limit
-    net32 = network.to(torch.float32)
-    lo, hi = (torch.from_numpy(v.reshape(network.input_shape)) for v in float32_box(_numpy(lower), _numpy(upper), outward=False))
-    spec = _Spec(A_list, b_list)
-    if spec.A.shape[1] != math.prod(network.output_shape):
-        raise ValueError(f"constraints have {spec.A.shape[1]} columns, the network has "
-                         f"{math.prod(network.output_shape)} outputs")
-    generator = torch.Generator().manual_seed(seed)
-    candidates = _initial_points(lo, hi, samples, generator)
-    with torch.no_grad():
-        losses = spec.loss(net32(candidates))
-    found = _first_confirmed(net32, candidates, losses, spec)
-    if found is not None or steps <= 0 or restarts <= 0:
-        return found
-    best = candidates[torch.argsort(losses, stable=True)[:(restarts + 1) // 2]]
-    fresh = lo + torch.rand((restarts - len(best), *lo.shape), generator=generator) * (hi - lo)
-    starts = torch.max(torch.min(torch.cat([best, fresh]), hi), lo)
-    return _descend(net32, starts, lo, hi, spec, steps, deadline)
+    if deadline is None:
+        deadline = Deadline.never() if time_limit is None else Deadline(time_limit)
+    falsifier = Falsifier(network, lower, upper, A_list, b_list, seed=seed, accept=accept)
+    return falsifier.round(deadline, restarts=restarts, steps=steps, samples=samples)
+
+
+class Falsifier:
+    """The falsifier of one box, run in rounds that share what they learnt (the best points so far)."""
+
+    def __init__(self, network: Network, lower, upper, A_list: Sequence, b_list: Sequence, *, seed: int = 0,
+                 accept: Accept | None = None) -> None:
+        self.net = network.to(torch.float32)
+        self.shape = network.input_shape
+        lo, hi = float32_box(_numpy(lower).ravel(), _numpy(upper).ravel(), outward=False)
+        if lo.size != math.prod(self.shape):
+            raise ValueError(f"box has {lo.size} coordinates, the network input {self.shape} has "
+                             f"{math.prod(self.shape)}")
+        self.spec = _Spec(A_list, b_list)
+        if self.spec.A.shape[1] != math.prod(network.output_shape):
+            raise ValueError(f"constraints have {self.spec.A.shape[1]} columns, the network has "
+                             f"{math.prod(network.output_shape)} outputs")
+        self.base = torch.from_numpy(lo)
+        self.free = torch.from_numpy(np.flatnonzero(hi > lo))
+        self.lo, self.hi = self.base[self.free], torch.from_numpy(hi)[self.free]
+        self.accept = accept
+        self.generator = torch.Generator().manual_seed(seed)
+        self.best = torch.empty(0, len(self.free))  # free coordinates of the best points so far
+        self.best_loss = torch.empty(0)
+        self.rounds = 0
+
+    @property
+    def lowest_loss(self) -> float:
+        """The smallest loss seen: how far the best point so far is from a counterexample (inf if none)."""
+        return float(self.best_loss.min()) if len(self.best_loss) else math.inf
+
+    def round(self, deadline: Deadline, *, restarts: int = 16, steps: int = 50, samples: int = 2048,
+              starts: np.ndarray | None = None, step_scale: float = 0.25) -> np.ndarray | None:
+        """One round: sampling, then ``restarts`` descents of ``steps`` steps starting at ``step_scale``
+        times the box width. ``starts``: extra points (network input shape, batched) to try and descend from."""
+        self.rounds += 1
+        extra = self._free_part(starts)
+        initial = self._initial_points(samples) if samples > 0 else self.best[:0]
+        candidates = torch.cat([extra, self.best, initial])
+        losses, found = self._sample(candidates, deadline)
+        candidates = candidates[:len(losses)]
+        if found is not None or steps <= 0 or restarts <= 0 or deadline.expired() or not len(self.free):
+            return found
+        order = torch.argsort(losses, stable=True)
+        chosen = torch.cat([extra, candidates[order[:max((restarts + 1) // 2 - len(extra), 0)]]])[:restarts]
+        fresh = self.lo + torch.rand((restarts - len(chosen), len(self.free)), generator=self.generator) * (
+            self.hi - self.lo)
+        return self._descend(torch.cat([chosen, fresh]), steps, step_scale, deadline)
+
+    # ---- points ---------------------------------------------------------------------------------
+
+    def inputs(self, z: torch.Tensor) -> torch.Tensor:
+        """Network inputs (B, *shape) from free coordinates (B, k)."""
+        x = self.base.expand(len(z), -1).clone()
+        x[:, self.free] = z
+        return x.view(len(z), *self.shape)
+
+    def _free_part(self, starts) -> torch.Tensor:
+        if starts is None or len(starts) == 0:
+            return self.best[:0]
+        flat = torch.as_tensor(np.asarray(starts, dtype=np.float32)).reshape(len(starts), -1)
+        return torch.max(torch.min(flat[:, self.free], self.hi), self.lo)
+
+    def _initial_points(self, samples: int) -> torch.Tensor:
+        """The center, box corners (all of them for few free coordinates), and random points of which half
+        lie on faces: each coordinate at its lower or upper bound with probability 1/4 each, as
+        counterexamples of piecewise-linear networks often sit on the boundary of the box."""
+        k = len(self.free)
+        if k == 0:
+            return torch.zeros(1, 0)
+        if k <= ALL_CORNERS_UP_TO:
+            bits = ((torch.arange(2 ** k)[:, None] >> torch.arange(k)) & 1).float()
+        else:
+            bits = torch.randint(0, 2, (samples // 8, k), generator=self.generator).float()
+        u = torch.rand((samples, k), generator=self.generator)
+        side = torch.rand((samples // 2, k), generator=self.generator)
+        u[:samples // 2] = torch.where(side < 0.25, 0.0, torch.where(side > 0.75, 1.0, u[:samples // 2]))
+        fractions = torch.cat([torch.full((1, k), 0.5), bits, u])
+        return self._clip(self.lo + fractions * (self.hi - self.lo))  # float32 rounding may step outside
+
+    def _clip(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.max(torch.min(z, self.hi), self.lo)
+
+    def _sample(self, z: torch.Tensor, deadline: Deadline) -> tuple[torch.Tensor, np.ndarray | None]:
+        """Losses of the points, chunk by chunk, and the first counterexample among them; stops early (fewer
+        losses) at a counterexample or when the deadline passes."""
+        out, found = [], None
+        with torch.no_grad():
+            for start in range(0, len(z), CHUNK):
+                chunk = z[start:start + CHUNK]
+                out.append(self.spec.loss(self.net(self.inputs(chunk))))
+                self._remember(chunk, out[-1])
+                found = self._first_confirmed(chunk, out[-1])
+                if found is not None or deadline.expired():
+                    break
+        return (torch.cat(out) if out else torch.empty(0)), found
+
+    def _remember(self, z: torch.Tensor, losses: torch.Tensor) -> None:
+        points, values = torch.cat([self.best, z.detach()]), torch.cat([self.best_loss, losses.detach()])
+        ids = torch.unique(points, dim=0, return_inverse=True)[1]
+        keep, seen = [], set()
+        for index in torch.argsort(values, stable=True).tolist():
+            if int(ids[index]) not in seen:
+                seen.add(int(ids[index]))
+                keep.append(index)
+                if len(keep) == KEEP:
+                    break
+        self.best, self.best_loss = points[keep], values[keep]
+
+    # ---- descent --------------------------------------------------------------------------------
+
+    def _descend(self, z: torch.Tensor, steps: int, step_scale: float, deadline: Deadline) -> np.ndarray | None:
+        """Sign-gradient steps, shrinking geometrically from ``step_scale`` to 1/25 of it times the width."""
+        width = self.hi - self.lo
+        for step in range(steps):
+            z = z.detach().requires_grad_(True)
+            losses = self.spec.loss(self.net(self.inputs(z)))
+            self._remember(z, losses)
+            found = self._first_confirmed(z.detach(), losses.detach())
+            if found is not None or deadline.expired():
+                return found
+            (grad,) = torch.autograd.grad(losses.sum(), z)
+            size = step_scale * (0.04 ** (step / max(steps - 1, 1)))
+            z = self._clip(z.detach() - size * width * grad.sign())
+        with torch.no_grad():
+            losses = self.spec.loss(self.net(self.inputs(z)))
+        self._remember(z, losses)
+        return self._first_confirmed(z, losses)
+
+    def _first_confirmed(self, z: torch.Tensor, losses: torch.Tensor) -> np.ndarray | None:
+        """The candidate with the lowest non-positive loss that passes the exact float32 check and ``accept``."""
+        for index in torch.argsort(losses, stable=True)[:8].tolist():
+            if not losses[index] <= 0:
+                return None
+            point = self.inputs(z[index:index + 1].detach())
+            with torch.no_grad():
+                y = self.net(point)[0].numpy()
+            candidate = point[0].numpy().copy()
+            if self.spec.holds(y) and (self.accept is None or self.accept(candidate)):
+                return candidate
+        return None
 
 
 def replay_on_onnx(onnx_model: str | Path | OnnxRuntimeModel, x, A, b, tolerance: float = 0.0) -> bool:
@@ -100,51 +234,6 @@ class _Spec:
         """Exact check on one output (float64 arithmetic on the float32 outputs)."""
         gap = self.A64 @ y.astype(np.float64).ravel() - self.b64
         return any(bool(np.all(gap[s:e] <= 0)) for s, e in zip(self.groups[:-1], self.groups[1:]))
-
-
-def _initial_points(lo: torch.Tensor, hi: torch.Tensor, samples: int, generator: torch.Generator) -> torch.Tensor:
-    """The center, box corners (all of them for small inputs), and random points of which half lie on
-    faces: each coordinate at its lower or upper bound with probability 1/4 each, as counterexamples
-    of piecewise-linear networks often sit on the boundary of the box."""
-    n = lo.numel()
-    if n <= ALL_CORNERS_UP_TO:
-        bits = ((torch.arange(2 ** n)[:, None] >> torch.arange(n)) & 1).float()
-    else:
-        bits = torch.randint(0, 2, (samples // 8, n), generator=generator).float()
-    u = torch.rand((samples, n), generator=generator)
-    side = torch.rand((samples // 2, n), generator=generator)
-    u[:samples // 2] = torch.where(side < 0.25, 0.0, torch.where(side > 0.75, 1.0, u[:samples // 2]))
-    fractions = torch.cat([torch.full((1, n), 0.5), bits, u]).view(-1, *lo.shape)
-    return torch.max(torch.min(lo + fractions * (hi - lo), hi), lo)  # float32 rounding may step outside
-
-
-def _descend(net: Network, x: torch.Tensor, lo, hi, spec: _Spec, steps: int, deadline: float) -> np.ndarray | None:
-    """Sign-gradient steps, shrinking from a quarter of the box width to 1/100 of it."""
-    width = hi - lo
-    for step in range(steps):
-        x = x.detach().requires_grad_(True)
-        losses = spec.loss(net(x))
-        found = _first_confirmed(net, x.detach(), losses.detach(), spec)
-        if found is not None or time.perf_counter() > deadline:
-            return found
-        (grad,) = torch.autograd.grad(losses.sum(), x)
-        size = 0.25 * (0.04 ** (step / max(steps - 1, 1)))  # geometric decay 1/4 -> 1/100
-        x = torch.max(torch.min(x.detach() - size * width * grad.sign(), hi), lo)
-    with torch.no_grad():
-        return _first_confirmed(net, x, spec.loss(net(x)), spec)
-
-
-def _first_confirmed(net: Network, x: torch.Tensor, losses: torch.Tensor, spec: _Spec) -> np.ndarray | None:
-    """The candidate with the lowest non-positive loss that passes the exact float32 check."""
-    for index in torch.argsort(losses, stable=True)[:8].tolist():
-        if not losses[index] <= 0:
-            return None
-        point = x[index:index + 1].detach()
-        with torch.no_grad():
-            y = net(point)[0].numpy()
-        if spec.holds(y):
-            return point[0].numpy().copy()
-    return None
 
 
 def _numpy(value) -> np.ndarray:

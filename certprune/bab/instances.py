@@ -9,7 +9,8 @@ from typing import Sequence
 import numpy as np
 
 from certprune.bab.attack import replay_on_onnx
-from certprune.bab.search import Constraint, SearchSettings, verify_box
+from certprune.bab.search import Constraint, SearchSettings, float32_inputs, verify_box
+from certprune.deadline import Deadline
 from certprune.errors import PropertyError
 from certprune.network import Network
 from certprune.onnx_io import load_onnx
@@ -60,15 +61,16 @@ def vnnlib_instances(network: Network, prop: VnnlibProperty) -> list[Instance]:
 
 
 def verify_instances(network: Network, onnx_path: str | Path, instances: Sequence[Instance],
-                     settings: SearchSettings) -> Result:
-    """All boxes of one property: falsified if any box is, verified only if every box is."""
+                     settings: SearchSettings, deadline: Deadline | None = None) -> Result:
+    """All boxes of one property: falsified if any box is, verified only if every box is. The boxes share
+    one ``deadline`` (by default ``settings.timeout`` from now)."""
+    deadline = deadline or Deadline(settings.timeout)
     started = time.perf_counter()
     details = []
     for instance in instances:
-        remaining = settings.timeout - (time.perf_counter() - started)
-        if remaining <= 0:
+        if deadline.expired():
             return Result(Verdict.TIMEOUT, seconds=time.perf_counter() - started, settings={"boxes": details})
-        result = verify_one(network, onnx_path, instance, replace(settings, timeout=remaining))
+        result = verify_one(network, onnx_path, instance, settings, deadline)
         details.append({"box": instance.name, "verdict": result.verdict.value, **result.settings})
         if result.verdict is not Verdict.VERIFIED:
             return replace(result, seconds=time.perf_counter() - started, settings={"boxes": details})
@@ -77,13 +79,16 @@ def verify_instances(network: Network, onnx_path: str | Path, instances: Sequenc
                   settings={"boxes": details})
 
 
-def verify_one(network: Network, onnx_path: str | Path, instance: Instance, settings: SearchSettings) -> Result:
-    """One box; a counterexample counts only after onnxruntime agrees on the original file."""
+def verify_one(network: Network, onnx_path: str | Path, instance: Instance, settings: SearchSettings,
+               deadline: Deadline | None = None) -> Result:
+    """One box; a counterexample counts only after onnxruntime agrees on the original file, at a float32
+    input of the box (the rounding to nearest of one of its points, as onnxruntime would receive it)."""
     runtime = OnnxRuntimeModel(onnx_path)
+    lowest, highest = float32_inputs(instance.lower, instance.upper)
 
     def replay(x: np.ndarray) -> bool:
-        flat = np.asarray(x, dtype=np.float64).ravel()
-        if not (np.all(flat >= instance.lower) and np.all(flat <= instance.upper)):
+        flat = np.asarray(x, dtype=np.float32).ravel()
+        if not (np.all(flat >= lowest) and np.all(flat <= highest)):
             return False
         if instance.label is not None:
             return decision(runtime(np.asarray(x, dtype=np.float32).reshape(1, *network.input_shape))[0]) \
@@ -91,7 +96,7 @@ def verify_one(network: Network, onnx_path: str | Path, instance: Instance, sett
         return replay_on_onnx(runtime, x, [A for A, _ in instance.constraints],
                               [b for _, b in instance.constraints])
 
-    return verify_box(network, instance.lower, instance.upper, instance.constraints, settings, replay)
+    return verify_box(network, instance.lower, instance.upper, instance.constraints, settings, replay, deadline)
 
 
 def verify_vnnlib(onnx_path: str | Path, vnnlib_path: str | Path,

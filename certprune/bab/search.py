@@ -1,43 +1,60 @@
 """Complete verification of one input box against a disjunction of linear output constraints.
 
 The question: is there an ``x`` in ``[lower, upper]`` whose logits ``y`` satisfy some conjunction
-``A @ y <= b``? The search tries, in order: an attack (a counterexample ends it), bounds on the whole
-box (IBP, CROWN, alpha-CROWN), then branch and bound: input splitting for low-dimensional inputs and
-ReLU splitting otherwise, with an exact MILP for leaves with few unstable neurons. A conjunction is
-refuted on a region when one of its rows has a lower bound strictly above its right-hand side; the
-bounds are already widened for floating-point rounding, so no tie is ever read as a proof.
+``A @ y <= b``? The search tries, in order: a falsifier round (a counterexample ends it), bounds on the
+whole box (IBP, CROWN, alpha-CROWN), then branch and bound until a proof, a counterexample or the
+deadline: input splitting for boxes with few free coordinates, ReLU splitting otherwise, with an exact
+MILP for leaves with few unstable neurons. A leaf the MILP leaves open (its point does not replay in
+float32, or the solver cannot decide) is not given up: the falsifier starts from the MILP's point, then
+the leaf's input box is split (under the leaf's ReLU splits), down to single float32 inputs that the
+model decides. The falsifier keeps a share of the time throughout, larger when the bounds are far from a
+proof and the falsifier close to a counterexample (as alpha-beta-CROWN attacks during branch and bound).
+
+A conjunction is refuted on a region when one of its rows has a lower bound strictly above its right-hand
+side; the bounds are already widened for floating-point rounding, so no tie is ever read as a proof.
+The float32 inputs of a box are the float32 roundings (to nearest) of its points, as onnxruntime receives
+them: ``[fl(lower), fl(upper)]``. Bounds are computed on the box rounded outward, which contains them.
 """
 from __future__ import annotations
 
-import time
+import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from certprune.bab.attack import find_counterexample
+from certprune.bab.attack import Falsifier
 from certprune.bab.branching import choose_input_dims, choose_relu
+from certprune.bab.domains import BoxQueue, Pattern, bisect
 from certprune.bounds import CROWN, IBP, AlphaCROWN, Bounds
 from certprune.bounds.rounding import forward_error
+from certprune.deadline import Deadline
 from certprune.floats import float32_box
 from certprune.network import Network
 from certprune.smt.milp import solve_milp
 from certprune.types import Certificate, Counterexample, Result, Verdict
 
 Constraint = tuple[np.ndarray, np.ndarray]
-MILP_FAILURES = 3  # undecided MILP leaves after which a search stops calling the MILP
 Replay = Callable[[np.ndarray], bool]
+_bisect = bisect  # the name tests and older callers use
 
 
 @dataclass(frozen=True, kw_only=True)
 class SearchSettings:
-    """How hard to look. Inputs of at most ``input_split_dims`` values are split as boxes, others by ReLUs."""
+    """How hard to look. Boxes with at most ``input_split_dims`` free coordinates are split as boxes, others
+    by ReLUs. ``attack_share`` of the time (up to ``attack_share_max`` when a proof looks unlikely) goes to
+    the falsifier. A batch of domains is sized to take at most ``batch_seconds`` (and a quarter of the time
+    left), so that the deadline holds."""
 
     timeout: float = 60.0
     batch_size: int = 1024
+    batch_seconds: float = 2.0
     attack_restarts: int = 16
     attack_steps: int = 40
+    attack_share: float = 0.1
+    attack_share_max: float = 0.5
     alpha_iterations: int = 20
     input_split_dims: int = 16
     milp_max_unstable: int = 16
@@ -49,36 +66,52 @@ class SearchSettings:
     seed: int = 0
 
 
+class _Found(Exception):
+    """A replayed counterexample, raised from deep inside a step to end the search."""
+
+    def __init__(self, x: np.ndarray, by: str) -> None:
+        super().__init__(by)
+        self.x, self.by = x, by
+
+
 @dataclass
 class _Search:
-    """One question and the running state of its search (time, counts, how it was decided)."""
+    """One question and the running state of its search (time, counts, why domains stayed open)."""
 
     network: Network
     outer: tuple[torch.Tensor, torch.Tensor]  # the box rounded outward: bounds are computed on it
-    inner: tuple[torch.Tensor, torch.Tensor]  # the box rounded inward: counterexamples must lie in it
+    inner: tuple[torch.Tensor, torch.Tensor]  # the float32 inputs of the box: counterexamples lie in it
     constraints: Sequence[Constraint]
     settings: SearchSettings
     replay: Replay | None
+    deadline: Deadline
     C: torch.Tensor = field(init=False)
     rhs: torch.Tensor = field(init=False)
     groups: list[slice] = field(init=False)
-    started: float = field(default_factory=time.perf_counter)
+    falsifier: Falsifier = field(init=False)
     domains: int = 0
     milp_calls: int = 0
+    milp_limit: int = 0  # leaves with at most this many unstable neurons go to the MILP
     decided_by: str = ""
-    milp_failures: int = 0
-    undecided: int = 0
+    open: Counter = field(default_factory=Counter)  # why domains were left to further splitting
+    attack_seconds: float = 0.0
+    attack_share: float = 0.0
     root: Bounds | None = None  # the tightest bounds of the whole box, computed before branching
+    pace: dict = field(default_factory=dict)  # kind of batch -> (domains, seconds) of the last one
     _float_error: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.C, self.rhs, self.groups = stack_constraints(self.constraints)
+        self.milp_limit = self.settings.milp_max_unstable
+        self.attack_share = self.settings.attack_share
+        accept = None if self.replay is None else self.replay
+        self.falsifier = Falsifier(self.network, self.inner[0].numpy(), self.inner[1].numpy(),
+                                   [A for A, _ in self.constraints], [b for _, b in self.constraints],
+                                   seed=self.settings.seed, accept=accept)
 
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-    def out_of_time(self) -> bool:
-        return self.elapsed() > self.settings.timeout
+    @property
+    def free_dims(self) -> int:
+        return int((self.outer[1] > self.outer[0]).sum())
 
     def refuted(self, bounds) -> torch.Tensor:
         return refuted(bounds.output_lower, self.rhs, self.groups) | bounds.infeasible
@@ -94,9 +127,12 @@ class _Search:
         return None
 
     def counterexample_at(self, x: torch.Tensor) -> bool:
-        """Whether one float32 input is a counterexample: by the replay on the original model when there
-        is one (it applies the property's own rule, e.g. the model's decision), else by the constraints."""
+        """Whether one float32 input of the box is a counterexample: by the replay on the original model
+        when there is one (it applies the property's own rule, e.g. the model's decision), else by the
+        constraints."""
         x = x.reshape(1, *self.network.input_shape)
+        if bool(((x < self.inner[0]) | (x > self.inner[1])).any()):
+            return False  # an input of the outward-rounded box that no input of the box rounds to
         if self.replay is not None:
             return bool(self.replay(x[0].numpy()))
         return bool(satisfies(self.network, x, self.constraints)[0])
@@ -108,32 +144,59 @@ class _Search:
             self._float_error = forward_error(self.network, *outer)[0].numpy()
         return self._float_error
 
+    def attack(self, budget: float, **round_settings) -> None:
+        """One falsifier round of at most ``budget`` seconds; raises _Found with a replayed counterexample."""
+        started = self.deadline.clock()
+        x = self.falsifier.round(self.deadline.within(budget), **round_settings)
+        self.attack_seconds += self.deadline.clock() - started
+        if x is not None:
+            raise _Found(x, "attack")
+
+    def batch_size(self, kind: str) -> int:
+        """Domains for the next batch of this kind: the last batch's size scaled to the target time (linearly,
+        which overestimates the time of a larger batch), so one batch never runs far past the deadline."""
+        size, seconds = self.pace.get(kind, (1, 0.0))
+        target = min(self.settings.batch_seconds, 0.25 * self.deadline.remaining())
+        scaled = size * target / seconds if seconds > 0 else 2 * size
+        return int(max(1, min(scaled, self.settings.batch_size)))
+
     def record(self) -> dict:
         return {"timeout": self.settings.timeout, "decided_by": self.decided_by, "domains": self.domains,
-                "milp_calls": self.milp_calls}
+                "milp_calls": self.milp_calls, "attack_rounds": self.falsifier.rounds,
+                "attack_seconds": round(self.attack_seconds, 3), "open": dict(self.open)}
 
 
 def verify_box(network: Network, lower: np.ndarray, upper: np.ndarray, constraints: Sequence[Constraint],
-               settings: SearchSettings = SearchSettings(), replay: Replay | None = None) -> Result:
-    """Decide one box. ``replay(x)`` must confirm a counterexample on the original model (onnxruntime)."""
+               settings: SearchSettings = SearchSettings(), replay: Replay | None = None,
+               deadline: Deadline | None = None) -> Result:
+    """Decide one box. ``replay(x)`` must confirm a counterexample on the original model (onnxruntime).
+    ``deadline`` (by default ``settings.timeout`` from now) is shared with the caller's other work."""
     if settings.timeout <= 0:
         raise ValueError("timeout must be positive")
+    deadline = deadline or Deadline(settings.timeout)
     shape = network.input_shape
-    # Bounds run on the box rounded outward to float32 (so they cover every real point of it);
-    # candidate counterexamples are clipped to the box rounded inward (so they truly lie in it).
     outer = tuple(torch.as_tensor(v.reshape(shape)) for v in float32_box(lower, upper, outward=True))
-    inner = tuple(torch.as_tensor(v.reshape(shape)) for v in float32_box(lower, upper, outward=False))
-    search = _Search(network, outer, inner, constraints, settings, replay)
-    steps = (_attack, _whole_box, _input_split if outer[0].numel() <= settings.input_split_dims else _relu_split)
-    for step in steps:
-        verdict, x = step(search)
-        if verdict is not None:
-            return _result(search, verdict, x)
+    inner = tuple(torch.as_tensor(v.reshape(shape)) for v in float32_inputs(lower, upper))
+    search = _Search(network, outer, inner, constraints, settings, replay, deadline)
+    try:
+        for step in (_interval_bounds, _first_attack, _whole_box, _branch_and_bound):
+            verdict = step(search)
+            if verdict is not None:
+                return _result(search, verdict, None)
+    except _Found as found:
+        search.decided_by = found.by
+        return _result(search, Verdict.FALSIFIED, found.x)
     raise AssertionError("the branch-and-bound step always decides")
 
 
+def float32_inputs(lower, upper) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 inputs of a box ``[lower, upper]``: every float32 in ``[fl(lower), fl(upper)]`` is the
+    rounding to nearest of some point of the box (rounding is monotone), and no other float32 is."""
+    return np.asarray(lower, dtype=np.float64).astype(np.float32), np.asarray(upper, dtype=np.float64).astype(np.float32)
+
+
 def _result(search: _Search, verdict: Verdict, x: np.ndarray | None) -> Result:
-    seconds = search.elapsed()
+    seconds = search.deadline.elapsed()
     if verdict is Verdict.FALSIFIED:
         with torch.no_grad():
             y = search.network(torch.as_tensor(x).reshape(1, *search.network.input_shape))[0].numpy()
@@ -170,9 +233,15 @@ def stack_constraints(constraints: Sequence[Constraint]) -> tuple[torch.Tensor, 
 
 def refuted(output_lower: torch.Tensor, rhs: torch.Tensor, groups: list[slice]) -> torch.Tensor:
     """(B,) True where every conjunction has a row whose lower bound is strictly above its bound."""
+    return proof_margin(output_lower, rhs, groups) > 0
+
+
+def proof_margin(output_lower: torch.Tensor, rhs: torch.Tensor, groups: list[slice]) -> torch.Tensor:
+    """(B,) min over conjunctions of the largest row gap ``lower - rhs``: > 0 exactly where refuted."""
     gap = output_lower - rhs
-    per_group = torch.stack([(gap[:, g] > 0).any(dim=1) for g in groups], dim=1)
-    return per_group.all(dim=1)
+    # a conjunction without rows holds everywhere: nothing refutes it
+    per = [gap[:, g].amax(dim=1) if g.stop > g.start else torch.full((len(gap),), -math.inf) for g in groups]
+    return torch.stack(per, dim=1).amin(dim=1)
 
 
 def satisfies(network: Network, x: torch.Tensor, constraints: Sequence[Constraint]) -> np.ndarray:
@@ -187,132 +256,162 @@ def satisfies(network: Network, x: torch.Tensor, constraints: Sequence[Constrain
 
 # ---- the steps ---------------------------------------------------------------------------------
 
-def _attack(search: _Search):
-    lo, hi = search.inner
+def _first_attack(search: _Search):
     s = search.settings
-    x = find_counterexample(search.network, lo.numpy(), hi.numpy(), [A for A, _ in search.constraints],
-                            [b for _, b in search.constraints], restarts=s.attack_restarts, steps=s.attack_steps,
-                            seed=s.seed, time_limit=s.timeout / 4)
-    if x is None:
-        return None, None
-    found = search.confirm(torch.as_tensor(x, dtype=torch.float32).reshape(1, *search.network.input_shape))
-    search.decided_by = "attack"
-    return (Verdict.FALSIFIED, found) if found is not None else (None, None)
+    search.attack(s.attack_share * search.deadline.remaining(), restarts=s.attack_restarts, steps=s.attack_steps)
+    return Verdict.TIMEOUT if search.deadline.expired() else None
+
+
+def _interval_bounds(search: _Search):
+    """IBP on the whole box: so cheap that it goes before the falsifier."""
+    return _bound_whole_box(search, [IBP()])
 
 
 def _whole_box(search: _Search):
-    lower, upper = search.outer[0].unsqueeze(0), search.outer[1].unsqueeze(0)
-    methods = [IBP(), CROWN()]
-    if search.outer[0].numel() > search.settings.input_split_dims:
+    """CROWN, then (before ReLU splitting) alpha-CROWN on the whole box; sets the falsifier's share."""
+    methods = [CROWN()]
+    if search.free_dims > search.settings.input_split_dims:
         # Before ReLU splitting alpha-CROWN pays off; input splitting is cheaper with plain CROWN.
-        methods.append(AlphaCROWN(iterations=search.settings.alpha_iterations))
+        methods.append(AlphaCROWN(iterations=search.settings.alpha_iterations, deadline=search.deadline))
+    verdict = _bound_whole_box(search, methods)
+    if verdict is None:
+        margin = float(proof_margin(search.root.output_lower, search.rhs, search.groups)[0])
+        search.attack_share = _attack_share(search, margin)
+    return verdict
+
+
+def _bound_whole_box(search: _Search, methods: list):
+    lower, upper = search.outer[0].unsqueeze(0), search.outer[1].unsqueeze(0)
     for method in methods:
+        if search.deadline.expired():
+            return Verdict.TIMEOUT
         bounds = method.compute(search.network, lower, upper, C=search.C, prior=search.root)
         search.root = bounds
         if bool(search.refuted(bounds)[0]):
             search.decided_by = type(method).__name__
-            return Verdict.VERIFIED, None
-    return None, None
+            return Verdict.VERIFIED
+    return None
 
 
-def _input_split(search: _Search):
-    """Bisect boxes along the dimension whose width most moves the bound; CROWN decides the leaves."""
-    stack = [(search.outer[0].unsqueeze(0), search.outer[1].unsqueeze(0))]
-    crown = CROWN()
-    while stack:
-        if search.out_of_time():
-            return Verdict.TIMEOUT, None
-        lower, upper = _take(stack, search.settings.batch_size)
-        search.domains += len(lower)
-        found = search.confirm((lower + upper) / 2)
-        if found is not None:
-            search.decided_by = "input-split"
-            return Verdict.FALSIFIED, found
-        bounds = crown.compute(search.network, lower, upper, C=search.C)
-        points = (lower == upper).flatten(1).all(dim=1)
-        for index in torch.nonzero(points).flatten().tolist():
-            if search.counterexample_at(lower[index]):
-                search.decided_by = "input-split"
-                return Verdict.FALSIFIED, lower[index].numpy()
-        open_ = ~search.refuted(bounds) & ~points  # a point box is its one float32 input, checked just now
-        if not open_.any():
-            continue
+def _attack_share(search: _Search, margin: float) -> float:
+    """The falsifier's share of the time: between ``attack_share`` and ``attack_share_max`` by where zero
+    lies between the proof margin (< 0, how far the bounds are from a proof) and the lowest loss the
+    falsifier reached (> 0, how far it is from a counterexample): near the loss, a counterexample is likely."""
+    loss, s = search.falsifier.lowest_loss, search.settings
+    if not (math.isfinite(loss) and math.isfinite(margin)) or loss - margin <= 0:
+        return s.attack_share
+    doubt = -margin / (loss - margin)  # 1 when the falsifier came closer than the bounds
+    return s.attack_share + (s.attack_share_max - s.attack_share) * doubt
+
+
+def _branch_and_bound(search: _Search):
+    """Bound batches of domains until none is open; ReLU patterns and boxes take turns."""
+    shapes = _relu_input_shapes(search.network)
+    boxes, patterns = BoxQueue([math.prod(s) for s in shapes]), []
+    if search.free_dims <= search.settings.input_split_dims:
+        boxes.push(search.outer[0].unsqueeze(0), search.outer[1].unsqueeze(0))
+        search.decided_by = "input-split"
+    else:
+        patterns.append(tuple(torch.zeros(math.prod(s), dtype=torch.int8) for s in shapes))
+        search.decided_by = "relu-split"
+    turn = 0
+    while boxes or patterns:
+        if search.deadline.expired():
+            search.open["queued"] = len(boxes) + len(patterns)
+            return Verdict.TIMEOUT
+        _attack_if_due(search)
+        turn += 1
+        if boxes and (not patterns or turn % 2):
+            _box_batch(search, boxes, shapes)
+        else:
+            _pattern_batch(search, patterns, boxes, shapes)
         if search.domains > search.settings.max_domains:
-            return Verdict.UNKNOWN, None
+            search.open["max_domains reached"] = len(boxes) + len(patterns)
+            return Verdict.UNKNOWN
+    if search.milp_calls:
+        search.decided_by += "+milp"
+    return Verdict.VERIFIED
+
+
+def _attack_if_due(search: _Search) -> None:
+    """A falsifier round whenever its time falls below its share of the time spent so far."""
+    due = search.attack_share * search.deadline.elapsed() - search.attack_seconds
+    if due > 0:
+        search.attack(max(due, 0.05), restarts=search.settings.attack_restarts, steps=search.settings.attack_steps,
+                      samples=256)
+
+
+def _reassess(search: _Search, bounds: Bounds, open_: torch.Tensor) -> None:
+    """The falsifier's share, from the worst proof margin among the domains still open."""
+    if open_.any():
+        margin = float(proof_margin(bounds.output_lower[open_], search.rhs, search.groups).min())
+        search.attack_share = _attack_share(search, margin)
+
+
+def _timed(search: _Search, kind: str, count: int, started: float) -> None:
+    search.pace[kind] = (count, search.deadline.clock() - started)
+
+
+def _box_batch(search: _Search, boxes: BoxQueue, shapes) -> None:
+    """Bound a batch of boxes: closed by the bounds, decided by the model (single inputs), or bisected along
+    the dimension whose width most moves the bound."""
+    started = search.deadline.clock()
+    lower, upper, patterns = boxes.take(search.batch_size("box"))
+    search.domains += len(lower)
+    found = search.confirm((lower + upper) / 2)
+    if found is not None:
+        raise _Found(found, "input-split")
+    if patterns is None:
+        bounds = CROWN().compute(search.network, lower, upper, C=search.C)
+    else:
+        splits = [p.reshape(len(lower), *s) for p, s in zip(patterns, shapes)]
+        bounds = _beta(search, fixed=False).compute(search.network, lower, upper, C=search.C, splits=splits,
+                                                    prior=_expand(search.root, len(lower)))
+    points = (lower == upper).flatten(1).all(dim=1)
+    for index in torch.nonzero(points).flatten().tolist():
+        if search.counterexample_at(lower[index]):
+            raise _Found(lower[index].numpy(), "input-split")
+    open_ = ~search.refuted(bounds) & ~points  # a point box is its one float32 input, checked just now
+    _reassess(search, bounds, open_)
+    if open_.any():
         lower, upper = lower[open_], upper[open_]
         dims = choose_input_dims(search.network, lower, upper, search.C, search.rhs, search.groups)
-        stack.append(_bisect(lower, upper, dims))
-    search.decided_by = "input-split"
-    return Verdict.VERIFIED, None
+        halves = None if patterns is None else tuple(torch.cat([p[open_]] * 2) for p in patterns)
+        boxes.push(*bisect(lower, upper, dims), halves)
+    _timed(search, "box", len(open_), started)
 
 
-def _take(stack, size):
-    """Pop up to ``size`` boxes from the newest batches (depth first keeps memory small)."""
-    lowers, uppers, count = [], [], 0
-    while stack and count < size:
-        lower, upper = stack.pop()
-        room = size - count
-        if len(lower) > room:
-            stack.append((lower[room:], upper[room:]))
-            lower, upper = lower[:room], upper[:room]
-        lowers.append(lower)
-        uppers.append(upper)
-        count += len(lower)
-    return torch.cat(lowers), torch.cat(uppers)
+def _beta(search: _Search, fixed: bool) -> AlphaCROWN:
+    return AlphaCROWN(iterations=max(5, search.settings.alpha_iterations // 2), optimize_upper=False,
+                      fixed_intermediate=fixed, deadline=search.deadline)
 
 
-def _bisect(lower, upper, dims):
-    """Both halves of every box along its chosen flat dimension; the halves share the midpoint.
-
-    When no float32 lies strictly between the two ends, the halves are the two ends themselves: the inputs
-    are float32 numbers, so boxes keep shrinking until each is a single input the model decides.
-    """
-    flat_lo, flat_hi = lower.flatten(1), upper.flatten(1)
-    rows = torch.arange(len(lower))
-    lo_d, hi_d = flat_lo[rows, dims], flat_hi[rows, dims]
-    mid = (lo_d + hi_d) / 2
-    atomic = (mid <= lo_d) | (mid >= hi_d)
-    left_hi, right_lo = flat_hi.clone(), flat_lo.clone()
-    left_hi[rows, dims] = torch.where(atomic, lo_d, mid)
-    right_lo[rows, dims] = torch.where(atomic, hi_d, mid)
-    shape = lower.shape[1:]
-    return (torch.cat([flat_lo, right_lo]).reshape(2 * len(lower), *shape),
-            torch.cat([left_hi, flat_hi]).reshape(2 * len(lower), *shape))
-
-
-def _relu_split(search: _Search):
-    """Split unstable ReLUs (active / inactive) under split constraints; small leaves go to the MILP.
+def _pattern_batch(search: _Search, patterns: list, boxes: BoxQueue, shapes) -> None:
+    """Bound a batch of split patterns on the whole box (beta-CROWN); open ones are split or solved.
 
     On large inputs, as in beta-CROWN, every subdomain keeps the root's intermediate bounds (clamped by its
     splits) and only its output bound is optimised, over lower slopes and the split multipliers; on small
     ones the intermediate bounds are recomputed under the splits, which needs far fewer domains.
     """
+    started = search.deadline.clock()
+    size = search.batch_size("relu")
+    batch = patterns[-size:]
+    del patterns[-size:]
+    search.domains += len(batch)
+    splits = [torch.stack([d[i] for d in batch]).reshape(len(batch), *shape) for i, shape in enumerate(shapes)]
+    lower = search.outer[0].unsqueeze(0).expand(len(batch), *search.outer[0].shape)
+    upper = search.outer[1].unsqueeze(0).expand(len(batch), *search.outer[1].shape)
     fixed = search.outer[0].numel() > search.settings.fixed_intermediate_above
-    method = AlphaCROWN(iterations=max(5, search.settings.alpha_iterations // 2), optimize_upper=False,
-                        fixed_intermediate=fixed)
-    shapes = _relu_input_shapes(search.network)
-    domains = [tuple(torch.zeros(shape, dtype=torch.int8).flatten() for shape in shapes)]
-    while domains:
-        if search.out_of_time():
-            return Verdict.TIMEOUT, None
-        batch, domains = domains[-search.settings.batch_size:], domains[:-search.settings.batch_size]
-        search.domains += len(batch)
-        splits = [torch.stack([d[i] for d in batch]).reshape(len(batch), *shape) for i, shape in enumerate(shapes)]
-        lower = search.outer[0].unsqueeze(0).expand(len(batch), *search.outer[0].shape)
-        upper = search.outer[1].unsqueeze(0).expand(len(batch), *search.outer[1].shape)
-        bounds = method.compute(search.network, lower, upper, C=search.C, splits=splits,
-                                prior=_expand(search.root, len(batch)))
-        for index in torch.nonzero(~search.refuted(bounds)).flatten().tolist():
-            verdict, x = _branch_or_solve(search, bounds, index, batch[index], domains)
-            if verdict is not None:
-                return verdict, x
-        if len(domains) > search.settings.max_domains:
-            return Verdict.UNKNOWN, None
-    if search.undecided:
-        search.decided_by = f"relu-split: {search.undecided} domains undecided"
-        return Verdict.UNKNOWN, None
-    search.decided_by = "relu-split+milp" if search.milp_calls else "relu-split"
-    return Verdict.VERIFIED, None
+    bounds = _beta(search, fixed).compute(search.network, lower, upper, C=search.C, splits=splits,
+                                          prior=_expand(search.root, len(batch)))
+    _timed(search, "relu", len(batch), started)
+    open_ = ~search.refuted(bounds)
+    _reassess(search, bounds, open_)
+    for index in torch.nonzero(open_).flatten().tolist():
+        if search.deadline.expired():
+            patterns.append(batch[index])  # still open: counted as queued
+            continue
+        _branch_or_solve(search, bounds, index, batch[index], patterns, boxes)
 
 
 def _expand(bounds: Bounds, count: int) -> Bounds:
@@ -322,34 +421,55 @@ def _expand(bounds: Bounds, count: int) -> Bounds:
                   tuple(map(grow, bounds.pre_upper)), grow(bounds.infeasible), bounds.method)
 
 
-def _branch_or_solve(search: _Search, bounds, index: int, splits, domains: list):
+def _branch_or_solve(search: _Search, bounds, index: int, pattern: Pattern, patterns: list, boxes: BoxQueue):
     """Hand a domain with few unstable neurons to the MILP, or split its most promising neuron.
 
-    A MILP that cannot decide (time limit, or a point that float32 does not confirm) leaves the domain to
-    splitting; after ``MILP_FAILURES`` such leaves the MILP is no longer tried. A domain with nothing left
-    to split that the bounds cannot refute is undecided, and the search then ends as unknown at best.
+    A leaf the MILP cannot close stays open: when the solver ran out of time, only smaller leaves go to the
+    MILP from then on and this one is split further; when its point does not replay (or the solver's answer
+    is no proof), the falsifier starts from that point and the leaf's input box is bisected under its splits.
     """
-    unstable = [bounds.unstable(i)[index].flatten() & (splits[i] == 0) for i in range(len(splits))]
+    unstable = [bounds.unstable(i)[index].flatten() & (pattern[i] == 0) for i in range(len(pattern))]
     count = sum(int(u.sum()) for u in unstable)
-    if count <= search.settings.milp_max_unstable and search.milp_failures < MILP_FAILURES:
-        verdict, x = _milp_leaf(search, bounds, index)
-        if verdict is not Verdict.UNKNOWN:
-            return verdict, x
-        search.milp_failures += 1
+    if count <= search.milp_limit:
+        closed, reason, point = _milp_leaf(search, bounds, index)
+        if closed:
+            return
+        search.open[f"milp: {reason}"] += 1
+        if reason.startswith("solver time limit") and count > 0:
+            search.milp_limit = count - 1
+        else:
+            if point is not None:
+                _attack_from(search, point)
+            _split_input(search, pattern, boxes)
+            return
     if count == 0:
-        search.undecided += 1
-        return None, None
+        search.open["no unstable neuron left (bounds not tight enough)"] += 1
+        _split_input(search, pattern, boxes)
+        return
     layer, neuron = choose_relu(bounds, index, unstable)
     for side in (1, -1):
-        child = tuple(s.clone() for s in splits)
+        child = tuple(s.clone() for s in pattern)
         child[layer][neuron] = side
-        domains.append(child)
-    return None, None
+        patterns.append(child)
 
 
-def _milp_leaf(search: _Search, bounds, index: int):
-    """Decide a leaf exactly: every conjunction the bounds leave open must be infeasible under this
-    domain's neuron bounds. Returns (None, None) when closed, FALSIFIED, TIMEOUT or UNKNOWN (undecided).
+def _split_input(search: _Search, pattern: Pattern, boxes: BoxQueue) -> None:
+    """The leaf's region (the whole box under its splits), bisected as boxes that keep the splits."""
+    lower, upper = search.outer[0].unsqueeze(0), search.outer[1].unsqueeze(0)
+    dims = choose_input_dims(search.network, lower, upper, search.C, search.rhs, search.groups)
+    boxes.push(*bisect(lower, upper, dims), tuple(torch.stack([p, p]) for p in pattern))
+
+
+def _attack_from(search: _Search, point: np.ndarray) -> None:
+    """A short local falsifier round from the MILP's point (the deepest it found in the unsafe set)."""
+    starts = np.asarray(point, dtype=np.float32).reshape(1, *search.network.input_shape)
+    search.attack(min(1.0, 0.05 * search.deadline.remaining()), restarts=8, steps=20, samples=0, starts=starts,
+                  step_scale=0.01)
+
+
+def _milp_leaf(search: _Search, bounds, index: int) -> tuple[bool, str, np.ndarray | None]:
+    """Decide a leaf exactly: every conjunction the bounds leave open must be infeasible under this domain's
+    neuron bounds. Returns (closed, why it stayed open, the solver's unconfirmed point); raises _Found.
 
     The split constraints enter only through the clamped neuron bounds, so the MILP may range over a
     superset of the domain: 'unsat' stays a proof, and a 'sat' point is checked before it counts.
@@ -362,9 +482,9 @@ def _milp_leaf(search: _Search, bounds, index: int):
     for group, (A, b) in zip(search.groups, search.constraints):
         if bool((gap[group] > 0).any()):
             continue  # the bounds already refute this conjunction here
-        remaining = search.settings.timeout - search.elapsed()
+        remaining = search.deadline.remaining()
         if remaining <= 0:
-            return Verdict.TIMEOUT, None
+            return False, "deadline", None
         slack = np.abs(np.atleast_2d(A)) @ search.float_error()  # the float32 model may stray this far
         result = solve_milp(search.network, lo, hi, pre, A, b,
                             time_limit=min(search.settings.milp_time_limit, remaining), slack=slack)
@@ -373,12 +493,11 @@ def _milp_leaf(search: _Search, bounds, index: int):
             x = torch.as_tensor(result.x, dtype=torch.float32).reshape(1, *search.network.input_shape)
             found = search.confirm(x)
             if found is not None:
-                search.decided_by = "milp"
-                return Verdict.FALSIFIED, found
-            return Verdict.UNKNOWN, None
+                raise _Found(found, "milp")
+            return False, "its point does not replay on the original model", result.x
         if status != "unsat":
-            return Verdict.UNKNOWN, None
-    return None, None
+            return False, result.reason or status, result.point
+    return True, "", None
 
 
 def _relu_input_shapes(network: Network) -> list[tuple[int, ...]]:

@@ -11,13 +11,14 @@ from certprune.bab.certify import certify, samples_sha256
 from certprune.bab.instances import verify_instances, vnnlib_instances
 from certprune.bab.search import SearchSettings
 from certprune.cli.verify_cmd import exit_code, write_json
+from certprune.deadline import Deadline, DeadlineExpired
 from certprune.journal import Journal, file_sha256, journal_header
 from certprune.onnx_io import load_onnx
 from certprune.runtime import OnnxRuntimeModel
 from certprune.spec.robustness import instances as robustness_instances
 from certprune.spec.robustness import read_robustness
 from certprune.spec.vnnlib import read_vnnlib
-from certprune.types import Verdict
+from certprune.types import Result, Verdict
 
 VNNCOMP_WORDS = {Verdict.FALSIFIED: "sat", Verdict.VERIFIED: "unsat", Verdict.UNKNOWN: "unknown",
                  Verdict.TIMEOUT: "timeout"}
@@ -25,25 +26,31 @@ VNNCOMP_WORDS = {Verdict.FALSIFIED: "sat", Verdict.VERIFIED: "unsat", Verdict.UN
 
 def run_vnnlib(model: str, property_path: str, timeout: float | None, json_out: str | None,
                results_file: str | None) -> int:
-    network = load_onnx(model)
-    instances = vnnlib_instances(network, read_vnnlib(property_path))
-    result = verify_instances(network, model, instances, SearchSettings(timeout=timeout or 60.0))
+    settings = SearchSettings(timeout=timeout or 60.0)
+    deadline = Deadline(settings.timeout)  # loading and reading count against the timeout too
+    try:
+        network = load_onnx(model, deadline)
+        instances = vnnlib_instances(network, read_vnnlib(property_path))
+        result = verify_instances(network, model, instances, settings, deadline)
+    except DeadlineExpired as expired:
+        result = Result(Verdict.TIMEOUT, seconds=deadline.elapsed(), settings={"decided_by": str(expired)})
     word = VNNCOMP_WORDS[result.verdict]
-    click.echo(f"{result.verdict.value} ({word}) in {result.seconds:.2f} s")
+    click.echo(f"{result.verdict.value} ({word}) in {deadline.elapsed():.2f} s")
     lines = [word]
     if result.counterexample is not None:
         x = np.asarray(result.counterexample.inputs, dtype=np.float32)
         y = OnnxRuntimeModel(model)(x.reshape(1, *network.input_shape))[0]
         click.echo("counterexample (replayed with onnxruntime): x = " + np.array2string(x, precision=6))
         click.echo("outputs: y = " + np.array2string(y, precision=6))
-        body = [f"(X_{i} {v!r})" for i, v in enumerate(x.astype(float))]
-        body += [f"(Y_{j} {v!r})" for j, v in enumerate(y.astype(float))]
+        body = [f"(X_{i} {v!r})" for i, v in enumerate(x.astype(float).tolist())]
+        body += [f"(Y_{j} {v!r})" for j, v in enumerate(y.astype(float).tolist())]
         lines.append("(" + "\n ".join(body) + ")")
     if results_file:
         with open(results_file, "w") as f:
             f.write("\n".join(lines) + "\n")
     write_json(json_out, {"model": model, "property": property_path, "verdict": result.verdict,
-                          "result": word, "seconds": result.seconds, "details": dict(result.settings),
+                          "result": word, "seconds": result.seconds, "elapsed": deadline.elapsed(),
+                          "details": dict(result.settings),
                           "counterexample": None if result.counterexample is None
                           else {"x": result.counterexample.inputs, "y": result.counterexample.outputs}})
     return exit_code(result.verdict)
