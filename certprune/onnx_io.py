@@ -124,7 +124,8 @@ def _input_shape(value: onnx.ValueInfoProto) -> tuple[int | None, tuple[int, ...
 def _apply(node: onnx.NodeProto, position: int, env: dict, chain: _Chain) -> None:
     where = f"node '{node.name or node.output[0]}' at position {position}"
     if node.domain not in ("", "ai.onnx"):
-        raise UnsupportedLayerError(f"unsupported operator {node.domain}.{node.op_type} ({where})")
+        raise UnsupportedLayerError(f"unsupported operator {node.domain}.{node.op_type} ({where}); only the "
+                                    "standard ONNX domain is read")
     inputs = [env.get(name) if name else None for name in node.input]
     for name, value in zip(node.input, inputs):
         if name and value is None:
@@ -154,7 +155,8 @@ def _activation_op(node, inputs, chain: _Chain, where: str) -> _Activation:
     op = node.op_type
     handler = _ACTIVATION_OPS.get(op)
     if handler is None:
-        raise UnsupportedLayerError(f"unsupported operator {op} ({where})")
+        raise UnsupportedLayerError(f"unsupported operator {op} ({where}); supported on activations: "
+                                    f"{', '.join(sorted(_ACTIVATION_OPS))}")
     return handler(node, inputs, chain, where)
 
 
