@@ -41,8 +41,8 @@ def training(train: str, epochs: int, method: str = "", *, nrs_weight: float | N
     (bound, attack, steps, natural_weight) and FinetuneSettings' own (lr, batch_size, seed, ...)."""
     regime_keys = {"bound", "attack", "steps", "natural_weight"}
     chosen = regime(train, **{k: v for k, v in options.items() if k in regime_keys})
-    schedule = EpsSchedule(warmup=round(WARMUP * epochs) if warmup is None else warmup,
-                           ramp=round(RAMP * epochs) if ramp is None else ramp)
+    schedule = EpsSchedule(warmup=WARMUP * epochs if warmup is None else warmup,
+                           ramp=RAMP * epochs if ramp is None else ramp)
     rest = {"lr_decay_at": LR_DECAY_AT, "grad_clip": GRAD_CLIP,
             **{k: v for k, v in options.items() if k not in regime_keys}}
     return FinetuneSettings(

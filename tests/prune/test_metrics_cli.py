@@ -66,7 +66,8 @@ def test_prune_command_nrs_with_certified_training_in_lottery_rounds(tmp_path, c
     out = tmp_path / "nrs.onnx"
     code = main([
         "prune", str(MODELS / "mnist_mlp_100x2.onnx"), "--method", "nrs", "--train", "certified", "--lottery",
-        "--sparsity", "0.2", "--epochs", "1", "--data", "mnist", "--eps", "0.02", "--boxes", "5", "-o", str(out)])
+        "--sparsity", "0.2", "--epochs", "1", "--batch-size", "500", "--data", "mnist", "--eps", "0.02", "--boxes", "5",
+        "-o", str(out)])
     assert code == 0
     captured = capsys.readouterr()
     assert "training certified" in captured.out and "CROWN-certified" in captured.out
