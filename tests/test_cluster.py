@@ -95,3 +95,15 @@ checks:
     remote = run_gate(policy, cluster=cluster.scheduler_address)
     strip = lambda result: [(r["index"], r["status"]) for r in result["checks"][0]["figures"]["per_eps"]["0.02"]["records"]]  # noqa: E731
     assert strip(local) == strip(remote) and local["outcome"] == remote["outcome"] == "pass"
+
+
+def test_a_batch_on_the_cluster_equals_the_local_batch(cluster, tmp_path):
+    from certprune.bab.batch import run_batch
+
+    lines = (REPO / "tests" / "data" / "acasxu" / "instances.csv").read_text().splitlines()
+    csv = tmp_path / "few.csv"
+    csv.write_text("\n".join(line.replace("onnx/", f"{REPO}/tests/data/acasxu/onnx/")
+                             .replace("vnnlib/", f"{REPO}/tests/data/acasxu/vnnlib/") for line in lines[:4]) + "\n")
+    local = {r["row"]: r["result"] for r in run_batch(csv, timeout_override=60)}
+    remote = {r["row"]: r["result"] for r in run_batch(csv, timeout_override=60, cluster=cluster.scheduler_address)}
+    assert local == remote and len(local) == 3  # the header and three ACAS Xu instances

@@ -56,26 +56,52 @@ def batch_header(path: str | Path, timeout_override: float | None) -> dict:
 
 
 def run_batch(path: str | Path, journal: Journal | None = None, resume: bool = False,
-              timeout_override: float | None = None,
-              on_row: Callable[[dict], None] | None = None) -> Iterator[dict]:
-    """Verify each instance in order, yielding (and journaling) one record per instance."""
+              timeout_override: float | None = None, on_row: Callable[[dict], None] | None = None,
+              cluster: str | None = None) -> Iterator[dict]:
+    """Verify each instance, yielding (and journaling) one record per instance: in row order here, as they
+    finish on a Dask ``cluster``. Each record holds its ``row``, which keys the journal (the header pins the
+    CSV's content), so a moved folder or an out-of-order run resumes."""
+    rows = read_instances(path)
     done = {}
     if journal is not None:
-        # Records are appended in row order and the header pins the CSV's content, so position is the key.
-        done = dict(enumerate(journal.start(resume)))
-    for position, row in enumerate(read_instances(path)):
+        done = {r.get("row", i): r for i, r in enumerate(journal.start(resume))}
+    for position, row in enumerate(rows):
         if position in done:
-            record = {**done[position], "onnx": row["onnx"], "vnnlib": row["vnnlib"]}
-        else:
-            network = load_onnx(row["onnx"])
-            instances = vnnlib_instances(network, read_vnnlib(row["vnnlib"]))
-            timeout = timeout_override or row["timeout"]
-            result = verify_instances(network, row["onnx"], instances, SearchSettings(timeout=timeout))
-            record = {**row, "timeout": timeout, "verdict": result.verdict.value,
-                      "result": RESULT_WORDS[result.verdict.value], "seconds": round(result.seconds, 3),
-                      "correct": (not row["expected"]) or RESULT_WORDS[result.verdict.value] == row["expected"]}
-            if journal is not None:
-                journal.append(record)
-        if on_row is not None:
-            on_row(record)
-        yield record
+            yield _emit({**done[position], "onnx": row["onnx"], "vnnlib": row["vnnlib"]}, None, on_row)
+    todo = [(position, row) for position, row in enumerate(rows) if position not in done]
+    if cluster and todo:
+        from certprune.cluster import connect, run_chunks
+
+        with connect(cluster) as client:
+            for record in run_chunks(client, _decide_rows, timeout_override, todo, size=1):
+                yield _emit(record, journal, on_row)
+        return
+    for item in todo:
+        yield _emit(_decide_row(item, timeout_override), journal, on_row)
+
+
+def _emit(record: dict, journal: Journal | None, on_row) -> dict:
+    if journal is not None:
+        journal.append(record)
+    if on_row is not None:
+        on_row(record)
+    return record
+
+
+def _decide_row(item: tuple[int, dict], timeout_override: float | None) -> dict:
+    position, row = item
+    network = load_onnx(row["onnx"])
+    instances = vnnlib_instances(network, read_vnnlib(row["vnnlib"]))
+    timeout = timeout_override or row["timeout"]
+    result = verify_instances(network, row["onnx"], instances, SearchSettings(timeout=timeout))
+    word = RESULT_WORDS[result.verdict.value]
+    return {"row": position, **row, "timeout": timeout, "verdict": result.verdict.value, "result": word,
+            "seconds": round(result.seconds, 3), "correct": (not row["expected"]) or word == row["expected"]}
+
+
+def _decide_rows(timeout_override: float | None, items: list) -> list[dict]:
+    """One Dask task: instances of the CSV, each in the worker process."""
+    import torch
+
+    torch.set_num_threads(1)
+    return [_decide_row(item, timeout_override) for item in items]

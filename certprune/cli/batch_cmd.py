@@ -6,6 +6,7 @@ import csv
 import click
 
 from certprune.bab.batch import batch_header, run_batch
+from certprune.cli.cluster_option import cluster_option
 from certprune.journal import Journal
 from certprune.types import EXIT_CODES, Verdict
 
@@ -16,15 +17,17 @@ from certprune.types import EXIT_CODES, Verdict
 @click.option("--journal", type=click.Path(dir_okay=False), default=None, help="JSONL journal for resuming.")
 @click.option("--resume", is_flag=True)
 @click.option("--timeout", type=float, default=None, help="Override every row's timeout (seconds).")
-def command(instances, out, journal, resume, timeout) -> int:
+@cluster_option("the instances (one per task)")
+def command(instances, out, journal, resume, timeout, cluster) -> int:
     """Verify a VNN-COMP instances CSV; exit 10 if any instance is sat, 20 if any is undecided."""
     log = Journal(journal, batch_header(instances, timeout)) if journal else None
     click.echo(f"{'onnx':<40} {'vnnlib':<16} {'result':<8} {'expected':<9} {'seconds':>8}")
     records = []
-    for record in run_batch(instances, log, resume, timeout):
+    for record in run_batch(instances, log, resume, timeout, cluster=cluster):
         records.append(record)
         click.echo(f"{record['onnx'].split('/')[-1][:40]:<40} {record['vnnlib'].split('/')[-1][:16]:<16} "
                    f"{record['result']:<8} {record['expected']:<9} {record['seconds']:>8.2f}")
+    records.sort(key=lambda r: r.get("row", 0))
     wrong = sum(1 for r in records if not r["correct"])
     click.echo(f"{len(records)} instances, {wrong} disagreeing with expected, "
                f"{sum(r['seconds'] for r in records):.1f} s in total")
