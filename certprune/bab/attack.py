@@ -8,8 +8,8 @@ which covers every VNN-LIB shape: one row (a threshold), both sides of one outpu
 the two violations), many outputs, and disjunctions (the nearest conjunction). Only the box's free
 coordinates are searched (VNN-LIB boxes often fix most inputs). A round tries random points first (the
 center, box corners, faces, uniform samples, the caller's starting points and the best points of earlier
-rounds), then descends by signed gradient steps from the most promising of them and from fresh random
-starts, all restarts in one batch. A point is returned only after the network, run in float32, meets a
+rounds), then descends (Adam, in coordinates scaled to the box) from the most promising of them and from
+fresh random starts, all restarts in one batch. A point is returned only after the network, run in float32, meets a
 conjunction exactly on its float32 input inside the box, and the caller's ``accept`` (the replay on the
 original model) agrees; ``replay_on_onnx`` is that replay for ONNX files.
 """
@@ -80,9 +80,10 @@ class Falsifier:
         return float(self.best_loss.min()) if len(self.best_loss) else math.inf
 
     def round(self, deadline: Deadline, *, restarts: int = 16, steps: int = 50, samples: int = 2048,
-              starts: np.ndarray | None = None, step_scale: float = 0.25) -> np.ndarray | None:
-        """One round: sampling, then ``restarts`` descents of ``steps`` steps starting at ``step_scale``
-        times the box width. ``starts``: extra points (network input shape, batched) to try and descend from."""
+              starts: np.ndarray | None = None, step_size: float = 0.02) -> np.ndarray | None:
+        """One round: sampling, then ``restarts`` descents of ``steps`` Adam steps of ``step_size`` (a share of
+        the box width, decaying tenfold). ``starts``: extra points (network input shape, batched) to try first
+        and descend from."""
         self.rounds += 1
         extra = self._free_part(starts)
         initial = self._initial_points(samples) if samples > 0 else self.best[:0]
@@ -95,7 +96,7 @@ class Falsifier:
         chosen = torch.cat([extra, candidates[order[:max((restarts + 1) // 2 - len(extra), 0)]]])[:restarts]
         fresh = self.lo + torch.rand((restarts - len(chosen), len(self.free)), generator=self.generator) * (
             self.hi - self.lo)
-        return self._descend(torch.cat([chosen, fresh]), steps, step_scale, deadline)
+        return self._descend(torch.cat([chosen, fresh]), steps, step_size, deadline)
 
     # ---- points ---------------------------------------------------------------------------------
 
@@ -159,19 +160,28 @@ class Falsifier:
 
     # ---- descent --------------------------------------------------------------------------------
 
-    def _descend(self, z: torch.Tensor, steps: int, step_scale: float, deadline: Deadline) -> np.ndarray | None:
-        """Sign-gradient steps, shrinking geometrically from ``step_scale`` to 1/25 of it times the width."""
+    def _descend(self, z: torch.Tensor, steps: int, step_size: float, deadline: Deadline) -> np.ndarray | None:
+        """Adam on the free coordinates scaled to [0, 1] (so every coordinate moves by a share of its own
+        width), projected back into the box after every step. On these margin losses Adam reaches
+        counterexamples that signed-gradient steps miss (thin feasible sets of several rows)."""
         width = self.hi - self.lo
-        for step in range(steps):
-            z = z.detach().requires_grad_(True)
+        u = ((z - self.lo) / torch.where(width > 0, width, 1)).clamp(0, 1)
+        first, second = torch.zeros_like(u), torch.zeros_like(u)
+        for step in range(1, steps + 1):
+            u = u.detach().requires_grad_(True)
+            z = self._clip(self.lo + u * width)
             losses = self.spec.loss(self.net(self.inputs(z)))
-            self._remember(z, losses)
+            self._remember(z.detach(), losses.detach())
             found = self._first_confirmed(z.detach(), losses.detach())
             if found is not None or deadline.expired():
                 return found
-            (grad,) = torch.autograd.grad(losses.sum(), z)
-            size = step_scale * (0.04 ** (step / max(steps - 1, 1)))
-            z = self._clip(z.detach() - size * width * grad.sign())
+            (grad,) = torch.autograd.grad(losses.sum(), u)
+            first.mul_(0.9).add_(grad, alpha=0.1)
+            second.mul_(0.999).addcmul_(grad, grad, value=0.001)
+            rate = step_size * (0.1 ** (step / steps))
+            step_vector = first / (1 - 0.9 ** step) / ((second / (1 - 0.999 ** step)).sqrt() + 1e-12)
+            u = (u.detach() - rate * step_vector).clamp(0, 1)
+        z = self._clip(self.lo + u * width)
         with torch.no_grad():
             losses = self.spec.loss(self.net(self.inputs(z)))
         self._remember(z, losses)

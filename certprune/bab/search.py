@@ -51,8 +51,8 @@ class SearchSettings:
     timeout: float = 60.0
     batch_size: int = 1024
     batch_seconds: float = 2.0
-    attack_restarts: int = 16
-    attack_steps: int = 40
+    attack_restarts: int = 32
+    attack_steps: int = 100
     attack_share: float = 0.1
     attack_share_max: float = 0.5
     alpha_iterations: int = 20
@@ -334,18 +334,17 @@ def _branch_and_bound(search: _Search):
 
 
 def _attack_if_due(search: _Search) -> None:
-    """A falsifier round whenever its time falls below its share of the time spent so far."""
+    """A falsifier round whenever its time falls below its share of the time spent so far. The share grows
+    while rounds keep getting closer to a counterexample and shrinks while they stall."""
     due = search.attack_share * search.deadline.elapsed() - search.attack_seconds
-    if due > 0:
-        search.attack(max(due, 0.05), restarts=search.settings.attack_restarts, steps=search.settings.attack_steps,
-                      samples=256)
-
-
-def _reassess(search: _Search, bounds: Bounds, open_: torch.Tensor) -> None:
-    """The falsifier's share, from the worst proof margin among the domains still open."""
-    if open_.any():
-        margin = float(proof_margin(bounds.output_lower[open_], search.rhs, search.groups).min())
-        search.attack_share = _attack_share(search, margin)
+    if due <= 0:
+        return
+    before = search.falsifier.lowest_loss
+    s = search.settings
+    search.attack(max(due, 0.05), restarts=s.attack_restarts, steps=s.attack_steps, samples=256)
+    closer = search.falsifier.lowest_loss < before - 1e-3 * abs(before)
+    share = search.attack_share * (1.5 if closer else 0.7)
+    search.attack_share = min(max(share, s.attack_share), s.attack_share_max)
 
 
 def _timed(search: _Search, kind: str, count: int, started: float) -> None:
@@ -372,7 +371,6 @@ def _box_batch(search: _Search, boxes: BoxQueue, shapes) -> None:
         if search.counterexample_at(lower[index]):
             raise _Found(lower[index].numpy(), "input-split")
     open_ = ~search.refuted(bounds) & ~points  # a point box is its one float32 input, checked just now
-    _reassess(search, bounds, open_)
     if open_.any():
         lower, upper = lower[open_], upper[open_]
         dims = choose_input_dims(search.network, lower, upper, search.C, search.rhs, search.groups)
@@ -405,9 +403,7 @@ def _pattern_batch(search: _Search, patterns: list, boxes: BoxQueue, shapes) -> 
     bounds = _beta(search, fixed).compute(search.network, lower, upper, C=search.C, splits=splits,
                                           prior=_expand(search.root, len(batch)))
     _timed(search, "relu", len(batch), started)
-    open_ = ~search.refuted(bounds)
-    _reassess(search, bounds, open_)
-    for index in torch.nonzero(open_).flatten().tolist():
+    for index in torch.nonzero(~search.refuted(bounds)).flatten().tolist():
         if search.deadline.expired():
             patterns.append(batch[index])  # still open: counted as queued
             continue
@@ -464,7 +460,7 @@ def _attack_from(search: _Search, point: np.ndarray) -> None:
     """A short local falsifier round from the MILP's point (the deepest it found in the unsafe set)."""
     starts = np.asarray(point, dtype=np.float32).reshape(1, *search.network.input_shape)
     search.attack(min(1.0, 0.05 * search.deadline.remaining()), restarts=8, steps=20, samples=0, starts=starts,
-                  step_scale=0.01)
+                  step_size=0.002)
 
 
 def _milp_leaf(search: _Search, bounds, index: int) -> tuple[bool, str, np.ndarray | None]:
