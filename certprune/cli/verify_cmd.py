@@ -31,9 +31,11 @@ from certprune.types import EXIT_CODES, Verdict
 @click.option("--certificate", type=click.Path(dir_okay=False), default=None, help="Fairness certificate JSON.")
 @click.option("--limit", type=int, default=None,
               help="Fairness: run only this many partitions, spread over the domain (a quick look).")
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="Torch threads for robustness and VNN-LIB properties (more only pays on an idle machine).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(model, property_path, timeout, json_out, results_file, jobs, cluster, journal, resume, engine,
-            certificate, limit, quiet) -> int:
+            certificate, limit, threads, quiet) -> int:
     """Prove or refute PROPERTY on MODEL. Exit 0 holds, 10 violated, 20 undecided, 2 input error."""
     if timeout is not None and timeout <= 0:
         raise PropertyError(f"--timeout must be > 0 seconds, got {timeout:g}")
@@ -46,6 +48,13 @@ def command(model, property_path, timeout, json_out, results_file, jobs, cluster
         return run_fairness(model, property_path, timeout=timeout, jobs=jobs, journal=journal, resume=resume,
                             engine=engine, json_out=json_out, certificate=certificate, progress=not quiet,
                             limit=limit, cluster=cluster)
+    if threads < 1:
+        raise PropertyError(f"--threads must be at least 1, got {threads}")
+    import torch
+
+    # Bound passes are many small tensor operations: on a shared machine a second thread that waits for a
+    # core makes each one far slower (30x measured on 2 busy cores), so one thread is the default.
+    torch.set_num_threads(threads)
     from certprune.cli.robustness_run import run_robustness, run_vnnlib
 
     if kind == "vnnlib":
