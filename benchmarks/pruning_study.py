@@ -6,8 +6,9 @@ initialisation of the architecture, round 0 trains the dense network, then every
 remaining hidden units (11% in the full run), rewinds the survivors to their initial weights and trains again.
 Methods: ``magnitude`` (L1 norm of a unit's weights, per layer), ``random`` (global), ``slimming`` (a per-unit
 scale trained with an L1 penalty of 1e-4, global), ``nrs`` (the NRS criterion with the NRS regulariser,
-global), optionally ``nrs-layer`` (the same ranked within each layer) and ``unstructured`` (global weight
-magnitude, 20% of the weights per round; its sparsity is of weights). ``dense`` is round 0 of the magnitude run (plain training) and ``dense+nrs`` round 0 of the NRS
+global), optionally ``nrs-layer`` (the same ranked within each layer), ``stability`` (the project's criterion:
+tanh(1 + l u) on CROWN bounds with dead units first, per layer, plain training) and ``unstructured`` (global
+weight magnitude, 20% of the weights per round; its sparsity is of weights). ``dense`` is round 0 of the magnitude run (plain training) and ``dense+nrs`` round 0 of the NRS
 run (trained with the NRS regulariser, not pruned).
 
 Every reported network (round 0 and the rounds of ``--report-rounds``) is verified completely on the first N
@@ -38,15 +39,17 @@ import torch
 
 from certprune.onnx_io import load_onnx, save_onnx
 from certprune.prune import (
-    NRS, BatchNormScale, Magnitude, Random, fold_unit_scales, load_data, measure, prune_units, prune_weights,
-    unfold_batchnorm,
+    NRS, BatchNormScale, Magnitude, Random, Stability, fold_unit_scales, load_data, measure, prune_units,
+    prune_weights, unfold_batchnorm,
 )
 from certprune.prune import protocol
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 REGIMES = ("natural", "adversarial", "certified")
 METHODS = ("magnitude", "random", "slimming", "nrs")
-EXTRA = ("nrs-layer", "unstructured")  # NRS ranked per layer instead of globally; the reference's l1unstruct
+# NRS ranked per layer instead of globally; the project's own stability criterion (CROWN bounds, dead units
+# first, per layer); the reference's l1unstruct.
+EXTRA = ("nrs-layer", "stability", "unstructured")
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ SETUPS = {s.model: s for s in (Setup("mnist_mlp_100x2", "mnist", 0.02), Setup("m
 
 def criterion(method: str, seed: int):
     return {"magnitude": Magnitude(), "random": Random(seed=seed), "slimming": BatchNormScale(), "nrs": NRS(),
-            "nrs-layer": NRS()}[method]
+            "nrs-layer": NRS(), "stability": Stability()}[method]
 
 
 def run_method(setup: Setup, regime: str, method: str, seed: int, args, done: set, out: Path) -> None:
@@ -152,9 +155,10 @@ def interval(values: list[float]) -> tuple[float, float]:
     return mean, T975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
 
 
-def summarise(rows: list[dict]) -> str:
+def summarise(rows: list[dict], rounds: list[int] | None = None) -> str:
     """A Markdown table per setup: mean +- 95% half-width over seeds, and the paired change of certified
-    accuracy against the same seed's dense network."""
+    accuracy against the same seed's dense network; only the rows of ``rounds`` (and round 0) when given."""
+    rows = [r for r in rows if rounds is None or r["round"] in rounds or r["round"] == 0]
     dense = {(r["setup"], r["regime"], r["seed"]): r["certified"] for r in rows if r["method"] == "dense"}
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -210,6 +214,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/certprune-study"))
     parser.add_argument("--resume", action="store_true", help="skip the rows already in OUT/rows.jsonl")
     parser.add_argument("--summary", action="store_true", help="only print the table of OUT/rows.jsonl")
+    parser.add_argument("--summary-rounds", nargs="+", type=int, default=None, help="rounds the table shows")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     quick = args.quick
@@ -221,7 +226,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     rows_path = args.out / "rows.jsonl"
     if args.summary:
-        print(summarise([json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]))
+        rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
+        print(summarise(rows, args.summary_rounds))
         return
     if rows_path.exists() and not args.resume:
         rows_path.unlink()
