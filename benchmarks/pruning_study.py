@@ -64,7 +64,8 @@ class Setup:
 
 
 SETUPS = {s.model: s for s in (Setup("mnist_mlp_100x2", "mnist", 0.02), Setup("mnist_mlp_256x3", "mnist", 0.02),
-                               Setup("mnist_cnn_bn", "mnist", 0.02), Setup("german_small", "german", 0.02, 32))}
+                               Setup("mnist_cnn_bn", "mnist", 0.02), Setup("german_small", "german", 0.02, 32),
+                               Setup("adult_small", "adult", 0.02, 256))}
 
 
 def criterion(method: str, seed: int):
