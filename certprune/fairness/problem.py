@@ -8,7 +8,8 @@ swapped pair lies in the same partition and the cases cover both orders). A row'
 Soundness margin: logits are evaluated in float32 by the model's runtime, while bounds, MILP and Z3 reason
 about the exact twin. A case is ruled out only when a sound upper bound of a row clears zero by
 ``|G| @ E + margin_rel * (|G| @ 1 + |g0|)``, where ``E`` bounds how far a float32 evaluation of each logit
-can stray from the exact value over the box (``certprune.bounds.rounding``, every layer's rounding).
+can stray from the exact value over the box: an a-posteriori bound computed on each box where the search
+works, from the magnitudes of that box's activations (``floaterror.py``), so it shrinks with the box.
 A model ending in a sigmoid adds the logit distance that keeps float32 sigmoid(logit) off sigmoid(t).
 """
 from __future__ import annotations
@@ -22,8 +23,8 @@ import numpy as np
 import torch
 
 from certprune.bounds import CROWN, IBP, AlphaCROWN
-from certprune.bounds.rounding import forward_error
 from certprune.fairness.cases import CaseTable, DecisionRule
+from certprune.fairness.floaterror import Rounding, float32_error, graph_matches
 from certprune.fairness.partition import Partition
 from certprune.fairness.twin import TwinLayout, build_twin
 from certprune.network import Dense, Network
@@ -80,6 +81,7 @@ class FairnessProblem:
     onnx_path: str | None = None
     integer: np.ndarray = field(default=None)  # per twin input: integer-valued
     sensitivity: np.ndarray = field(default=None)  # per twin input: sum |first-layer weights|
+    rounding: Rounding = field(default=Rounding(exact_graph=False))  # exact_graph: the ONNX file is the network
 
     @classmethod
     def create(cls, network: Network, prop: FairnessProperty, settings: FairnessSettings,
@@ -92,8 +94,9 @@ class FairnessProblem:
         integer = np.array([prop.attributes[i].integer for i in _slot_attributes(layout)])
         first = next(layer for layer in twin.layers if isinstance(layer, Dense))
         sensitivity = first.weight.abs().sum(dim=0).double().numpy()
+        exact = onnx_path is not None and graph_matches(str(onnx_path), network)
         return cls(prop, network, layout, twin, twin.to(torch.float64), rule, CaseTable.build(rule), settings,
-                   None if onnx_path is None else str(onnx_path), integer, sensitivity)
+                   None if onnx_path is None else str(onnx_path), integer, sensitivity, Rounding(exact_graph=exact))
 
     # -- boxes over twin inputs ------------------------------------------------------------------------
 
@@ -166,10 +169,13 @@ class FairnessProblem:
 
     # -- margins -------------------------------------------------------------------------------------
 
-    def float_error(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """(B, 2k) bound on how far the float32 model's logits can stray from the exact twin outputs on boxes."""
+    def float_error(self, lo: np.ndarray, hi: np.ndarray, bounds=None) -> np.ndarray:
+        """(B, 2k) bound on how far the float32 model's logits can stray from the exact twin outputs on boxes;
+        ``bounds`` (a Bounds of the same boxes) tightens the activations' magnitudes."""
         lower, upper = (torch.from_numpy(np.atleast_2d(v)).double() for v in (lo, hi))
-        return forward_error(self.twin, lower, upper).numpy()
+        pre = list(zip(bounds.pre_lower, bounds.pre_upper)) if bounds is not None else None
+        return float32_error(self.twin64, lower, upper, pre_bounds=pre, integer=torch.from_numpy(self.integer),
+                             rounding=self.rounding).numpy()
 
     def margins(self, G: np.ndarray, g0: np.ndarray, error: np.ndarray) -> np.ndarray:
         """(B, rows) clearance needed by rows ``G @ Y + g0`` on boxes whose outputs have the given float error."""

@@ -159,12 +159,12 @@ def _bound(problem: FairnessProblem, lo: np.ndarray, hi: np.ndarray, opened: np.
     history = []
     idx = np.arange(len(lo))
     prior = None
-    margins = problem.margins(table.cert_G, table.cert_g0, problem.float_error(lo, hi))
     for name in problem.settings.bounds:
         (_, b), = problem.bounds(lo[idx], hi[idx], C, (name,), prior)
         if len(idx) == len(lo):
             history.append((name, b))
-        margin = margins[idx]
+        # the float32 error on these very boxes, from this method's bounds of their activations
+        margin = problem.margins(table.cert_G, table.cert_g0, problem.float_error(lo[idx], hi[idx], b))
         open_cases[idx] &= ~table.impossible(b.output_upper.numpy(), margin)
         for position, i in enumerate(idx):
             final[i] = (b, position)

@@ -47,7 +47,7 @@ def decide_z3(problem: FairnessProblem, referee: Referee, lo: np.ndarray, hi: np
         details = {"pruning": pruned.stats}
     else:
         network, states, hints, details = problem.twin64, None, None, {"pruning": None}
-    error = problem.float_error(lo, hi)[0]
+    error = problem.float_error(lo, hi, bounds[-1][1])[0]
     z = [z3.Int(f"z{j}") if problem.integer[j] else z3.Real(f"z{j}") for j in range(len(lo))]
     encoding = encode(network, z, states=states, pre_bounds=[(a[0], b[0]) for a, b in hints] if hints else None)
     details["unstable"] = encoding.unstable
@@ -115,7 +115,7 @@ def decide_milp(problem: FairnessProblem, referee: Referee, lo: np.ndarray, hi: 
     range (no straddling) and whose protected values are fixed; ``bounds`` is the box's Bounds (B = 1)."""
     started = time.perf_counter()
     w = problem.table.witness[case]
-    margin = problem.margins(w.A, w.a0, problem.float_error(lo, hi))[0]
+    margin = problem.margins(w.A, w.a0, problem.float_error(lo, hi, bounds))[0]
     pre = [(bounds.pre_lower[i][0], bounds.pre_upper[i][0]) for i in range(len(bounds.pre_lower))]
     for strict in (False, True):
         remaining = deadline - time.perf_counter()
