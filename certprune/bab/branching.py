@@ -27,22 +27,26 @@ def choose_input_dims(network: Network, lower: torch.Tensor, upper: torch.Tensor
     return score.argmax(dim=1)
 
 
-def choose_relu(bounds, index: int, unstable: list[torch.Tensor]) -> tuple[int, int]:
-    """The unsplit unstable neuron whose triangle relaxation is loosest: largest u * (-l) / (u - l).
-
-    That intercept is the most the relaxation can overshoot the ReLU; splitting it removes the largest
-    single source of looseness, a better guide than the widest interval.
+def choose_relus(scores, bounds, unstable: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per domain, the (layer, flat neuron) to split among its ``unstable`` (B, N_i) masks of unsplit unstable
+    neurons: the largest ``scores`` (per layer (B, N_i), the BaBSR/FSB intercept score of the optimised bound:
+    the intercept of the neuron's upper relaxation times its backward coefficient, see
+    ``bounds.alpha._scores``). Where every score is zero (no open row depends on an unstable neuron through
+    its upper line), the loosest triangle relaxation, largest u * (-l) / (u - l), decides instead.
     """
-    best, choice = -1.0, None
-    for layer, mask in enumerate(unstable):
-        if not mask.any():
-            continue
-        lo = bounds.pre_lower[layer][index].flatten()
-        up = bounds.pre_upper[layer][index].flatten()
-        score = torch.where(mask, up * (-lo) / (up - lo).clamp_min(1e-12), torch.full_like(up, -1.0))
-        value, neuron = score.max(dim=0)
-        if float(value) > best:
-            best, choice = float(value), (layer, int(neuron))
-    if choice is None:
+    score = torch.cat([torch.where(m, s.flatten(1), -1.0) for s, m in zip(scores, unstable)], dim=1)
+    loose = torch.cat([torch.where(m, _intercept(bounds, i), -1.0) for i, m in enumerate(unstable)], dim=1)
+    value, choice = score.max(dim=1)
+    flat = torch.where(value > 0, choice, loose.argmax(dim=1))
+    if not bool(torch.cat(unstable, dim=1).any(dim=1).all()):
         raise ValueError("no unstable neuron left to split")
-    return choice
+    sizes = torch.tensor([m.shape[1] for m in unstable])
+    ends = sizes.cumsum(0)
+    layer = torch.bucketize(flat, ends, right=True)
+    return layer, flat - (ends - sizes)[layer]
+
+
+def _intercept(bounds, layer: int) -> torch.Tensor:
+    """(B, N): u * (-l) / (u - l), the most the triangle relaxation can overshoot the ReLU."""
+    lo, up = bounds.pre_lower[layer].flatten(1), bounds.pre_upper[layer].flatten(1)
+    return up * (-lo) / (up - lo).clamp_min(1e-12)

@@ -1,12 +1,93 @@
-"""The open domains of branch and bound: ReLU split patterns on the whole box, and input boxes (each
-possibly under split constraints), kept newest first so the search goes depth first and memory stays small."""
+"""The open domains of branch and bound: ReLU split patterns on the whole box (with what their parent knew),
+and input boxes (each possibly under split constraints), kept newest first so the search goes depth first and
+memory stays small."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
+from certprune.bounds import Bounds
+from certprune.bounds.alpha import Slopes
+
 Pattern = tuple[torch.Tensor, ...]  # per ReLU layer, a flat int8 tensor: +1 active, -1 inactive, 0 free
+
+
+@dataclass(frozen=True)
+class ReluDomains:
+    """A batch of n ReLU-split domains of the whole box: ``splits`` per ReLU layer (n, N_i) int8; ``prior``
+    the parent's bounds, which hold on the child (a subset of the parent); ``slopes`` the parent's best
+    alpha/beta, where the child's optimisation starts (None: from CROWN's slopes)."""
+
+    splits: Pattern
+    prior: Bounds
+    slopes: Slopes | None
+
+    def __len__(self) -> int:
+        return len(self.splits[0]) if self.splits else len(self.prior.output_lower)
+
+    def pattern(self, index: int) -> Pattern:
+        return tuple(s[index] for s in self.splits)
+
+    def select(self, index) -> "ReluDomains":
+        slopes = None if self.slopes is None else self.slopes.select(index)
+        return ReluDomains(tuple(s[index] for s in self.splits), select_bounds(self.prior, index), slopes)
+
+    @staticmethod
+    def cat(parts: Sequence["ReluDomains"]) -> "ReluDomains":
+        if len(parts) == 1:
+            return parts[0]
+        if any(p.slopes is None for p in parts):
+            slopes = None
+        else:
+            slopes = Slopes.cat([p.slopes for p in parts])
+        return ReluDomains(tuple(torch.cat(s) for s in zip(*(p.splits for p in parts))),
+                           cat_bounds([p.prior for p in parts]), slopes)
+
+
+def select_bounds(bounds: Bounds, index) -> Bounds:
+    """The bounds of some boxes of a batch (an index tensor or mask)."""
+    return Bounds(bounds.output_lower[index], bounds.output_upper[index],
+                  tuple(t[index] for t in bounds.pre_lower), tuple(t[index] for t in bounds.pre_upper),
+                  bounds.infeasible[index], bounds.method)
+
+
+def cat_bounds(parts: Sequence[Bounds]) -> Bounds:
+    return Bounds(torch.cat([b.output_lower for b in parts]), torch.cat([b.output_upper for b in parts]),
+                  tuple(torch.cat(t) for t in zip(*(b.pre_lower for b in parts))),
+                  tuple(torch.cat(t) for t in zip(*(b.pre_upper for b in parts))),
+                  torch.cat([b.infeasible for b in parts]), parts[0].method)
+
+
+class DomainStack:
+    """ReLU-split domains waiting to be bounded, newest batch first (depth first: the queue stays short)."""
+
+    def __init__(self) -> None:
+        self.batches: list[ReluDomains] = []
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def push(self, domains: ReluDomains) -> None:
+        if len(domains):
+            self.batches.append(domains)
+            self.count += len(domains)
+
+    def take(self, size: int) -> ReluDomains:
+        """Up to ``size`` domains from the newest batches."""
+        parts, count = [], 0
+        while self.batches and count < size:
+            batch = self.batches.pop()
+            room = size - count
+            if len(batch) > room:
+                self.batches.append(batch.select(slice(room, None)))
+                batch = batch.select(slice(0, room))
+            parts.append(batch)
+            count += len(batch)
+        self.count -= count
+        return ReluDomains.cat(parts)
 
 
 class BoxQueue:

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from certprune.bab.attack import Falsifier
-from certprune.bab.branching import choose_input_dims, choose_relu
-from certprune.bab.domains import BoxQueue, Pattern, bisect
+from certprune.bab.branching import choose_input_dims, choose_relus
+from certprune.bab.domains import BoxQueue, DomainStack, Pattern, ReluDomains, bisect, select_bounds
 from certprune.bounds import CROWN, IBP, AlphaCROWN, Bounds
 from certprune.bounds.rounding import forward_error
 from certprune.deadline import Deadline
@@ -97,6 +97,7 @@ class _Search:
     attack_seconds: float = 0.0
     attack_share: float = 0.0
     root: Bounds | None = None  # the tightest bounds of the whole box, computed before branching
+    root_slopes: object = None  # alpha-CROWN's slopes of the whole box: where the first split domains start
     pace: dict = field(default_factory=dict)  # kind of batch -> (domains, seconds) of the last one
     _float_error: np.ndarray | None = None
 
@@ -285,7 +286,11 @@ def _bound_whole_box(search: _Search, methods: list):
     for method in methods:
         if search.deadline.expired():
             return Verdict.TIMEOUT
-        bounds = method.compute(search.network, lower, upper, C=search.C, prior=search.root)
+        if isinstance(method, AlphaCROWN):
+            bounds, search.root_slopes, _ = method.domains(search.network, lower, upper, C=search.C,
+                                                           prior=search.root)
+        else:
+            bounds = method.compute(search.network, lower, upper, C=search.C, prior=search.root)
         search.root = bounds
         if bool(search.refuted(bounds)[0]):
             search.decided_by = type(method).__name__
@@ -307,12 +312,13 @@ def _attack_share(search: _Search, margin: float) -> float:
 def _branch_and_bound(search: _Search):
     """Bound batches of domains until none is open; ReLU patterns and boxes take turns."""
     shapes = _relu_input_shapes(search.network)
-    boxes, patterns = BoxQueue([math.prod(s) for s in shapes]), []
+    boxes, patterns = BoxQueue([math.prod(s) for s in shapes]), DomainStack()
     if search.free_dims <= search.settings.input_split_dims:
         boxes.push(search.outer[0].unsqueeze(0), search.outer[1].unsqueeze(0))
         search.decided_by = "input-split"
     else:
-        patterns.append(tuple(torch.zeros(math.prod(s), dtype=torch.int8) for s in shapes))
+        free = tuple(torch.zeros(1, math.prod(s), dtype=torch.int8) for s in shapes)
+        patterns.push(ReluDomains(free, search.root, search.root_slopes))
         search.decided_by = "relu-split"
     turn = 0
     while boxes or patterns:
@@ -384,30 +390,39 @@ def _beta(search: _Search, fixed: bool) -> AlphaCROWN:
                       fixed_intermediate=fixed, deadline=search.deadline)
 
 
-def _pattern_batch(search: _Search, patterns: list, boxes: BoxQueue, shapes) -> None:
-    """Bound a batch of split patterns on the whole box (beta-CROWN); open ones are split or solved.
+def _pattern_batch(search: _Search, patterns: DomainStack, boxes: BoxQueue, shapes) -> None:
+    """Bound a batch of split domains on the whole box (beta-CROWN); open ones are split or solved.
 
-    On large inputs, as in beta-CROWN, every subdomain keeps the root's intermediate bounds (clamped by its
-    splits) and only its output bound is optimised, over lower slopes and the split multipliers; on small
-    ones the intermediate bounds are recomputed under the splits, which needs far fewer domains.
+    Each domain starts from its parent: its bounds (the prior: a child's bounds are never looser) and its
+    optimised slopes and multipliers (alpha-beta-CROWN keeps them per domain rather than restarting). On large
+    inputs, as in beta-CROWN, the ReLU input bounds are the parent's, clamped by the new split and carried
+    forward by intervals, and only the output bound is optimised; on small ones they are recomputed by CROWN
+    under the splits, which needs far fewer domains.
     """
     started = search.deadline.clock()
-    size = search.batch_size("relu")
-    batch = patterns[-size:]
-    del patterns[-size:]
-    search.domains += len(batch)
-    splits = [torch.stack([d[i] for d in batch]).reshape(len(batch), *shape) for i, shape in enumerate(shapes)]
-    lower = search.outer[0].unsqueeze(0).expand(len(batch), *search.outer[0].shape)
-    upper = search.outer[1].unsqueeze(0).expand(len(batch), *search.outer[1].shape)
+    batch = patterns.take(search.batch_size("relu"))
+    n = len(batch)
+    search.domains += n
+    splits = [p.reshape(n, *shape) for p, shape in zip(batch.splits, shapes)]
+    lower = search.outer[0].unsqueeze(0).expand(n, *search.outer[0].shape)
+    upper = search.outer[1].unsqueeze(0).expand(n, *search.outer[1].shape)
     fixed = search.outer[0].numel() > search.settings.fixed_intermediate_above
-    bounds = _beta(search, fixed).compute(search.network, lower, upper, C=search.C, splits=splits,
-                                          prior=_expand(search.root, len(batch)))
-    _timed(search, "relu", len(batch), started)
+    bounds, slopes, scores = _beta(search, fixed).domains(search.network, lower, upper, C=search.C, splits=splits,
+                                                          prior=batch.prior, start=batch.slopes, target=search.rhs)
+    _timed(search, "relu", n, started)
+    unstable = [bounds.unstable(i).flatten(1) & (batch.splits[i] == 0) for i in range(len(shapes))]
+    counts = sum(u.sum(dim=1) for u in unstable)
+    split = []
     for index in torch.nonzero(~search.refuted(bounds)).flatten().tolist():
-        if search.deadline.expired():
-            patterns.append(batch[index])  # still open: counted as queued
-            continue
-        _branch_or_solve(search, bounds, index, batch[index], patterns, boxes)
+        count = int(counts[index])
+        if count > max(search.milp_limit, 0):
+            split.append(index)
+        elif search.deadline.expired():
+            patterns.push(batch.select([index]))  # still open: counted as queued
+        elif _leaf(search, bounds, index, batch.pattern(index), count, boxes):
+            split.append(index)
+    if split:
+        patterns.push(_children(batch, bounds, slopes, scores, unstable, torch.tensor(split)))
 
 
 def _expand(bounds: Bounds, count: int) -> Bounds:
@@ -417,36 +432,43 @@ def _expand(bounds: Bounds, count: int) -> Bounds:
                   tuple(map(grow, bounds.pre_upper)), grow(bounds.infeasible), bounds.method)
 
 
-def _branch_or_solve(search: _Search, bounds, index: int, pattern: Pattern, patterns: list, boxes: BoxQueue):
-    """Hand a domain with few unstable neurons to the MILP, or split its most promising neuron.
+def _children(batch: ReluDomains, bounds, slopes, scores, unstable, index: torch.Tensor) -> ReluDomains:
+    """Both children of each domain ``index``, split on its best-scored neuron, inheriting its bounds and slopes."""
+    layer, neuron = choose_relus([s[index] for s in scores], select_bounds(bounds, index), [u[index] for u in unstable])
+    m = len(index)
+    sides = torch.cat([torch.ones(m, dtype=torch.int8), -torch.ones(m, dtype=torch.int8)])
+    rows, layer, neuron = torch.arange(2 * m), layer.repeat(2), neuron.repeat(2)
+    splits = []
+    for i, s in enumerate(batch.splits):
+        child = s[index].repeat(2, 1)
+        here = layer == i
+        child[rows[here], neuron[here]] = sides[here]
+        splits.append(child)
+    twice = torch.cat([index, index])
+    return ReluDomains(tuple(splits), select_bounds(bounds, twice), slopes.select(twice))
+
+
+def _leaf(search: _Search, bounds, index: int, pattern: Pattern, count: int, boxes: BoxQueue) -> bool:
+    """A domain with few unstable neurons goes to the MILP; returns whether it should be ReLU-split still.
 
     A leaf the MILP cannot close stays open: when the solver ran out of time, only smaller leaves go to the
     MILP from then on and this one is split further; when its point does not replay (or the solver's answer
     is no proof), the falsifier starts from that point and the leaf's input box is bisected under its splits.
     """
-    unstable = [bounds.unstable(i)[index].flatten() & (pattern[i] == 0) for i in range(len(pattern))]
-    count = sum(int(u.sum()) for u in unstable)
     if count <= search.milp_limit:
         closed, reason, point = _milp_leaf(search, bounds, index)
         if closed:
-            return
+            return False
         search.open[f"milp: {reason}"] += 1
         if reason.startswith("solver time limit") and count > 0:
             search.milp_limit = count - 1
-        else:
-            if point is not None:
-                _attack_from(search, point)
-            _split_input(search, pattern, boxes)
-            return
-    if count == 0:
+            return True
+        if point is not None:
+            _attack_from(search, point)
+    else:
         search.open["no unstable neuron left (bounds not tight enough)"] += 1
-        _split_input(search, pattern, boxes)
-        return
-    layer, neuron = choose_relu(bounds, index, unstable)
-    for side in (1, -1):
-        child = tuple(s.clone() for s in pattern)
-        child[layer][neuron] = side
-        patterns.append(child)
+    _split_input(search, pattern, boxes)
+    return False
 
 
 def _split_input(search: _Search, pattern: Pattern, boxes: BoxQueue) -> None:
@@ -497,5 +519,4 @@ def _milp_leaf(search: _Search, bounds, index: int) -> tuple[bool, str, np.ndarr
 
 
 def _relu_input_shapes(network: Network) -> list[tuple[int, ...]]:
-    shapes = network.shapes()
-    return [shapes[i] for i, layer in enumerate(network.layers) if layer.kind == "relu"]
+    return network.relu_shapes()

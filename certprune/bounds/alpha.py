@@ -1,16 +1,42 @@
 """alpha-CROWN with beta-CROWN split multipliers: CROWN's lower slopes and the Lagrange multipliers of the
-ReLU split constraints optimised by gradient ascent on the output bounds (Xu et al. 2021, Wang et al. 2021)."""
+ReLU split constraints optimised by gradient ascent on the output bounds (Xu et al. 2021, Wang et al. 2021).
+
+For branch and bound, ``AlphaCROWN.domains`` also starts from a parent domain's slopes and multipliers (as
+alpha-beta-CROWN keeps them per domain instead of restarting), returns each domain's best ones for its
+children, and scores every unstable ReLU by the real backward coefficients of the bound (see ``_scores``).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
-from certprune.bounds.base import BoundMethod, Bounds, Problem, check_kinds, finish
+from certprune.bounds.base import BoundMethod, Bounds, Problem, check_kinds, check_prior, finish, prepare
 from certprune.bounds.crown import (DEFAULT_CHUNK, RULES, Relaxation, Sweep, both_sides, neuron_states,
                                     output_bounds, sweep)
 from certprune.bounds.ibp import spec_interval
 from certprune.deadline import Deadline
+
+
+@dataclass(frozen=True)
+class Slopes:
+    """Per domain, per ReLU layer i: lower slopes ``alpha[i]`` and split multipliers ``beta[i]``, each
+    (B, R, N_i) for the R bound rows. Any alpha in [0, 1] and beta >= 0 is valid: a start, never a bound."""
+
+    alpha: tuple[torch.Tensor, ...]
+    beta: tuple[torch.Tensor, ...]
+
+    def select(self, index) -> "Slopes":
+        return Slopes(tuple(a[index] for a in self.alpha), tuple(b[index] for b in self.beta))
+
+    def rows(self, rows) -> "Slopes":
+        return Slopes(tuple(a[:, rows] for a in self.alpha), tuple(b[:, rows] for b in self.beta))
+
+    @staticmethod
+    def cat(parts: list["Slopes"]) -> "Slopes":
+        return Slopes(tuple(torch.cat(a) for a in zip(*(p.alpha for p in parts))),
+                      tuple(torch.cat(b) for b in zip(*(p.beta for p in parts))))
 
 
 class _Parameters:
@@ -22,47 +48,45 @@ class _Parameters:
     bounds f on the subdomain; the term adds -beta * s to the coefficient of z when crossing the ReLU.
     """
 
-    def __init__(self, problem: Problem, result: Sweep, rows: int, with_beta: bool) -> None:
+    def __init__(self, problem: Problem, result: Sweep, rows: int, with_beta: bool, start: Slopes | None) -> None:
         self.base = result.relaxations
         self.alpha, self.unstable, self.beta, self.signs = {}, {}, {}, {}
         for i, pos in enumerate(problem.relu_positions):
             lower, upper = result.pre[i]
             unstable = neuron_states(lower, upper)[2]
+            crown = self.base[pos].lower_slope.expand(-1, rows, -1)
             if unstable.any():
                 # Stable neurons keep CROWN's exact slope (0 or 1): their gradient is masked out below.
-                start = self.base[pos].lower_slope.expand(-1, rows, -1)
-                self.alpha[pos] = start.clone().requires_grad_()
+                begin = crown if start is None else torch.where(unstable.unsqueeze(1), start.alpha[i], crown)
+                self.alpha[pos] = begin.clone().requires_grad_()
                 self.unstable[pos] = unstable.unsqueeze(1).to(problem.dtype)
             split = problem.splits[i]
             if with_beta and split is not None:
-                self.beta[pos] = torch.zeros(problem.batch, rows, lower.shape[1], dtype=problem.dtype,
-                                             requires_grad=True)
+                begin = torch.zeros(problem.batch, rows, lower.shape[1], dtype=problem.dtype)
+                if start is not None:
+                    begin = start.beta[i].clone()
+                self.beta[pos] = begin.requires_grad_()
                 self.signs[pos] = split.unsqueeze(1).to(problem.dtype)
-
-    def groups(self, lr: float, lr_beta: float) -> list:
-        groups = [{"params": list(self.alpha.values()), "lr": lr}]
-        if self.beta:
-            groups.append({"params": list(self.beta.values()), "lr": lr_beta})
-        return groups
 
     @property
     def tensors(self) -> list:
         return [*self.alpha.values(), *self.beta.values()]
 
-    def relaxations(self) -> dict:
+    def relaxations(self, upper_bias: dict | None = None) -> dict:
         out = dict(self.base)
-        for pos in set(self.alpha) | set(self.beta):
+        for pos in set(self.alpha) | set(self.beta) | set(upper_bias or ()):
             base = self.base[pos]
             slope = self.alpha.get(pos, base.lower_slope)
             shift = -self.beta[pos] * self.signs[pos] if pos in self.beta else None
-            out[pos] = Relaxation(slope, base.upper_slope, base.upper_bias, shift)
+            bias = upper_bias[pos] if upper_bias and pos in upper_bias else base.upper_bias
+            out[pos] = Relaxation(slope, base.upper_slope, bias, shift)
         return out
 
-    def set_gradients(self, grads) -> None:
-        for tensor, grad in zip(self.tensors, grads):
-            tensor.grad = grad
-        for pos, alpha in self.alpha.items():
-            alpha.grad.mul_(self.unstable[pos])
+    def mask(self, grads: tuple) -> tuple:
+        grads = list(grads)
+        for k, pos in enumerate(self.alpha):
+            grads[k] = grads[k] * self.unstable[pos]
+        return tuple(grads)
 
     def project(self) -> None:
         with torch.no_grad():
@@ -70,6 +94,38 @@ class _Parameters:
                 alpha.clamp_(0, 1)
             for beta in self.beta.values():
                 beta.clamp_(min=0)
+
+    def slopes(self, problem: Problem, rows: int) -> Slopes:
+        """The current values as a Slopes (CROWN's slope and zero multipliers where nothing is optimised)."""
+        alpha, beta = [], []
+        for i, pos in enumerate(problem.relu_positions):
+            n = self.base[pos].upper_bias.shape[1]
+            alpha.append(self.alpha[pos].detach() if pos in self.alpha
+                         else self.base[pos].lower_slope.expand(-1, rows, -1))
+            beta.append(self.beta[pos].detach() if pos in self.beta
+                        else torch.zeros(problem.batch, rows, n, dtype=problem.dtype))
+        return Slopes(tuple(alpha), tuple(beta))
+
+
+class _Adam:
+    """Adam ascent steps written out (torch.optim's fused Adam costs a second of imports and per-call set-up
+    that dominates the small, many batches of branch and bound)."""
+
+    def __init__(self, tensors: list, rates: list, decay: float) -> None:
+        self.tensors, self.rates, self.decay, self.t = tensors, rates, decay, 0
+        self.m = [torch.zeros_like(t) for t in tensors]
+        self.v = [torch.zeros_like(t) for t in tensors]
+
+    def ascend(self, grads) -> None:
+        self.t += 1
+        c1, c2 = 1 - 0.9**self.t, 1 - 0.999**self.t
+        with torch.no_grad():
+            for k, (t, g) in enumerate(zip(self.tensors, grads)):
+                self.m[k].mul_(0.9).add_(g, alpha=0.1)
+                self.v[k].mul_(0.999).addcmul_(g, g, value=0.001)
+                step = self.m[k] / (self.v[k].div(c2).sqrt_().add_(1e-8))
+                t.add_(step, alpha=self.rates[k] / c1)
+        self.rates = [r * self.decay for r in self.rates]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,36 +156,97 @@ class AlphaCROWN(BoundMethod):
             raise ValueError(f"invalid AlphaCROWN settings: {self}")
 
     def run(self, problem: Problem, prior: Bounds | None) -> Bounds:
+        return self._run(problem, prior, None, None)[0]
+
+    def domains(self, network, lower: torch.Tensor, upper: torch.Tensor, C=None, splits=None, *,
+                prior: Bounds | None = None, start: Slopes | None = None,
+                target: torch.Tensor | None = None) -> tuple[Bounds, Slopes, Optional[tuple]]:
+        """Bounds of a batch of subdomains (as ``compute``), optimised from the slopes ``start`` (a parent's;
+        None: CROWN's), with each domain's best slopes for the lower-bound rows, and, given ``target`` (R,),
+        per ReLU layer (B, N_i) branching scores of the rows whose lower bound is not above their target."""
+        problem = prepare(network, lower, upper, C, splits)
+        check_prior(problem, prior)
+        with torch.no_grad():
+            return self._run(problem, prior, start, target)
+
+    def _run(self, problem: Problem, prior: Bounds | None, start: Slopes | None, target):
         check_kinds(problem.network, RULES, "AlphaCROWN")
         result = sweep(problem, prior, self.chunk_elements, tighten=not (self.fixed_intermediate and prior is not None))
         k = problem.rows
         if self.optimize_upper:
-            bound = self._optimise(problem, result, both_sides(problem.spec))
+            start = None if start is None else Slopes(*(tuple(torch.cat([t, t], dim=1) for t in part)
+                                                        for part in (start.alpha, start.beta)))
+            bound, slopes, scores = self._optimise(problem, result, both_sides(problem.spec), start, None)
             out_lower, out_upper = bound[:, :k], -bound[:, k:]
+            slopes = slopes.rows(slice(0, k))
         else:
-            out_lower = self._optimise(problem, result, problem.spec)
+            out_lower, slopes, scores = self._optimise(problem, result, problem.spec, start, target)
             out_upper = -output_bounds(problem, result, result.relaxations, -problem.spec)
         interval_lower, interval_upper = spec_interval(problem.spec, result.output)
         out_lower, out_upper = torch.maximum(out_lower, interval_lower), torch.minimum(out_upper, interval_upper)
-        return finish(problem, result.pre, out_lower, out_upper, result.infeasible, prior, self.name)
+        bounds = finish(problem, result.pre, out_lower, out_upper, result.infeasible, prior, self.name)
+        return bounds, slopes, scores
 
-    def _optimise(self, problem: Problem, result: Sweep, spec: torch.Tensor) -> torch.Tensor:
-        """Best widened lower bounds (B, R) of the rows of ``spec`` over the iterations."""
-        params = _Parameters(problem, result, spec.shape[-2], self.beta)
-        if not params.tensors or self.iterations == 0:
-            return output_bounds(problem, result, result.relaxations, spec)
-        optimizer = torch.optim.Adam(params.groups(self.lr, self.lr_beta), fused=True)
-        schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, self.lr_decay)
-        best = None
+    def _optimise(self, problem: Problem, result: Sweep, spec: torch.Tensor, start: Slopes | None, target):
+        """Best widened lower bounds (B, R) of the rows of ``spec`` over the iterations, the slopes that gave
+        them, and the branching scores (given ``target``)."""
+        rows = spec.shape[-2]
+        params = _Parameters(problem, result, rows, self.beta, None)
+        kept = params.slopes(problem, rows)
+        if start is not None:
+            params = _Parameters(problem, result, rows, self.beta, start)
+        if start is not None or not params.tensors:
+            # CROWN's own bound first: a start inherited from a parent can only add to it.
+            best = output_bounds(problem, result, result.relaxations, spec)
+        else:  # the first step below is CROWN's bound
+            best = torch.full((problem.batch, rows), -torch.inf, dtype=problem.dtype)
+        if params.tensors:
+            best, kept = self._ascend(problem, result, spec, params, best, kept)
+        scores = None if target is None else _scores(problem, result, spec, params, kept, best, target)
+        return best, kept, scores
+
+    def _ascend(self, problem, result, spec, params: _Parameters, best, kept: Slopes):
+        rates = [self.lr] * len(params.alpha) + [self.lr_beta] * len(params.beta)
+        adam = _Adam(params.tensors, rates, self.lr_decay)
         with torch.enable_grad():
             for step in range(self.iterations + 1):
                 bound = output_bounds(problem, result, params.relaxations(), spec)
-                best = bound.detach() if best is None else torch.maximum(best, bound.detach())
+                better = bound.detach() > best
+                if better.any():
+                    best = torch.where(better, bound.detach(), best)
+                    kept = _keep(kept, params.slopes(problem, spec.shape[-2]), better)
                 if step == self.iterations or (self.deadline is not None and self.deadline.expired()):
                     break
                 # Rows and boxes are independent (own slopes and multipliers), so the sum ascends each.
-                params.set_gradients(torch.autograd.grad(-bound.sum(), params.tensors))
-                optimizer.step()
+                adam.ascend(params.mask(torch.autograd.grad(bound.sum(), params.tensors)))
                 params.project()
-                schedule.step()
-        return best
+        return best, kept
+
+
+def _keep(kept: Slopes, now: Slopes, better: torch.Tensor) -> Slopes:
+    """Per domain and row, the slopes of the better bound."""
+    where = better.unsqueeze(-1)
+    return Slopes(tuple(torch.where(where, n, k) for n, k in zip(now.alpha, kept.alpha)),
+                  tuple(torch.where(where, n, k) for n, k in zip(now.beta, kept.beta)))
+
+
+def _scores(problem: Problem, result: Sweep, spec, params: _Parameters, kept: Slopes, best, target) -> tuple:
+    """Per ReLU layer (B, N): how much each unstable neuron's upper relaxation costs the open rows' bounds.
+
+    The lower bound of a row contains ``min(lambda_j, 0) * b_j`` for each ReLU j, where lambda_j is the
+    backward coefficient of relu(z_j) and b_j = -u_j l_j / (u_j - l_j) the intercept of its upper line; the
+    derivative of the bound in b_j is therefore min(lambda_j, 0). Splitting j removes that intercept, so the
+    score is -b_j * sum over open rows of min(lambda_j, 0): the intercept score of BaBSR / FSB (Bunel et al.
+    2020, De Palma et al. 2021) with the coefficients of the optimised bound itself.
+    """
+    for i, pos in enumerate(problem.relu_positions):
+        if pos in params.alpha:
+            params.alpha[pos] = kept.alpha[i].clone()
+        if pos in params.beta:
+            params.beta[pos] = kept.beta[i].clone()
+    biases = {pos: result.relaxations[pos].upper_bias.clone().requires_grad_() for pos in problem.relu_positions}
+    weight = (best <= target).to(best.dtype)  # rows already above their target need nothing more
+    with torch.enable_grad():
+        bound = output_bounds(problem, result, params.relaxations(biases), spec)
+        grads = torch.autograd.grad((bound * weight).sum(), list(biases.values()))
+    return tuple(-g * b.detach() for g, b in zip(grads, biases.values()))
