@@ -1,9 +1,11 @@
 """Running a fairness property on a model: partitions over local processes, a journal, a report.
 
 ``verify_fairness`` decides every selected partition (in parallel with ``jobs > 1``: spawned processes, each
-loading the model once), appends each result to a JSONL journal as it arrives (so an interrupted run loses
-nothing and ``resume`` continues), shows a progress bar, and returns a FairnessReport; the JSON report and
-the certificate are written when asked for.
+loading the model once), in rounds of growing per-partition caps (``schedule.py``: easy first, then the hard
+ones interleaved with what is left), appends each result to a JSONL journal as it arrives (so an interrupted
+run loses nothing and ``resume`` continues; a partition retried in a later round appends its new record, and
+the last record of a partition is its result), shows a progress bar, and returns a FairnessReport; the JSON
+report and the certificate are written when asked for.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from certprune.fairness.partition import Partitioning
 from certprune.fairness.problem import FairnessProblem, FairnessSettings
 from certprune.fairness.replay import Referee
 from certprune.fairness.report import FairnessReport, PartitionResult, format_summary
+from certprune.fairness.schedule import Schedule
 from certprune.fairness.search import decide
 from certprune.journal import Journal, file_sha256, journal_header
 from certprune.onnx_io import load_onnx
@@ -43,10 +46,12 @@ class _Worker:
         self.partitions = Partitioning(self.prop)
         self.timeout = timeout
 
-    def run(self, index: int) -> dict:
+    def run(self, index: int, budget: float | None = None) -> dict:
+        """Decide partition ``index`` within ``budget`` seconds (default: the per-partition timeout)."""
         partition = self.partitions[index]
         started = time.perf_counter()
-        deadline = started + (self.timeout if self.timeout is not None else float("inf"))
+        budget = self.timeout if budget is None else budget
+        deadline = started + (budget if budget is not None else float("inf"))
         outcome = decide(self.problem, self.referee, partition, deadline)
         return PartitionResult(index, outcome.verdict, outcome.method, time.perf_counter() - started,
                                partition.points, partition.ranges(self.prop.names), outcome.counterexample,
@@ -62,15 +67,16 @@ def _init_worker(*args) -> None:
     _WORKER = _Worker(*args)
 
 
-def _work(index: int) -> dict:
-    return _WORKER.run(index)
+def _work(item: tuple[int, float]) -> dict:
+    return _WORKER.run(*item)
 
 
-def _cluster_chunk(setup: tuple, indices: list[int]) -> list[dict]:
-    """One Dask task: decide these partitions with the worker process's own _Worker (built once per question)."""
+def _cluster_chunk(setup: tuple, items: list) -> list[dict]:
+    """One Dask task: decide these (partition, budget) items with the worker process's own _Worker (built once
+    per question)."""
     torch.set_num_threads(1)
     worker = cached(setup, lambda recipe: _Worker(*recipe))
-    return [worker.run(index) for index in indices]
+    return [worker.run(*item) for item in items]
 
 
 def verify_fairness(onnx_path: str | Path, property_path: str | Path, *, jobs: int = 1,
@@ -101,18 +107,20 @@ def verify_fairness(onnx_path: str | Path, property_path: str | Path, *, jobs: i
     header = journal_header("fairness", {"model": model_sha, "property": prop.sha256},
                             {**settings.as_dict(), "timeout": per_partition, "limit": limit})
     journal, done = _open_journal(journal_path, header, resume)
-    todo = [i for i in selection if i not in done]
+    records = dict(done)
+    decided = {i for i, r in done.items() if r["verdict"] in _DECIDED}
+    todo = [i for i in selection if i not in decided]  # journaled undecided ones are retried, as in a later round
     total = started + prop.timeout_total if prop.timeout_total else float("inf")
     deadline = min(total, deadline if deadline is not None else float("inf"))
-    records = dict(done)
-    bar = _progress(progress, len(selection), len(done), records)
+    bar = _progress(progress, len(selection), len(decided), records)
+    init = (onnx_path, text, property_path, settings, per_partition)
     try:
-        for record in _results(worker, todo, jobs, deadline, (onnx_path, text, property_path, settings,
-                                                              per_partition), cluster):
-            records[record["partition"]] = record
-            if journal:
-                journal.append(record)
-            bar.update(record)
+        with _Runner(worker, jobs if todo else 1, init, cluster if todo else None) as runner:
+            for record in _rounds(runner, Schedule(per_partition=per_partition), todo, partitions, records,
+                                  deadline):
+                if journal:
+                    journal.append(record)
+                bar.update(record)
     finally:
         bar.close()
     chosen = set(selection)
@@ -143,72 +151,117 @@ def _select(count: int, limit: int | None) -> list[int]:
     return sorted(set(np.linspace(0, count - 1, limit).round().astype(int).tolist()))
 
 
-def _results(worker: _Worker, todo: list[int], jobs: int, deadline: float, init: tuple,
-             cluster: str | None = None) -> Iterator[dict]:
-    """Records as partitions finish: on a Dask cluster, in this process for one job, else in spawned
-    worker processes."""
-    if cluster and todo:
-        with connect(cluster) as client:
-            yield from run_chunks(client, _cluster_chunk, init, todo, deadline)
-        return
-    if jobs <= 1 or len(todo) <= 1:
-        for index in todo:
-            if time.perf_counter() > deadline:
-                return
-            yield worker.run(index)
-        return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
-                             initargs=init) as pool:
-        pending = set()
-        queue = iter(todo)
-        try:
-            while True:
-                while len(pending) < 2 * jobs and time.perf_counter() <= deadline:
-                    index = next(queue, None)
-                    if index is None:
-                        break
-                    pending.add(pool.submit(_work, index))
-                if not pending:
+_DECIDED = ("verified", "falsified")
+
+
+def _rounds(runner: "_Runner", schedule: Schedule, todo: list[int], partitions: Partitioning, records: dict,
+            deadline: float) -> Iterator[dict]:
+    """Records as partitions finish, round by round (``schedule.py``); ``records`` keeps each partition's last
+    record, its seconds and tries summed over the rounds it ran in."""
+    pending = schedule.first_order(todo, {i: partitions[i].points for i in todo})
+    for cap in schedule.caps():
+        retry = []
+        for record in runner.run([(i, cap) for i in pending], deadline):
+            record = _merge(records.get(record["partition"]), record, cap)
+            records[record["partition"]] = record
+            if record["verdict"] not in _DECIDED:
+                retry.append(record["partition"])
+            yield record
+        again = set(retry)
+        pending = [i for i in pending if i in again]
+        if not pending or time.perf_counter() > deadline:
+            return
+
+
+def _merge(previous: dict | None, record: dict, cap: float) -> dict:
+    """The new record of a partition, with the seconds and budgets of its earlier tries added."""
+    tries = list((previous or {}).get("details", {}).get("tries", []))
+    if previous is not None and not tries:
+        tries = [{"budget": None, "verdict": previous["verdict"], "seconds": previous["seconds"]}]
+    tries.append({"budget": None if cap == float("inf") else cap, "verdict": record["verdict"],
+                  "seconds": record["seconds"]})
+    seconds = round(sum(t["seconds"] for t in tries), 4)
+    return {**record, "seconds": seconds, "details": {**record["details"], "tries": tries}}
+
+
+class _Runner:
+    """Runs (partition, budget) items: on a Dask cluster, in this process for one job, else in spawned worker
+    processes that live across rounds (each loads the model once)."""
+
+    def __init__(self, worker: _Worker, jobs: int, init: tuple, cluster: str | None) -> None:
+        self.worker, self.jobs, self.init, self.cluster = worker, jobs, init, cluster
+        self.client = self.pool = None
+        self._connection = None
+
+    def __enter__(self) -> "_Runner":
+        if self.cluster:
+            self._connection = connect(self.cluster)
+            self.client = self._connection.__enter__()
+        elif self.jobs > 1:
+            self.pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_init_worker, initargs=self.init)
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=error is None, cancel_futures=error is not None)
+        if self._connection is not None:
+            self._connection.__exit__(kind, error, trace)
+
+    def run(self, items: list[tuple[int, float]], deadline: float) -> Iterator[dict]:
+        """Records as items finish; no new item starts after ``deadline``, and none runs past it."""
+        items = [(i, min(cap, max(0.0, deadline - time.perf_counter()))) for i, cap in items]
+        if self.client is not None and items:
+            yield from run_chunks(self.client, _cluster_chunk, self.init, items, deadline)
+        elif self.pool is None or len(items) <= 1:
+            for index, cap in items:
+                if time.perf_counter() > deadline:
                     return
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    yield future.result()
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+                yield self.worker.run(index, min(cap, deadline - time.perf_counter()))
+        else:
+            yield from self._parallel(items, deadline)
+
+    def _parallel(self, items: list[tuple[int, float]], deadline: float) -> Iterator[dict]:
+        pending = set()
+        queue = iter(items)
+        while True:
+            while len(pending) < 2 * self.jobs and time.perf_counter() <= deadline:
+                item = next(queue, None)
+                if item is None:
+                    break
+                pending.add(self.pool.submit(_work, (item[0], min(item[1], deadline - time.perf_counter()))))
+            if not pending:
+                return
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield future.result()
 
 
 class _progress:
-    """A tqdm bar counting partitions, with certified / falsified / undecided counts."""
+    """A tqdm bar counting partitions tried, with certified / falsified / undecided counts (a partition retried
+    in a later round counts once, with its last verdict)."""
 
     def __init__(self, enabled: bool, total: int, initial: int, records: dict) -> None:
         self.bar = None
-        self.counts = {"verified": 0, "falsified": 0}
-        self.seen = 0
-        for record in records.values():
-            self.count(record)
+        self.verdicts = {i: r["verdict"] for i, r in records.items()}
         if enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, unit="partition", dynamic_ncols=True)
+            self.bar = tqdm(total=total, initial=len(self.verdicts), unit="partition", dynamic_ncols=True)
             self.show()
-
-    def count(self, record: dict) -> None:
-        self.seen += 1
-        if record["verdict"] in self.counts:
-            self.counts[record["verdict"]] += 1
 
     def update(self, record: dict) -> None:
-        self.count(record)
+        new = record["partition"] not in self.verdicts
+        self.verdicts[record["partition"]] = record["verdict"]
         if self.bar is not None:
             self.show()
-            self.bar.update(1)
+            self.bar.update(1 if new else 0)
 
     def show(self) -> None:
-        undecided = self.seen - sum(self.counts.values())
-        self.bar.set_postfix(certified=self.counts["verified"], falsified=self.counts["falsified"],
-                             undecided=undecided, refresh=False)
+        values = list(self.verdicts.values())
+        certified, falsified = values.count("verified"), values.count("falsified")
+        self.bar.set_postfix(certified=certified, falsified=falsified,
+                             undecided=len(values) - certified - falsified, refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:
