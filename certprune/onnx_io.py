@@ -1,4 +1,4 @@
-"""ONNX -> Network and back. The reader is ours: it walks the graph as a chain of operators."""
+"""ONNX -> Network and back. The reader is ours: it walks the ONNX graph in order and builds a graph of layers."""
 from __future__ import annotations
 
 import math
@@ -13,34 +13,58 @@ from onnx import helper, numpy_helper
 from certprune.deadline import Deadline
 from certprune.errors import ModelError, UnsupportedLayerError
 from certprune.fold import fold_affine
-from certprune.network import Affine, Conv2d, Dense, Flatten, Layer, Network, ReLU
+from certprune.network import (INPUT, Add, Affine, Concat, Conv2d, Dense, Flatten, Layer, MaxPool2d, Network, Pad,
+                               ReLU, Reshape, Transpose)
 
 WRITE_OPSET = 17
 PASS_THROUGH = {"Identity", "Dropout"}
+UNBATCHED = 0  # the "fixed batch" of a model whose input is one vector without a batch dimension
 
 
-class _Activation:
-    """Marker for the one tensor that flows through the chain (as opposed to constants)."""
+@dataclass(frozen=True)
+class _Value:
+    """An activation (as opposed to a constant): the network input (INPUT) or a layer's output."""
 
-    def __init__(self, version: int) -> None:
-        self.version = version
+    index: int
+    transformed: bool = False  # past the final Sigmoid/Softmax
 
 
 @dataclass
-class _Chain:
-    """Reader state: layers so far, the current per-sample shape, and the final transform."""
+class _Graph:
+    """Reader state: layers so far with their wiring and output shapes, and the final transform."""
 
-    shape: tuple[int, ...]
+    input_shape: tuple[int, ...]
     fixed_batch: int | None
     layers: list[Layer] = field(default_factory=list)
-    version: int = 0
+    wiring: list[tuple[int, ...]] = field(default_factory=list)
+    shapes: list[tuple[int, ...]] = field(default_factory=list)
     transform: str | None = None
 
-    def append(self, layer: Layer) -> _Activation:
-        self.shape = layer.output_shape(self.shape)
+    def shape(self, value: _Value) -> tuple[int, ...]:
+        return self.input_shape if value.index == INPUT else self.shapes[value.index]
+
+    def append(self, layer: Layer, *sources: _Value) -> _Value:
+        shape = layer.output_shape(*(self.shape(v) for v in sources))
         self.layers.append(layer)
-        self.version += 1
-        return _Activation(self.version)
+        self.wiring.append(tuple(v.index for v in sources))
+        self.shapes.append(shape)
+        return _Value(len(self.layers) - 1)
+
+    def network(self, output: _Value, input_name: str, output_name: str, metadata: dict) -> Network:
+        """The layers the output depends on (in their order), folded, in float32."""
+        if output.index == INPUT:
+            raise ModelError("the model computes nothing: its output is its input")
+        needed, stack = set(), [output.index]
+        while stack:
+            i = stack.pop()
+            if i != INPUT and i not in needed:
+                needed.add(i)
+                stack.extend(self.wiring[i])
+        kept = sorted(needed)
+        renumber = {old: new for new, old in enumerate(kept)} | {INPUT: INPUT}
+        network = Network(tuple(self.layers[i] for i in kept), self.input_shape, self.transform, input_name,
+                          output_name, metadata, tuple(tuple(renumber[j] for j in self.wiring[i]) for i in kept))
+        return fold_affine(network).to(torch.float32)
 
 
 def load_onnx(path: str | Path, deadline: Deadline | None = None) -> Network:
@@ -55,20 +79,19 @@ def load_onnx(path: str | Path, deadline: Deadline | None = None) -> Network:
     constants = _initializers(graph)
     graph_input = _single_input(graph, constants)
     batch, shape = _input_shape(graph_input)
-    chain = _Chain(shape=shape, fixed_batch=batch)
+    builder = _Graph(input_shape=shape, fixed_batch=batch)
     env: dict[str, object] = dict(constants)
-    env[graph_input.name] = _Activation(0)
+    env[graph_input.name] = _Value(INPUT)
     for position, node in enumerate(graph.node):
-        _apply(node, position, env, chain)
+        _apply(node, position, env, builder)
         deadline.check(f"loading {path}")
     if len(graph.output) != 1:
         raise ModelError(f"model has {len(graph.output)} outputs; certprune supports one")
     result = env.get(graph.output[0].name)
-    if not isinstance(result, _Activation) or result.version != chain.version:
-        raise ModelError(f"graph output '{graph.output[0].name}' is not the end of the network chain")
-    layers = tuple(layer.to(torch.float32) for layer in fold_affine(chain.layers))
+    if not isinstance(result, _Value):
+        raise ModelError(f"graph output '{graph.output[0].name}' does not depend on the input")
     metadata = {p.key: p.value for p in model.metadata_props}
-    return Network(layers, shape, chain.transform, graph_input.name, graph.output[0].name, metadata)
+    return builder.network(result, graph_input.name, graph.output[0].name, metadata)
 
 
 def _read_model(path: Path) -> onnx.ModelProto:
@@ -110,6 +133,8 @@ def _single_input(graph: onnx.GraphProto, constants: dict) -> onnx.ValueInfoProt
 def _input_shape(value: onnx.ValueInfoProto) -> tuple[int | None, tuple[int, ...]]:
     """(fixed batch size or None for a symbolic one, per-sample shape)."""
     dims = value.type.tensor_type.shape.dim
+    if len(dims) == 1 and dims[0].HasField("dim_value"):
+        return UNBATCHED, (dims[0].dim_value,)  # one sample without a batch dimension (VNN-COMP's test nets)
     if len(dims) < 2:
         raise ModelError(f"input '{value.name}' has rank {len(dims)}; expected a batch dimension and features")
     batch = dims[0].dim_value if dims[0].HasField("dim_value") else None
@@ -121,7 +146,7 @@ def _input_shape(value: onnx.ValueInfoProto) -> tuple[int | None, tuple[int, ...
     return batch, tuple(shape)
 
 
-def _apply(node: onnx.NodeProto, position: int, env: dict, chain: _Chain) -> None:
+def _apply(node: onnx.NodeProto, position: int, env: dict, builder: _Graph) -> None:
     where = f"node '{node.name or node.output[0]}' at position {position}"
     if node.domain not in ("", "ai.onnx"):
         raise UnsupportedLayerError(f"unsupported operator {node.domain}.{node.op_type} ({where}); only the "
@@ -130,17 +155,15 @@ def _apply(node: onnx.NodeProto, position: int, env: dict, chain: _Chain) -> Non
     for name, value in zip(node.input, inputs):
         if name and value is None:
             raise ModelError(f"{where} reads '{name}', which nothing defines")
-    acts = [v for v in inputs if isinstance(v, _Activation)]
+    acts = [v for v in inputs if isinstance(v, _Value)]
     if not acts:
         outputs = _constant_op(node, inputs, where)
     else:
-        if any(a.version != chain.version for a in acts) or len(acts) > 1:
+        done = [v for v in acts if v.transformed]
+        if done:
             raise UnsupportedLayerError(
-                f"unsupported graph shape: {node.op_type} ({where}) joins two branches (residual connections are not supported)")
-        if chain.transform is not None:
-            raise UnsupportedLayerError(
-                f"unsupported operator {node.op_type} after the final {chain.transform} ({where})")
-        outputs = [_activation_op(node, inputs, chain, where)]
+                f"unsupported operator {node.op_type} after the final {builder.transform} ({where})")
+        outputs = [_activation_op(node, inputs, builder, where)]
     for name, value in zip(node.output, outputs):
         env[name] = value
 
@@ -149,64 +172,80 @@ def _attrs(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-# ---- operators on the flowing activation -------------------------------------------------------
+# ---- operators on activations ---------------------------------------------------------------
 
-def _activation_op(node, inputs, chain: _Chain, where: str) -> _Activation:
+def _activation_op(node, inputs, g: _Graph, where: str) -> _Value:
     op = node.op_type
     handler = _ACTIVATION_OPS.get(op)
     if handler is None:
         raise UnsupportedLayerError(f"unsupported operator {op} ({where}); supported on activations: "
                                     f"{', '.join(sorted(_ACTIVATION_OPS))}")
-    return handler(node, inputs, chain, where)
+    try:
+        return handler(node, inputs, g, where)
+    except ModelError as error:  # a shape that does not fit: say which node
+        if where in str(error):
+            raise
+        raise type(error)(f"{error} ({where})") from error
 
 
-def _pass(node, inputs, chain, where):
-    return _Activation(chain.version)
+def _pass(node, inputs, g, where):
+    return inputs[0]
 
 
-def _relu(node, inputs, chain, where):
-    return chain.append(ReLU())
+def _relu(node, inputs, g, where):
+    return g.append(ReLU(), inputs[0])
 
 
-def _transform(node, inputs, chain, where):
+def _transform(node, inputs, g, where):
+    x = inputs[0]
     if node.op_type == "Softmax":
         # On a flat per-sample vector the default axis of every opset (1 before 13, -1 after) is the last.
         axis = _attrs(node).get("axis", -1)
-        if axis not in (-1, 1) or len(chain.shape) != 1:
-            raise UnsupportedLayerError(f"Softmax over axis {axis} of a {len(chain.shape) + 1}-D tensor ({where})")
-    chain.transform = node.op_type.lower()
-    return _Activation(chain.version)
+        if axis not in (-1, 1) or len(g.shape(x)) != 1:
+            raise UnsupportedLayerError(f"Softmax over axis {axis} of a {len(g.shape(x)) + 1}-D tensor ({where})")
+    g.transform = node.op_type.lower()
+    return _Value(x.index, transformed=True)
 
 
-def _flatten(node, inputs, chain, where):
+def _flatten(node, inputs, g, where):
     axis = _attrs(node).get("axis", 1)
     if axis != 1:
         raise UnsupportedLayerError(f"Flatten with axis {axis} ({where}); only axis 1 keeps the batch")
-    return chain.append(Flatten()) if len(chain.shape) > 1 else _Activation(chain.version)
+    x = inputs[0]
+    return g.append(Flatten(), x) if len(g.shape(x)) > 1 else x
 
 
-def _reshape(node, inputs, chain, where):
-    target = [int(d) for d in np.asarray(inputs[1]).ravel()]
-    if not target or target[0] not in (-1, 0, chain.fixed_batch or -1):
+def _reshape(node, inputs, g, where):
+    x = inputs[0]
+    shape = g.shape(x)
+    target = [int(d) for d in np.asarray(_constant(inputs[1], "shape", where)).ravel()]
+    if not target or target[0] not in (-1, 0, g.fixed_batch or -1):
         raise UnsupportedLayerError(f"Reshape to {target} changes the batch dimension ({where})")
-    size = math.prod(chain.shape)
-    rest = [chain.shape[i] if d == 0 and i < len(chain.shape) else d for i, d in enumerate(target[1:])]
+    size = math.prod(shape)
+    rest = [shape[i] if d == 0 and i < len(shape) else d for i, d in enumerate(target[1:])]
     if rest.count(-1) == 1:
         known = math.prod(d for d in rest if d != -1)
         rest = [size // known if d == -1 else d for d in rest]
     rest = tuple(rest)
-    if target[0] == -1 and -1 not in target[1:] and math.prod(rest) != size:
+    if -1 in rest or math.prod(rest) != size:
         raise UnsupportedLayerError(f"Reshape to {target} regroups the batch ({where})")
-    if rest == chain.shape:
-        return _Activation(chain.version)
-    if rest == (size,):
-        return chain.append(Flatten())
-    raise UnsupportedLayerError(f"Reshape from {chain.shape} to {rest} ({where}); only flattening is supported")
+    if rest == shape:
+        return x
+    return g.append(Flatten() if rest == (size,) else Reshape(rest), x)
 
 
-def _gemm(node, inputs, chain, where):
+def _transpose(node, inputs, g, where):
+    x = inputs[0]
+    perm = list(_attrs(node).get("perm", reversed(range(len(g.shape(x)) + 1))))
+    if perm[0] != 0:
+        raise UnsupportedLayerError(f"Transpose {perm} moves the batch dimension ({where})")
+    perm = tuple(p - 1 for p in perm[1:])
+    return x if perm == tuple(range(len(perm))) else g.append(Transpose(perm), x)
+
+
+def _gemm(node, inputs, g, where):
     a = _attrs(node)
-    if not isinstance(inputs[0], _Activation) or a.get("transA", 0):
+    if not isinstance(inputs[0], _Value) or a.get("transA", 0):
         raise UnsupportedLayerError(f"Gemm with the activation as B or transposed ({where})")
     b = _constant(inputs[1], "B", where).astype(np.float64)
     weight = b if a.get("transB", 0) else b.T
@@ -216,31 +255,52 @@ def _gemm(node, inputs, chain, where):
         c = _constant(inputs[2], "C", where).astype(np.float64)
         bias = a.get("beta", 1.0) * np.broadcast_to(c.reshape(-1) if c.size == weight.shape[0] else c,
                                                      (weight.shape[0],))
-    return _dense(weight, bias, chain, where)
+    return _dense(weight, bias, inputs[0], g, where)
 
 
-def _matmul(node, inputs, chain, where):
-    if not isinstance(inputs[0], _Activation):
+def _matmul(node, inputs, g, where):
+    if not isinstance(inputs[0], _Value):
+        if g.fixed_batch == UNBATCHED and isinstance(inputs[1], _Value) and len(g.shape(inputs[1])) == 1:
+            w = _constant(inputs[0], "A", where).astype(np.float64)  # W @ x on one vector
+            if w.ndim == 2:
+                return _dense(w, np.zeros(w.shape[0]), inputs[1], g, where)
         raise UnsupportedLayerError(f"MatMul with a constant on the left ({where})")
+    if isinstance(inputs[1], _Value):
+        raise UnsupportedLayerError(f"MatMul of two activations ({where}); the network would not be piecewise linear")
     b = _constant(inputs[1], "B", where).astype(np.float64)
     if b.ndim != 2:
         raise UnsupportedLayerError(f"MatMul with a {b.ndim}-D weight ({where})")
-    return _dense(b.T, np.zeros(b.shape[1]), chain, where)
+    return _dense(b.T, np.zeros(b.shape[1]), inputs[0], g, where)
 
 
-def _dense(weight: np.ndarray, bias: np.ndarray, chain: _Chain, where: str) -> _Activation:
-    if len(chain.shape) != 1 or chain.shape[0] != weight.shape[1]:
+def _dense(weight: np.ndarray, bias: np.ndarray, x: _Value, g: _Graph, where: str) -> _Value:
+    shape = g.shape(x)
+    if len(shape) != 1 or shape[0] != weight.shape[1]:
         raise UnsupportedLayerError(
-            f"dense layer with {weight.shape[1]} inputs applied to a tensor of shape {chain.shape} ({where})")
-    return chain.append(Dense(torch.tensor(weight), torch.tensor(np.array(bias, dtype=np.float64))))
+            f"dense layer with {weight.shape[1]} inputs applied to a tensor of shape {shape} ({where})")
+    return g.append(Dense(torch.tensor(weight), torch.tensor(np.array(bias, dtype=np.float64))), x)
 
 
-def _elementwise(node, inputs, chain, where):
-    """Add/Sub/Mul/Div of the activation and a constant: an Affine layer, folded later."""
+def _elementwise(node, inputs, g, where):
+    """Add/Sub of two activations joins them; Add/Sub/Mul/Div of an activation and a constant is an Affine
+    layer, folded later."""
     op = node.op_type
-    act_first = isinstance(inputs[0], _Activation)
-    const = _broadcast_constant(inputs[1] if act_first else inputs[0], chain, where)
-    ones, zeros = np.ones(chain.shape), np.zeros(chain.shape)
+    if all(isinstance(v, _Value) for v in inputs[:2]):
+        if op not in ("Add", "Sub"):
+            raise UnsupportedLayerError(f"{op} of two activations ({where}); the network would not be piecewise linear")
+        a, b = inputs[:2]
+        if g.shape(a) != g.shape(b):
+            raise UnsupportedLayerError(f"{op} of activations of shapes {g.shape(a)} and {g.shape(b)} ({where}); "
+                                        "broadcasting between activations is not supported")
+        if op == "Sub":
+            shape = g.shape(b)
+            b = g.append(Affine(torch.full(shape, -1.0, dtype=torch.float64), torch.zeros(shape, dtype=torch.float64)), b)
+        return g.append(Add(), a, b)
+    act_first = isinstance(inputs[0], _Value)
+    x = inputs[0] if act_first else inputs[1]
+    shape = g.shape(x)
+    const = _broadcast_constant(inputs[1] if act_first else inputs[0], shape, g.fixed_batch, where)
+    ones, zeros = np.ones(shape), np.zeros(shape)
     if op == "Add":
         scale, shift = ones, const
     elif op == "Sub":
@@ -253,71 +313,164 @@ def _elementwise(node, inputs, chain, where):
         scale, shift = 1.0 / const, zeros
     else:
         raise UnsupportedLayerError(f"Div of a constant by the activation ({where})")
-    return chain.append(Affine(torch.tensor(scale), torch.tensor(shift)))
+    return g.append(Affine(torch.tensor(scale), torch.tensor(shift)), x)
 
 
-def _broadcast_constant(value, chain: _Chain, where: str) -> np.ndarray:
+def _broadcast_constant(value, shape: tuple[int, ...], fixed_batch: int | None, where: str) -> np.ndarray:
     const = _constant(value, "operand", where).astype(np.float64)
-    full = (chain.fixed_batch or 1,) + chain.shape
+    if fixed_batch == UNBATCHED:  # no batch dimension: the constant broadcasts over the sample itself
+        const = const[None]
+    full = (fixed_batch or 1,) + shape
     try:
         if np.broadcast_shapes(full, const.shape) != full:
             raise ValueError
     except ValueError:
         raise UnsupportedLayerError(
-            f"constant of shape {const.shape} does not broadcast over the activation {chain.shape} ({where})") from None
+            f"constant of shape {const.shape} does not broadcast over the activation {shape} ({where})") from None
     return np.broadcast_to(const, full)[0].copy()
 
 
-def _conv(node, inputs, chain, where):
-    a = _attrs(node)
-    weight = _constant(inputs[1], "weight", where).astype(np.float64)
-    if weight.ndim != 4 or len(chain.shape) != 3:
-        raise UnsupportedLayerError(f"Conv that is not 2-D ({where})")
-    if a.get("group", 1) != 1:
-        raise UnsupportedLayerError(f"Conv with group={a['group']} ({where}); only group=1 is supported")
+def _concat(node, inputs, g, where):
+    if not all(isinstance(v, _Value) for v in inputs):
+        raise UnsupportedLayerError(f"Concat of an activation and a constant ({where})")
+    rank = len(g.shape(inputs[0])) + 1
+    axis = _attrs(node)["axis"] % rank
+    if axis == 0:
+        raise UnsupportedLayerError(f"Concat along the batch dimension ({where})")
+    return g.append(Concat(axis - 1), *inputs)
+
+
+def _pads_2d(a: dict, kernel, strides, dilations, shape, where: str) -> list[int]:
+    """[top, left, bottom, right] from pads or auto_pad (SAME_UPPER puts the odd pixel at the end)."""
     auto_pad = a.get("auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    if auto_pad not in ("NOTSET", "VALID"):
-        raise UnsupportedLayerError(f"Conv with auto_pad={auto_pad} ({where})")
-    pads = list(a.get("pads", [0, 0, 0, 0]))
-    if pads[:2] != pads[2:]:
-        raise UnsupportedLayerError(f"Conv with asymmetric pads {pads} ({where})")
+    if auto_pad in ("NOTSET", "VALID"):
+        pads = list(a.get("pads", [0, 0, 0, 0])) if auto_pad == "NOTSET" else [0, 0, 0, 0]
+        return pads
+    if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
+        raise UnsupportedLayerError(f"auto_pad={auto_pad} ({where})")
+    begin, end = [], []
+    for i in range(2):
+        out = -(-shape[1 + i] // strides[i])
+        total = max(0, (out - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1 - shape[1 + i])
+        small, large = total // 2, total - total // 2
+        begin.append(small if auto_pad == "SAME_UPPER" else large)
+        end.append(large if auto_pad == "SAME_UPPER" else small)
+    return begin + end
+
+
+def _with_padding(x: _Value, pads: list[int], g: _Graph) -> tuple[_Value, tuple[int, int]]:
+    """Symmetric pads stay with the layer; asymmetric ones become a zero Pad layer before it."""
+    if pads[:2] == pads[2:]:
+        return x, (pads[0], pads[1])
+    return g.append(Pad((0, pads[0], pads[1]), (0, pads[2], pads[3])), x), (0, 0)
+
+
+def _conv(node, inputs, g, where):
+    a = _attrs(node)
+    x = inputs[0]
+    shape = g.shape(x)
+    weight = _constant(inputs[1], "weight", where).astype(np.float64)
+    if weight.ndim != 4 or len(shape) != 3:
+        raise UnsupportedLayerError(f"Conv that is not 2-D ({where})")
+    strides, dilations = tuple(a.get("strides", [1, 1])), tuple(a.get("dilations", [1, 1]))
+    pads = _pads_2d(a, weight.shape[2:], strides, dilations, shape, where)
     bias = (_constant(inputs[2], "bias", where).astype(np.float64) if len(inputs) > 2 and inputs[2] is not None
             else np.zeros(weight.shape[0]))
-    layer = Conv2d(torch.tensor(weight), torch.tensor(bias), tuple(a.get("strides", [1, 1])),
-                   tuple(pads[:2]), tuple(a.get("dilations", [1, 1])))
-    return chain.append(layer)
+    x, padding = _with_padding(x, pads, g)
+    return g.append(Conv2d(torch.tensor(weight), torch.tensor(bias), strides, padding, dilations, a.get("group", 1)), x)
 
 
-def _batchnorm(node, inputs, chain, where):
+def _maxpool(node, inputs, g, where):
+    a = _attrs(node)
+    x = inputs[0]
+    shape = g.shape(x)
+    kernel = tuple(a["kernel_shape"])
+    if len(kernel) != 2 or len(shape) != 3:
+        raise UnsupportedLayerError(f"MaxPool that is not 2-D ({where})")
+    if a.get("ceil_mode", 0) or any(d != 1 for d in a.get("dilations", [1, 1])) or len(node.output) > 1:
+        raise UnsupportedLayerError(f"MaxPool with ceil_mode, dilations or indices output ({where})")
+    strides = tuple(a.get("strides", [1, 1]))
+    pads = _pads_2d(a, kernel, strides, (1, 1), shape, where)
+    if pads[:2] != pads[2:]:
+        raise UnsupportedLayerError(f"MaxPool with asymmetric pads {pads} ({where})")
+    return g.append(MaxPool2d(kernel, strides, (pads[0], pads[1])), x)
+
+
+def _average_pool(node, inputs, g, where):
+    """AveragePool and GlobalAveragePool as a depthwise convolution with weights 1 / (kernel size)."""
+    a = _attrs(node)
+    x = inputs[0]
+    shape = g.shape(x)
+    if len(shape) != 3:
+        raise UnsupportedLayerError(f"{node.op_type} that is not 2-D ({where})")
+    if node.op_type == "GlobalAveragePool":
+        kernel, strides, pads = shape[1:], (1, 1), [0, 0, 0, 0]
+    else:
+        kernel, strides = tuple(a["kernel_shape"]), tuple(a.get("strides", [1, 1]))
+        if a.get("ceil_mode", 0):
+            raise UnsupportedLayerError(f"AveragePool with ceil_mode ({where})")
+        pads = _pads_2d(a, kernel, strides, (1, 1), shape, where)
+        if any(pads) and not a.get("count_include_pad", 0):
+            raise UnsupportedLayerError(f"AveragePool with padding that is not counted ({where}); the divisor "
+                                        "changes at the border: set count_include_pad=1 or pad explicitly")
+    channels = shape[0]
+    weight = np.full((channels, 1, *kernel), 1.0 / math.prod(kernel))
+    x, padding = _with_padding(x, pads, g)
+    return g.append(Conv2d(torch.tensor(weight), torch.zeros(channels, dtype=torch.float64), strides, padding,
+                           (1, 1), channels), x)
+
+
+def _pad(node, inputs, g, where):
+    a = _attrs(node)
+    x = inputs[0]
+    mode = a.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    pads = list(a["pads"]) if "pads" in a else [int(v) for v in _constant(inputs[1], "pads", where).ravel()]
+    value = 0.0
+    if len(inputs) > 2 and inputs[2] is not None:
+        value = float(np.asarray(_constant(inputs[2], "constant_value", where)).ravel()[0])
+    if mode != "constant" or value != 0.0 or len(inputs) > 3:
+        raise UnsupportedLayerError(f"Pad in mode {mode} with value {value} or axes ({where}); only zero padding")
+    rank = len(g.shape(x)) + 1
+    before, after = pads[:rank], pads[rank:]
+    if before[0] or after[0] or min(pads) < 0:
+        raise UnsupportedLayerError(f"Pad {pads} of the batch dimension or with negative widths ({where})")
+    return g.append(Pad(tuple(before[1:]), tuple(after[1:])), x)
+
+
+def _batchnorm(node, inputs, g, where):
+    x = inputs[0]
+    shape = g.shape(x)
     scale, bias, mean, var = (_constant(v, "parameter", where).astype(np.float64) for v in inputs[1:5])
     eps = _attrs(node).get("epsilon", 1e-5)
     factor = scale / np.sqrt(var + eps)
     offset = bias - mean * factor
-    channel_shape = (-1,) + (1,) * (len(chain.shape) - 1)
-    full_scale = np.broadcast_to(factor.reshape(channel_shape), chain.shape).copy()
-    full_shift = np.broadcast_to(offset.reshape(channel_shape), chain.shape).copy()
-    return chain.append(Affine(torch.tensor(full_scale), torch.tensor(full_shift)))
+    channel_shape = (-1,) + (1,) * (len(shape) - 1)
+    full_scale = np.broadcast_to(factor.reshape(channel_shape), shape).copy()
+    full_shift = np.broadcast_to(offset.reshape(channel_shape), shape).copy()
+    return g.append(Affine(torch.tensor(full_scale), torch.tensor(full_shift)), x)
 
 
-def _cast(node, inputs, chain, where):
+def _cast(node, inputs, g, where):
     if _attrs(node).get("to") not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE):
         raise UnsupportedLayerError(f"Cast of the activation to a non-float type ({where})")
-    return _Activation(chain.version)
+    return inputs[0]
 
 
 _ACTIVATION_OPS = {
     "Relu": _relu, "Sigmoid": _transform, "Softmax": _transform, "Flatten": _flatten, "Reshape": _reshape,
-    "Gemm": _gemm, "MatMul": _matmul, "Add": _elementwise, "Sub": _elementwise, "Mul": _elementwise,
-    "Div": _elementwise, "Conv": _conv, "BatchNormalization": _batchnorm, "Identity": _pass,
-    "Dropout": _pass, "Cast": _cast,
+    "Transpose": _transpose, "Gemm": _gemm, "MatMul": _matmul, "Add": _elementwise, "Sub": _elementwise,
+    "Mul": _elementwise, "Div": _elementwise, "Conv": _conv, "BatchNormalization": _batchnorm, "Identity": _pass,
+    "Dropout": _pass, "Cast": _cast, "Concat": _concat, "MaxPool": _maxpool, "AveragePool": _average_pool,
+    "GlobalAveragePool": _average_pool, "Pad": _pad,
 }
 
 
 # ---- operators on constants (shape plumbing, Constant nodes) ------------------------------------
 
 def _constant(value, role: str, where: str) -> np.ndarray:
-    if isinstance(value, _Activation) or value is None:
+    if isinstance(value, _Value) or value is None:
         raise UnsupportedLayerError(f"{role} of {where} must be a constant")
     return np.asarray(value)
 
@@ -336,9 +489,9 @@ def _constant_op(node, inputs, where: str) -> list:
     return [handler(a, *inputs)]
 
 
-def _shape_of_activation(node, inputs, chain, where):
+def _shape_of_activation(node, inputs, g, where):
     """Shape(x) of the activation: the batch becomes -1 so that a later Reshape keeps it."""
-    return np.array((-1,) + chain.shape, dtype=np.int64)
+    return np.array((-1,) + g.shape(inputs[0]), dtype=np.int64)
 
 
 def _axes(a, inputs_axes):
@@ -366,14 +519,14 @@ _ACTIVATION_OPS["Shape"] = _shape_of_activation
 def to_onnx(network: Network) -> onnx.ModelProto:
     """A checked ONNX model (opset 17, dynamic batch) computing the network and its output transform."""
     nodes, inits = [], []
-    current = network.input_name
-    for index, layer in enumerate(network.layers):
-        current = _write_layer(layer, index, current, nodes, inits)
+    names = []  # the ONNX name of each layer's output
+    for index, (layer, sources) in enumerate(zip(network.layers, network.inputs)):
+        reads = [network.input_name if j == INPUT else names[j] for j in sources]
+        names.append(_write_layer(layer, index, reads, nodes, inits))
     if network.output_transform is not None:
         op = {"sigmoid": "Sigmoid", "softmax": "Softmax"}[network.output_transform]
         attrs = {"axis": -1} if op == "Softmax" else {}
-        nodes.append(helper.make_node(op, [current], ["transform_out"], name=op.lower(), **attrs))
-        current = "transform_out"
+        nodes.append(helper.make_node(op, [names[-1]], ["transform_out"], name=op.lower(), **attrs))
     nodes[-1].output[0] = network.output_name
     batch_input = helper.make_tensor_value_info(
         network.input_name, onnx.TensorProto.FLOAT, ["batch", *network.input_shape])
@@ -393,30 +546,46 @@ def save_onnx(network: Network, path: str | Path) -> None:
     onnx.save(to_onnx(network), str(path))
 
 
-def _write_layer(layer: Layer, index: int, current: str, nodes: list, inits: list) -> str:
+def _write_layer(layer: Layer, index: int, reads: list[str], nodes: list, inits: list) -> str:
+    """Append the ONNX nodes of one layer reading ``reads``; returns the name of its output."""
     name = f"{layer.kind}_{index}"
     out = f"{name}_out"
 
-    def init(suffix: str, tensor: torch.Tensor) -> str:
-        inits.append(numpy_helper.from_array(tensor.detach().to(torch.float32).numpy(), f"{name}_{suffix}"))
+    def init(suffix: str, tensor) -> str:
+        array = tensor if isinstance(tensor, np.ndarray) else tensor.detach().to(torch.float32).numpy()
+        inits.append(numpy_helper.from_array(array, f"{name}_{suffix}"))
         return f"{name}_{suffix}"
 
+    def node(op: str, inputs: list[str], **attrs) -> None:
+        nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
+
     if isinstance(layer, Dense):
-        nodes.append(helper.make_node("Gemm", [current, init("W", layer.weight), init("b", layer.bias)], [out],
-                                      name=name, transB=1))
+        node("Gemm", [reads[0], init("W", layer.weight), init("b", layer.bias)], transB=1)
     elif isinstance(layer, Conv2d):
-        pads = list(layer.padding) * 2
-        nodes.append(helper.make_node(
-            "Conv", [current, init("W", layer.weight), init("b", layer.bias)], [out], name=name,
-            kernel_shape=list(layer.weight.shape[2:]), strides=list(layer.stride), pads=pads,
-            dilations=list(layer.dilation)))
+        node("Conv", [reads[0], init("W", layer.weight), init("b", layer.bias)],
+             kernel_shape=list(layer.weight.shape[2:]), strides=list(layer.stride), pads=list(layer.padding) * 2,
+             dilations=list(layer.dilation), group=layer.groups)
     elif isinstance(layer, ReLU):
-        nodes.append(helper.make_node("Relu", [current], [out], name=name))
+        node("Relu", reads)
     elif isinstance(layer, Flatten):
-        nodes.append(helper.make_node("Flatten", [current], [out], name=name, axis=1))
+        node("Flatten", reads, axis=1)
     elif isinstance(layer, Affine):
-        nodes.append(helper.make_node("Mul", [current, init("scale", layer.scale)], [f"{name}_mul"], name=f"{name}_mul"))
-        nodes.append(helper.make_node("Add", [f"{name}_mul", init("shift", layer.shift)], [out], name=name))
+        nodes.append(helper.make_node("Mul", [reads[0], init("scale", layer.scale)], [f"{name}_mul"], name=f"{name}_mul"))
+        node("Add", [f"{name}_mul", init("shift", layer.shift)])
+    elif isinstance(layer, Add):
+        node("Add", reads)
+    elif isinstance(layer, Concat):
+        node("Concat", reads, axis=layer.axis + 1)
+    elif isinstance(layer, Reshape):
+        node("Reshape", [reads[0], init("shape", np.array((-1, *layer.shape), dtype=np.int64))])
+    elif isinstance(layer, Transpose):
+        node("Transpose", reads, perm=[0, *(p + 1 for p in layer.perm)])
+    elif isinstance(layer, Pad):
+        pads = np.array((0, *layer.before, 0, *layer.after), dtype=np.int64)
+        node("Pad", [reads[0], init("pads", pads)])
+    elif isinstance(layer, MaxPool2d):
+        node("MaxPool", reads, kernel_shape=list(layer.kernel), strides=list(layer.stride),
+             pads=list(layer.padding) * 2)
     else:
         raise UnsupportedLayerError(f"cannot write layer kind {type(layer).__name__} to ONNX")
     return out

@@ -27,11 +27,15 @@ class OnnxRuntimeModel:
         graph_input = self.session.get_inputs()[0]
         self.input_name = graph_input.name
         self.fixed_batch = graph_input.shape[0] if isinstance(graph_input.shape[0], int) else None
+        self.unbatched = len(graph_input.shape) == 1  # one vector, no batch dimension
         self.output_name = self.session.get_outputs()[0].name
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Raw model outputs (including any final Sigmoid/Softmax) for a batch ``x``."""
         x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.unbatched:
+            rows = [self.session.run([self.output_name], {self.input_name: x[i].reshape(-1)})[0] for i in range(len(x))]
+            return np.stack(rows).reshape(len(x), -1)
         if self.fixed_batch is None or self.fixed_batch == len(x):
             return self.session.run([self.output_name], {self.input_name: x})[0].reshape(len(x), -1)
         rows = [self.session.run([self.output_name], {self.input_name: x[i:i + 1]})[0] for i in range(len(x))]

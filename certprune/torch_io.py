@@ -31,8 +31,7 @@ def from_torch(module: nn.Module, input_shape: tuple[int, ...], *, check: bool =
         if layer is not None:
             shape = layer.output_shape(shape)
             layers.append(layer)
-    folded = tuple(layer.to(torch.float32) for layer in fold_affine(layers))
-    network = Network(folded, tuple(input_shape), transform)
+    network = fold_affine(Network(tuple(layers), tuple(input_shape), transform)).to(torch.float32)
     if check:
         _check_parity(module, network)
     return network

@@ -86,12 +86,12 @@ def test_non_finite_weights(tmp_path, capsys, bad):
     assert "initializer 'W' contains" in message and ("NaN" in message or "Inf" in message)
 
 
-def test_residual_add_is_named(tmp_path):
+def test_product_of_two_activations_is_named(tmp_path):
     nodes = [helper.make_node("Relu", ["x"], ["r"], name="act"),
-             helper.make_node("Add", ["x", "r"], ["s"], name="skip"),
+             helper.make_node("Mul", ["x", "r"], ["s"], name="gate"),
              helper.make_node("Gemm", ["s", "W", "b"], ["y"], name="fc1", transB=1)]
     path = _save(tmp_path, nodes, [_x()], _weights())
-    with pytest.raises(UnsupportedLayerError, match="'skip'.*residual"):
+    with pytest.raises(UnsupportedLayerError, match="Mul of two activations.*'gate'"):
         load_onnx(path)
 
 

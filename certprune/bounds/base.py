@@ -96,6 +96,7 @@ class Problem:
 
     ``spec`` is C, (K, n) or (B, K, n) over the flattened logits. ``splits`` holds per ReLU layer a flat
     (B, N) int8 tensor or None. ``relu_positions[i]`` is the index in ``network.layers`` of the i-th ReLU.
+    ``shapes`` are the per-sample shapes of the network's values (``Network.shapes``: input, then each layer).
     """
 
     network: Network
@@ -140,9 +141,9 @@ def prepare(network: Network, lower: torch.Tensor, upper: torch.Tensor, C=None, 
     if network.dtype != dtype:
         network = network.to(dtype)
     shapes = tuple(network.shapes())
-    positions = tuple(i for i, layer in enumerate(network.layers) if layer.kind == "relu")
+    positions = tuple(network.relu_positions())
     spec = _spec(C, math.prod(shapes[-1]), lower.shape[0], dtype)
-    flat_splits = _splits(splits, [shapes[p] for p in positions], lower.shape[0])
+    flat_splits = _splits(splits, [shapes[p + 1] for p in positions], lower.shape[0])
     return Problem(network, lower, upper, spec, flat_splits, shapes, positions)
 
 
@@ -204,7 +205,7 @@ def finish(problem: Problem, pre: list, out_lower, out_upper, infeasible, prior:
     out_lower = torch.where(empty, torch.inf, out_lower)
     out_upper = torch.where(empty, -torch.inf, out_upper)
     batch = problem.batch
-    shapes = [problem.shapes[p] for p in problem.relu_positions]
+    shapes = [problem.shapes[p + 1] for p in problem.relu_positions]
     pre_lower = tuple(l.reshape(batch, *s) for (l, _), s in zip(pre, shapes))
     pre_upper = tuple(u.reshape(batch, *s) for (_, u), s in zip(pre, shapes))
     return Bounds(out_lower, out_upper, pre_lower, pre_upper, infeasible, method)

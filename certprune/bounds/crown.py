@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 import torch
+import torch.nn.functional as F
 
 from certprune.bounds.base import BoundMethod, Bounds, Problem, check_kinds, finish, settle, widen_lower
 from certprune.bounds.ibp import Interval, interval_step, spec_interval
-from certprune.bounds.linear import AFFINE_RULES, LinearBound, concretize
+from certprune.bounds.linear import AFFINE_RULES, JOIN_RULES, LinearBound, concretize
+from certprune.network import INPUT
 
 DEFAULT_CHUNK = 2**25  # coefficients in one linear-bound tensor (128 MB in float32)
 
@@ -69,21 +71,83 @@ def _times_vector(A: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return v @ A.T if A.dim() == 2 else (A * v.unsqueeze(-2)).sum(dim=-1)
 
 
-RULES = {**AFFINE_RULES, "relu": _relu}
+class PoolRelaxation(NamedTuple):
+    """Linear bounds of each max-pool output y over its window: x[index] <= y, and y <= x[index] where
+    ``exact`` (that input's lower bound is at least every other's upper bound), else y <= ``upper``.
+
+    ``index`` (B, N_out) holds flat input indices; ``exact`` (B, N_out) bool; ``upper`` (B, N_out).
+    """
+
+    index: torch.Tensor
+    exact: torch.Tensor
+    upper: torch.Tensor
 
 
-def back_substitute(problem: Problem, end: int, relaxations: dict, bound: LinearBound) -> LinearBound:
-    """Carry a bound on the output of layers[:end] back to the network input."""
-    layers, shapes = problem.network.layers, problem.shapes
-    for pos in range(end - 1, -1, -1):
-        layer = layers[pos]
-        bound = RULES[layer.kind](layer, bound, shapes[pos], relaxations.get(pos))
-    return bound
+def relax_maxpool(layer, x: Interval) -> PoolRelaxation:
+    """The max-pool relaxation of DeepPoly: the input with the largest lower bound is a lower line."""
+    batch, channels, height, width = x.lower.shape
+    flat_index = torch.arange(channels * height * width, dtype=x.lower.dtype).view(1, channels, height, width)
+
+    def windows(t: torch.Tensor, fill: float) -> torch.Tensor:  # (B, N_out, K)
+        padded = F.pad(t, (layer.padding[1],) * 2 + (layer.padding[0],) * 2, value=fill)
+        cols = F.unfold(padded.reshape(-1, 1, *padded.shape[2:]), layer.kernel, stride=layer.stride)
+        return cols.reshape(t.shape[0], channels, cols.shape[1], cols.shape[2]).transpose(2, 3).flatten(1, 2)
+
+    lower, upper = windows(x.lower, -torch.inf), windows(x.upper, -torch.inf)
+    index = windows(flat_index, -1.0).expand(batch, -1, -1)
+    best_lower, best = lower.max(dim=-1)
+    others = upper.scatter(-1, best.unsqueeze(-1), -torch.inf).amax(dim=-1)
+    return PoolRelaxation(index.gather(-1, best.unsqueeze(-1)).squeeze(-1).long(), best_lower >= others,
+                          upper.amax(dim=-1))
 
 
-def lower_rows(problem: Problem, end: int, relaxations: dict, A: torch.Tensor, forward_magnitude):
-    """Widened lower bounds (B, R) of the rows A @ (output of layers[:end]) over each input box."""
-    bound = back_substitute(problem, end, relaxations, LinearBound.of(A))
+def _maxpool(layer, bound: LinearBound, shape_in, relaxation: PoolRelaxation) -> LinearBound:
+    # Positive coefficients take the lower line x[index]; negative ones the upper line: x[index] where exact,
+    # else the constant upper bound of the window.
+    A = bound.A
+    batch = relaxation.index.shape[0]
+    if A.dim() == 2:
+        A = A.expand(batch, *A.shape)
+    negative = A.clamp(max=0)
+    constant = torch.where(relaxation.exact, 0, relaxation.upper).unsqueeze(1)
+    coefficient = torch.where(relaxation.exact.unsqueeze(1), A, A.clamp(min=0))
+    term = (negative * constant).sum(dim=-1)  # <= 0
+    back = torch.zeros(*A.shape[:-1], math.prod(shape_in), dtype=A.dtype)
+    back.scatter_add_(-1, relaxation.index.unsqueeze(1).expand(-1, A.shape[1], -1), coefficient)
+    return LinearBound(back, bound.bias + term, bound.magnitude - term)
+
+
+# Backward rules by layer kind; joins (JOIN_RULES) return coefficients per input instead of a LinearBound.
+RULES = {**AFFINE_RULES, "relu": _relu, "maxpool": _maxpool, **JOIN_RULES}
+
+
+def back_substitute(problem: Problem, node: int, relaxations: dict, bound: LinearBound) -> LinearBound:
+    """Carry a bound on the output of layer ``node`` back to the network input, through the graph.
+
+    Coefficients wait at each value until every reader of it has been processed (reverse topological
+    order); where branches join, those from different readers add up. Intercepts add up across the graph.
+    """
+    network, shapes = problem.network, problem.shapes
+    pending = {node: bound.A}
+    bias, magnitude = bound.bias, bound.magnitude
+    for pos in range(node, -1, -1):
+        A = pending.pop(pos, None)
+        if A is None:
+            continue
+        layer, sources = network.layers[pos], network.inputs[pos]
+        if layer.kind in JOIN_RULES:
+            parts = JOIN_RULES[layer.kind](layer, A, [shapes[j + 1] for j in sources])
+        else:
+            step = RULES[layer.kind](layer, LinearBound(A, bias, magnitude), shapes[sources[0] + 1], relaxations.get(pos))
+            parts, bias, magnitude = (step.A,), step.bias, step.magnitude
+        for j, part in zip(sources, parts):
+            pending[j] = part if j not in pending else pending[j] + part
+    return LinearBound(pending[INPUT], bias, magnitude)
+
+
+def lower_rows(problem: Problem, node: int, relaxations: dict, A: torch.Tensor, forward_magnitude):
+    """Widened lower bounds (B, R) of the rows A @ (output of layer ``node``) over each input box."""
+    bound = back_substitute(problem, node, relaxations, LinearBound.of(A))
     value, magnitude = concretize(bound, problem.lower.flatten(start_dim=1), problem.upper.flatten(start_dim=1))
     return widen_lower(value, magnitude + forward_magnitude)
 
@@ -106,32 +170,37 @@ def sweep(problem: Problem, prior: Bounds | None, chunk_elements: int, tighten: 
     by the splits (branch and bound reuses its root's intermediate bounds this way; beta multipliers then
     carry the splits into the output bound).
     """
-    layers = problem.network.layers
-    x = Interval.of_box(problem.lower, problem.upper)
+    network = problem.network
+    values = [Interval.of_box(problem.lower, problem.upper)]
     infeasible = torch.zeros(problem.batch, dtype=torch.bool)
     pre, relaxations = [], {}
-    for pos, layer in enumerate(layers):
+    for pos, (layer, sources) in enumerate(zip(network.layers, network.inputs)):
+        xs = [values[j + 1] for j in sources]
         if layer.kind == "relu":
+            (x,) = xs
             i = len(pre)
             lower, upper = settle(problem, i, x.lower.flatten(1), x.upper.flatten(1), prior, infeasible)
-            if tighten and _needs_back_substitution(layers[:pos]):
-                lower, upper = _tighten(problem, pos, lower, upper, x.magnitude.flatten(1), relaxations, chunk_elements)
+            if tighten and _needs_back_substitution(network.layers[:pos]):
+                lower, upper = _tighten(problem, sources[0], lower, upper, x.magnitude.flatten(1), relaxations,
+                                        chunk_elements)
                 lower, upper = settle(problem, i, lower, upper, None, infeasible)
             pre.append((lower, upper))
             relaxations[pos] = relax(lower, upper)
-            x = Interval(lower.view(x.lower.shape), upper.view(x.upper.shape), x.magnitude)
-        x = interval_step(layer, x)
-    return Sweep(pre, relaxations, x, infeasible)
+            xs = [Interval(lower.view(x.lower.shape), upper.view(x.upper.shape), x.magnitude)]
+        elif layer.kind == "maxpool":
+            relaxations[pos] = relax_maxpool(layer, xs[0])
+        values.append(interval_step(layer, *xs))
+    return Sweep(pre, relaxations, values[-1], infeasible)
 
 
 def _needs_back_substitution(prefix) -> bool:
     # Interval arithmetic is already exact (up to rounding) for one affine layer applied to a box.
-    affine = sum(layer.kind in ("dense", "conv2d", "affine") for layer in prefix)
-    return affine > 1 or any(layer.kind == "relu" for layer in prefix)
+    affine = sum(layer.kind in ("dense", "conv2d", "affine", "add") for layer in prefix)
+    return affine > 1 or any(layer.kind in ("relu", "maxpool") for layer in prefix)
 
 
-def _tighten(problem: Problem, pos: int, lower, upper, forward_magnitude, relaxations: dict, chunk_elements: int):
-    """CROWN bounds for the neurons at layer position ``pos`` that are unstable; stable ones keep theirs.
+def _tighten(problem: Problem, node: int, lower, upper, forward_magnitude, relaxations: dict, chunk_elements: int):
+    """CROWN bounds for the neurons of value ``node`` (a ReLU's input) that are unstable; stable ones keep theirs.
 
     Rows are [e_j; -e_j] for the needed neurons j, in chunks that keep each coefficient tensor bounded.
     """
@@ -139,7 +208,7 @@ def _tighten(problem: Problem, pos: int, lower, upper, forward_magnitude, relaxa
     needed = torch.nonzero(unstable.any(dim=0)).flatten()
     if needed.numel() == 0:
         return lower, upper
-    width = max(math.prod(shape) for shape in problem.shapes[: pos + 1])
+    width = max(math.prod(shape) for shape in problem.shapes[: node + 2])
     step = max(1, chunk_elements // (2 * problem.batch * width))
     lower, upper = lower.clone(), upper.clone()
     for start in range(0, needed.numel(), step):
@@ -149,7 +218,7 @@ def _tighten(problem: Problem, pos: int, lower, upper, forward_magnitude, relaxa
         A = torch.zeros(2 * k, lower.shape[1], dtype=lower.dtype)
         A[rows, index] = 1
         A[rows + k, index] = -1
-        bound = lower_rows(problem, pos, relaxations, A, forward_magnitude[:, index].repeat(1, 2))
+        bound = lower_rows(problem, node, relaxations, A, forward_magnitude[:, index].repeat(1, 2))
         # Only where unstable in that box, so a box's bounds do not depend on the rest of the batch.
         update = unstable[:, index]
         lower[:, index] = torch.where(update, torch.maximum(lower[:, index], bound[:, :k]), lower[:, index])
@@ -163,7 +232,7 @@ def output_bounds(problem: Problem, result: Sweep, relaxations: dict, spec: torc
     # Forward rounding of the logits and of spec @ logits (the quantity the bounds are about).
     terms = out.magnitude.flatten(start_dim=1) + out.abs_max().flatten(start_dim=1)
     forward = (spec.abs() @ terms.unsqueeze(-1)).squeeze(-1)
-    return lower_rows(problem, len(problem.network.layers), relaxations, spec, forward)
+    return lower_rows(problem, len(problem.network.layers) - 1, relaxations, spec, forward)
 
 
 def both_sides(spec: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Interval bound propagation: push a box through the network layer by layer, one interval rule per kind."""
+"""Interval bound propagation: push a box through the network's graph layer by layer, one interval rule per kind."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,7 +44,7 @@ def _dense(layer, x: Interval) -> Interval:
 
 def _conv2d(layer, x: Interval) -> Interval:
     w_abs = layer.weight.abs()
-    args = (layer.stride, layer.padding, layer.dilation)
+    args = (layer.stride, layer.padding, layer.dilation, layer.groups)
     center = F.conv2d((x.lower + x.upper) / 2, layer.weight, layer.bias, *args)
     radius = F.conv2d((x.upper - x.lower) / 2, w_abs, None, *args)
     magnitude = F.conv2d(x.abs_max() + x.magnitude, w_abs, layer.bias.abs(), *args)
@@ -69,12 +69,34 @@ def _relu(layer, x: Interval) -> Interval:
     return Interval(x.lower.clamp(min=0), x.upper.clamp(min=0), torch.zeros_like(x.magnitude))
 
 
-RULES = {"dense": _dense, "conv2d": _conv2d, "affine": _affine, "flatten": _flatten, "relu": _relu}
+def _add(layer, a: Interval, b: Interval) -> Interval:
+    # One rounding of the sum: its terms are both operands with their own forward error so far.
+    magnitude = a.abs_max() + a.magnitude + b.abs_max() + b.magnitude
+    return Interval(widen_lower(a.lower + b.lower, magnitude), widen_upper(a.upper + b.upper, magnitude), magnitude)
 
 
-def interval_step(layer, x: Interval) -> Interval:
-    """One layer of interval arithmetic (the caller has checked the kind with check_kinds)."""
-    return RULES[layer.kind](layer, x)
+def _concat(layer, *xs: Interval) -> Interval:
+    return Interval(*(torch.cat(parts, dim=layer.axis + 1) for parts in zip(*xs)))
+
+
+def _elementwise_map(layer, x: Interval) -> Interval:
+    # Reshape, Transpose and zero Pad move values without arithmetic: exact, the same map on each part.
+    return Interval(*(layer.forward(t) for t in x))
+
+
+def _maxpool(layer, x: Interval) -> Interval:
+    # max is monotone and exact in floating point; the error of a window's inputs bounds that of its max.
+    return Interval(*(layer.forward(t) for t in x))
+
+
+RULES = {"dense": _dense, "conv2d": _conv2d, "affine": _affine, "flatten": _flatten, "relu": _relu,
+         "add": _add, "concat": _concat, "reshape": _elementwise_map, "transpose": _elementwise_map,
+         "pad": _elementwise_map, "maxpool": _maxpool}
+
+
+def interval_step(layer, *xs: Interval) -> Interval:
+    """One layer of interval arithmetic on the intervals of what it reads (kinds checked by check_kinds)."""
+    return RULES[layer.kind](layer, *xs)
 
 
 def spec_interval(spec: torch.Tensor, out: Interval) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,14 +119,16 @@ class IBP(BoundMethod):
 
     def run(self, problem: Problem, prior: Bounds | None) -> Bounds:
         check_kinds(problem.network, RULES, "IBP")
-        x = Interval.of_box(problem.lower, problem.upper)
+        values = [Interval.of_box(problem.lower, problem.upper)]
         infeasible = torch.zeros(problem.batch, dtype=torch.bool)
         pre = []
-        for layer in problem.network.layers:
+        for layer, sources in zip(problem.network.layers, problem.network.inputs):
+            xs = [values[j + 1] for j in sources]
             if layer.kind == "relu":
+                (x,) = xs
                 lower, upper = settle(problem, len(pre), x.lower.flatten(1), x.upper.flatten(1), prior, infeasible)
                 pre.append((lower, upper))
-                x = Interval(lower.view(x.lower.shape), upper.view(x.upper.shape), x.magnitude)
-            x = interval_step(layer, x)
-        out_lower, out_upper = spec_interval(problem.spec, x)
+                xs = [Interval(lower.view(x.lower.shape), upper.view(x.upper.shape), x.magnitude)]
+            values.append(interval_step(layer, *xs))
+        out_lower, out_upper = spec_interval(problem.spec, values[-1])
         return finish(problem, pre, out_lower, out_upper, infeasible, prior, self.name)

@@ -42,7 +42,7 @@ def _conv2d(layer, bound: LinearBound, shape_in, relaxation=None) -> LinearBound
         padding.append(shape_in[1 + i] - covered)
     lead = A.shape[:-1]
     back = F.conv_transpose2d(A.reshape(-1, c_out, h_out, w_out), layer.weight, None, layer.stride,
-                              layer.padding, tuple(padding), 1, layer.dilation)
+                              layer.padding, tuple(padding), layer.groups, layer.dilation)
     per_channel = A.reshape(*lead, c_out, h_out * w_out).sum(dim=-1)
     per_channel_abs = A.abs().reshape(*lead, c_out, h_out * w_out).sum(dim=-1)
     return LinearBound(back.reshape(*lead, -1), bound.bias + per_channel @ layer.bias,
@@ -58,8 +58,44 @@ def _flatten(layer, bound: LinearBound, shape_in, relaxation=None) -> LinearBoun
     return bound  # bounds are already on the flat (row-major) vector
 
 
+def _transpose(layer, bound: LinearBound, shape_in, relaxation=None) -> LinearBound:
+    # Output d is input perm[d]: the coefficients go back through the inverse permutation.
+    A = bound.A
+    lead = A.shape[:-1]
+    out = A.reshape(*lead, *layer.output_shape(tuple(shape_in)))
+    inverse = [layer.perm.index(d) for d in range(len(layer.perm))]
+    back = out.permute(*range(len(lead)), *(len(lead) + d for d in inverse))
+    return LinearBound(back.reshape(*lead, -1), bound.bias, bound.magnitude)
+
+
+def _pad(layer, bound: LinearBound, shape_in, relaxation=None) -> LinearBound:
+    # Padded zeros contribute nothing: keep the coefficients of the original entries.
+    A = bound.A
+    lead = A.shape[:-1]
+    out = A.reshape(*lead, *layer.output_shape(tuple(shape_in)))
+    index = (Ellipsis, *(slice(b, b + d) for b, d in zip(layer.before, shape_in)))
+    return LinearBound(out[index].reshape(*lead, -1), bound.bias, bound.magnitude)
+
+
 # Backward rules (layer, bound on its output, its input shape, unused relaxation) -> bound on its input.
-AFFINE_RULES = {"dense": _dense, "conv2d": _conv2d, "affine": _affine, "flatten": _flatten}
+AFFINE_RULES = {"dense": _dense, "conv2d": _conv2d, "affine": _affine, "flatten": _flatten, "reshape": _flatten,
+                "transpose": _transpose, "pad": _pad}
+
+
+def _add(layer, A: torch.Tensor, shapes_in) -> list[torch.Tensor]:
+    return [A, A]  # y = a + b: the same coefficients on both
+
+
+def _concat(layer, A: torch.Tensor, shapes_in) -> list[torch.Tensor]:
+    lead = A.shape[:-1]
+    out = A.reshape(*lead, *layer.output_shape(*shapes_in))
+    sizes = [shape[layer.axis] for shape in shapes_in]
+    parts = out.split(sizes, dim=len(lead) + layer.axis)
+    return [part.reshape(*lead, -1) for part in parts]
+
+
+# Backward rules of joins (layer, coefficients on its output, its input shapes) -> coefficients per input.
+JOIN_RULES = {"add": _add, "concat": _concat}
 
 
 def concretize(bound: LinearBound, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,14 +36,14 @@ def forward_error(network: Network, lower: torch.Tensor, upper: torch.Tensor) ->
         if layer.kind not in RULES:
             raise UnsupportedLayerError(f"forward_error has no rule for layer kind '{layer.kind}' (layer {index})")
     net = network.to(torch.float64)
-    lo, hi = lower.double(), upper.double()
-    error = torch.zeros_like(lo)
-    for layer in net.layers:
-        lo, hi, error = RULES[layer.kind](layer, lo, hi, error)
-    return error.flatten(1)
+    values = [(lower.double(), upper.double(), torch.zeros_like(lower, dtype=torch.float64))]
+    for layer, sources in zip(net.layers, net.inputs):
+        values.append(RULES[layer.kind](layer, *(values[j + 1] for j in sources)))
+    return values[-1][2].flatten(1)
 
 
-def _dense(layer, lo, hi, error):
+def _dense(layer, value):
+    lo, hi, error = value
     w_abs = layer.weight.abs()
     size = torch.maximum(lo.abs(), hi.abs()) + error
     new_error = F.linear(error, w_abs) + gamma(layer.weight.shape[1]) * F.linear(size, w_abs, layer.bias.abs())
@@ -52,9 +52,10 @@ def _dense(layer, lo, hi, error):
     return center - radius, center + radius, new_error
 
 
-def _conv2d(layer, lo, hi, error):
+def _conv2d(layer, value):
+    lo, hi, error = value
     w_abs = layer.weight.abs()
-    args = (layer.stride, layer.padding, layer.dilation)
+    args = (layer.stride, layer.padding, layer.dilation, layer.groups)
     size = torch.maximum(lo.abs(), hi.abs()) + error
     terms = layer.weight[0].numel()
     new_error = F.conv2d(error, w_abs, None, *args) + gamma(terms) * F.conv2d(size, w_abs, layer.bias.abs(), *args)
@@ -63,7 +64,8 @@ def _conv2d(layer, lo, hi, error):
     return center - radius, center + radius, new_error
 
 
-def _affine(layer, lo, hi, error):
+def _affine(layer, value):
+    lo, hi, error = value
     scale_abs = layer.scale.abs()
     size = torch.maximum(lo.abs(), hi.abs()) + error
     new_error = error * scale_abs + gamma(1) * (size * scale_abs + layer.shift.abs())
@@ -72,12 +74,24 @@ def _affine(layer, lo, hi, error):
     return center - radius, center + radius, new_error
 
 
-def _relu(layer, lo, hi, error):
+def _relu(layer, value):
+    lo, hi, error = value
     return lo.clamp(min=0), hi.clamp(min=0), error
 
 
-def _flatten(layer, lo, hi, error):
-    return lo.flatten(1), hi.flatten(1), error.flatten(1)
+def _move(layer, value):
+    # Flatten, Reshape, Transpose, Pad and MaxPool round nothing: max is exact and 1-Lipschitz in max-norm.
+    return tuple(layer.forward(t) for t in value)
 
 
-RULES = {"dense": _dense, "conv2d": _conv2d, "affine": _affine, "relu": _relu, "flatten": _flatten}
+def _add(layer, a, b):
+    size = torch.maximum(a[0].abs(), a[1].abs()) + a[2] + torch.maximum(b[0].abs(), b[1].abs()) + b[2]
+    return a[0] + b[0], a[1] + b[1], a[2] + b[2] + gamma(1) * size
+
+
+def _concat(layer, *values):
+    return tuple(torch.cat(parts, dim=layer.axis + 1) for parts in zip(*values))
+
+
+RULES = {"dense": _dense, "conv2d": _conv2d, "affine": _affine, "relu": _relu, "flatten": _move,
+         "reshape": _move, "transpose": _move, "pad": _move, "maxpool": _move, "add": _add, "concat": _concat}

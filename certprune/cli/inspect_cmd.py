@@ -27,10 +27,11 @@ def inspect(model: str, samples: int, seed: int, value_range, as_json: bool) -> 
         bounds = input_range(network)
     parity = check_parity(network, model, samples=samples, seed=seed, bounds=bounds)
     shapes = network.shapes()
-    rows = [{"index": i, "kind": layer.kind, "input": list(shapes[i]), "output": list(shapes[i + 1]),
+    rows = [{"index": i, "kind": layer.kind, "reads": ["input" if j < 0 else j for j in sources],
+             "input": list(shapes[sources[0] + 1]), "output": list(shapes[i + 1]),
              "parameters": layer.parameters(),
-             "relus": int(_size(shapes[i])) if layer.kind == "relu" else 0}
-            for i, layer in enumerate(network.layers)]
+             "relus": int(_size(shapes[i + 1])) if layer.kind == "relu" else 0}
+            for i, (layer, sources) in enumerate(zip(network.layers, network.inputs))]
     summary = {
         "model": model, "input": {"name": network.input_name, "shape": list(network.input_shape)},
         "output": {"name": network.output_name, "shape": list(network.output_shape),
@@ -59,10 +60,11 @@ def _table(s: dict) -> str:
              f"input   {s['input']['name']}  (batch, {', '.join(map(str, s['input']['shape']))})",
              f"output  {s['output']['name']}  (batch, {', '.join(map(str, s['output']['shape']))})"
              + (f"  then {s['output']['transform']}" if s["output"]["transform"] else ""),
-             "", f"{'#':>3}  {'kind':<8} {'input':<14} {'output':<14} {'params':>9} {'relus':>6}"]
+             "", f"{'#':>3}  {'kind':<9} {'reads':<9} {'input':<14} {'output':<14} {'params':>9} {'relus':>6}"]
     for r in s["layers"]:
-        lines.append(f"{r['index']:>3}  {r['kind']:<8} {str(tuple(r['input'])):<14} {str(tuple(r['output'])):<14} "
-                     f"{r['parameters']:>9} {r['relus'] or '':>6}")
+        reads = ",".join("in" if j == "input" else str(j) for j in r["reads"])
+        lines.append(f"{r['index']:>3}  {r['kind']:<9} {reads:<9} {str(tuple(r['input'])):<14} "
+                     f"{str(tuple(r['output'])):<14} {r['parameters']:>9} {r['relus'] or '':>6}")
     p = s["parity"]
     lines += ["", f"parameters {s['parameters']}   relu neurons {s['relus']}",
               f"parity vs onnxruntime on {p['samples']} random inputs: max |diff| {p['max_abs_diff']:.2e} "

@@ -115,6 +115,9 @@ def _dense_chain(network: Network, n_inputs: int) -> list:
     size = int(np.prod(network.input_shape))
     if size != n_inputs:
         raise UnsupportedLayerError(f"the model takes {size} inputs, the layout describes {n_inputs}")
+    if not network.is_chain:
+        raise UnsupportedLayerError("fairness verification supports chains of dense layers; this model's "
+                                    "layers branch and join")
     layers = []
     for index, layer in enumerate(network.layers):
         if isinstance(layer, Flatten):

@@ -29,22 +29,23 @@ def unfold_batchnorm(network: Network, gammas: Mapping[int, torch.Tensor] | None
     has_scale = {info.producer for info in prunable_layers(network)
                  if any(index in scaled for index in range(info.producer + 1, info.relu))}
     linear = [i for i, layer in enumerate(network.layers) if isinstance(layer, LINEAR)]
-    layers = list(network.layers)
     for info in reversed(prunable_layers(network)):
         if info.producer in has_scale:
             continue
         gamma = torch.as_tensor(gammas.get(linear.index(info.producer), torch.ones(info.size)))
         gamma = gamma.reshape(-1).to(network.dtype)
         gamma = torch.where(gamma == 0, torch.ones_like(gamma), gamma)
+        layers = list(network.layers)
         producer = layers[info.producer]
         view = (info.size,) + (1,) * (producer.weight.dim() - 1)
         layers[info.producer] = replace(producer, weight=producer.weight / gamma.reshape(view),
                                         bias=producer.bias / gamma)
         per_position = gamma.reshape((info.size,) + (1,) * (len(info.unit_shape) - 1)).expand(info.unit_shape)
-        layers.insert(info.producer + 1, Affine(per_position.clone(), torch.zeros(info.unit_shape, dtype=network.dtype)))
-    return network.with_layers(layers)
+        network = network.with_layers(layers).insert_after(
+            info.producer, Affine(per_position.clone(), torch.zeros(info.unit_shape, dtype=network.dtype)))
+    return network
 
 
 def fold_unit_scales(network: Network) -> Network:
     """The same function with every foldable Affine merged into its neighbour (``certprune.fold``)."""
-    return network.with_layers(fold_affine(network.layers))
+    return fold_affine(network)

@@ -40,8 +40,6 @@ class NetworkModule(nn.Module):
             if isinstance(layer, (Dense, Conv2d)):
                 self.weights[str(index)] = nn.Parameter(layer.weight.detach().to(torch.float32).clone())
                 self.biases[str(index)] = nn.Parameter(layer.bias.detach().to(torch.float32).clone())
-            elif not isinstance(layer, (ReLU, Flatten, Affine)):
-                raise UnsupportedLayerError(f"cannot train layer kind {type(layer).__name__} (layer {index})")
         self.scales = nn.ParameterDict()
         self.shifts = nn.ParameterDict()
         self.unit_shapes: dict[str, tuple[int, ...]] = {}
@@ -79,7 +77,7 @@ class NetworkModule(nn.Module):
         if isinstance(layer, Dense):
             return Dense(self.weight(index), self.biases[key])
         if isinstance(layer, Conv2d):
-            return Conv2d(self.weight(index), self.biases[key], layer.stride, layer.padding, layer.dilation)
+            return replace(layer, weight=self.weight(index), bias=self.biases[key])
         if key in self.scales:
             shape = self.unit_shapes[key]
             view = (shape[0],) + (1,) * (len(shape) - 1)
@@ -92,14 +90,15 @@ class NetworkModule(nn.Module):
 
     def trace(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits and the output of every ReLU layer, in order (tensors in the autograd graph)."""
-        relus = []
-        for index, layer in enumerate(self.template.layers):
+        relus, values = [], [x]
+        for index, (layer, sources) in enumerate(zip(self.template.layers, self.template.inputs)):
+            xs = [values[j + 1] for j in sources]
             if isinstance(layer, ReLU):
-                x = torch.relu(x)
-                relus.append(x)
+                values.append(torch.relu(xs[0]))
+                relus.append(values[-1])
             else:
-                x = self.layer(index).forward(x)
-        return x, relus
+                values.append(self.layer(index).forward(*xs))
+        return values[-1], relus
 
     def interval_bounds(self, lower: torch.Tensor, upper: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Differentiable IBP: (l, u) of the input of every ReLU layer over the boxes [lower, upper] (B, ...)."""
@@ -112,6 +111,8 @@ class NetworkModule(nn.Module):
         ReLUs are relaxed with the triangle's upper line and CROWN's adaptive lower slope. Dense, Affine and
         Flatten layers only (a convolution raises UnsupportedLayerError); for training, not proof.
         """
+        if not self.template.is_chain:
+            raise UnsupportedLayerError("the CROWN stability loss supports chains of layers, not graphs (use the IBP loss)")
         for index, layer in enumerate(self.template.layers):
             if isinstance(layer, Conv2d):
                 raise UnsupportedLayerError(f"the CROWN stability loss supports dense networks; layer {index} "
@@ -174,32 +175,38 @@ class NetworkModule(nn.Module):
 def interval_pass(module: NetworkModule, lower: torch.Tensor, upper: torch.Tensor):
     """Differentiable IBP (center-radius form, Gowal et al. 2018), not widened for rounding.
 
-    Returns the (l, u) of every ReLU input and the (center, radius) of the input of the last layer.
+    Returns the (l, u) of every ReLU input and the (center, radius) of each input of the last layer.
     """
-    center, radius = (lower + upper) / 2, (upper - lower) / 2
-    pre, last = [], len(module.template.layers) - 1
-    for index in range(last + 1):
-        if index == last:
-            last_input = (center, radius)
-        layer = module.layer(index)
+    network = module.template
+    values = [((lower + upper) / 2, (upper - lower) / 2)]
+    pre = []
+    for index, (layer, sources) in enumerate(zip(network.layers, network.inputs)):
+        xs = [values[j + 1] for j in sources]
         if isinstance(layer, ReLU):
+            center, radius = xs[0]
             pre.append((center - radius, center + radius))
-        center, radius = interval_step(layer, center, radius)
-    return pre, last_input
+        values.append(interval_step(module.layer(index), *xs))
+    return pre, [values[j + 1] for j in network.inputs[-1]]
 
 
-def interval_step(layer: Layer, center: torch.Tensor, radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One layer of interval arithmetic in center-radius form."""
+def interval_step(layer: Layer, *xs: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer of interval arithmetic in center-radius form, on the (center, radius) of each input."""
+    center, radius = xs[0]
     if isinstance(layer, Dense):
         return F.linear(center, layer.weight, layer.bias), F.linear(radius, layer.weight.abs())
     if isinstance(layer, Conv2d):
-        args = (layer.stride, layer.padding, layer.dilation)
+        args = (layer.stride, layer.padding, layer.dilation, layer.groups)
         return F.conv2d(center, layer.weight, layer.bias, *args), F.conv2d(radius, layer.weight.abs(), None, *args)
     if isinstance(layer, Affine):
         return center * layer.scale + layer.shift, radius * layer.scale.abs()
-    if isinstance(layer, Flatten):
-        return center.flatten(1), radius.flatten(1)
-    lo, hi = torch.relu(center - radius), torch.relu(center + radius)
+    if layer.kind == "add":
+        return xs[0][0] + xs[1][0], xs[0][1] + xs[1][1]
+    if layer.kind == "concat":
+        return layer.forward(*(c for c, _ in xs)), layer.forward(*(r for _, r in xs))
+    if layer.kind in ("flatten", "reshape", "transpose", "pad"):
+        return layer.forward(center), layer.forward(radius)
+    lo, hi = center - radius, center + radius  # ReLU and max pool: monotone, applied to both ends
+    lo, hi = (torch.relu(lo), torch.relu(hi)) if isinstance(layer, ReLU) else (layer.forward(lo), layer.forward(hi))
     return (lo + hi) / 2, (hi - lo) / 2
 
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from certprune.bounds.crown import RULES, relax
 from certprune.bounds.linear import LinearBound, concretize
+from certprune.errors import UnsupportedLayerError
 from certprune.network import Affine, Dense, ReLU
 from certprune.prune.metrics import margin_spec
 from certprune.prune.module import NetworkModule, interval_pass, interval_step
@@ -36,22 +37,23 @@ def margin_lower_bounds(module: NetworkModule, lower: torch.Tensor, upper: torch
     are sound, so any convex combination is).
     """
     C = margin_spec(y, math.prod(module.template.output_shape)).to(lower.dtype)
-    pre, (center, radius) = interval_pass(module, lower, upper)
-    bound = ibp_spec(module, center, radius, C)
+    pre, last_inputs = interval_pass(module, lower, upper)
+    bound = ibp_spec(module, last_inputs, C)
     if crown_share > 0:
         bound = crown_share * crown_ibp_spec(module, lower, upper, C, pre) + (1 - crown_share) * bound
     return bound, pre
 
 
-def ibp_spec(module: NetworkModule, center: torch.Tensor, radius: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
-    """Lower bounds (B, K) of ``C @ logits`` from the interval (center, radius) of the last layer's input.
+def ibp_spec(module: NetworkModule, last_inputs: list, C: torch.Tensor) -> torch.Tensor:
+    """Lower bounds (B, K) of ``C @ logits`` from the intervals (center, radius) of the last layer's inputs.
 
     A Dense last layer is merged with C first (``C W`` on the interval is tighter than C on W's interval)."""
     last = module.layer(len(module.template.layers) - 1)
     if isinstance(last, Dense):
+        (center, radius), = last_inputs
         weight, bias = C @ last.weight, C @ last.bias
     else:
-        center, radius = interval_step(last, center, radius)
+        center, radius = interval_step(last, *last_inputs)
         weight, bias = C, torch.zeros(C.shape[:-1], dtype=C.dtype)
     center, radius = center.flatten(1)[:, :, None], radius.flatten(1)[:, :, None]
     return (weight @ center).squeeze(-1) + bias - (weight.abs() @ radius).squeeze(-1)
@@ -62,6 +64,8 @@ def crown_ibp_spec(module: NetworkModule, lower: torch.Tensor, upper: torch.Tens
     """Lower bounds (B, K) of ``C @ logits``: C carried back to the input by the CROWN rules, each ReLU relaxed
     (triangle upper line, adaptive lower slope) on its bounds ``pre`` (IBP's, for CROWN-IBP)."""
     network = module.template
+    if not network.is_chain:
+        raise UnsupportedLayerError("the CROWN-IBP loss supports chains of layers; use the IBP loss for graphs")
     shapes = network.shapes()
     relus = [i for i, layer in enumerate(network.layers) if isinstance(layer, ReLU)]
     relaxations = {i: relax(lo.flatten(1), hi.flatten(1)) for i, (lo, hi) in zip(relus, pre)}

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from certprune.network import Conv2d, Dense, Network, ReLU
+from certprune.network import Affine, Conv2d, Dense, Flatten, Network, ReLU
 
 LINEAR = (Dense, Conv2d)
 
@@ -43,17 +43,36 @@ class PrunableLayer:
 
 
 def prunable_layers(network: Network) -> tuple[PrunableLayer, ...]:
-    """Every hidden linear layer followed by a ReLU before the next linear layer; never the output layer."""
+    """Every hidden linear layer followed by a ReLU before the next linear layer; never the output layer.
+
+    In a graph the producer, the layers after it and the consumer must form a path of consecutive layers
+    in which each value has one reader (units whose outputs fan out or join another branch, such as the
+    channels of a residual stream, are not prunable one by one). Grouped convolutions are not pruned.
+    """
     shapes = network.shapes()
-    linear = [i for i, layer in enumerate(network.layers) if isinstance(layer, LINEAR)]
-    relu_positions = [i for i, layer in enumerate(network.layers) if isinstance(layer, ReLU)]
+    relu_positions = network.relu_positions()
     result = []
-    for producer, consumer in zip(linear, linear[1:]):
-        relus = [i for i in relu_positions if producer < i < consumer]
-        if relus:
-            result.append(PrunableLayer(producer, relus[0], relu_positions.index(relus[0]), consumer,
-                                        shapes[producer + 1], shapes[relus[0] + 1]))
+    for producer, layer in enumerate(network.layers):
+        if not _ungrouped_linear(layer):
+            continue
+        index, relu = producer, None
+        while network.consumers(index) == [index + 1] and network.inputs[index + 1] == (index,):
+            index += 1
+            after = network.layers[index]
+            if isinstance(after, LINEAR):
+                if relu is not None and _ungrouped_linear(after):
+                    result.append(PrunableLayer(producer, relu, relu_positions.index(relu), index,
+                                                shapes[producer + 1], shapes[relu + 1]))
+                break
+            if isinstance(after, ReLU) and relu is None:
+                relu = index
+            elif not isinstance(after, (ReLU, Affine, Flatten)):
+                break
     return tuple(result)
+
+
+def _ungrouped_linear(layer) -> bool:
+    return isinstance(layer, Dense) or (isinstance(layer, Conv2d) and layer.groups == 1)
 
 
 def per_unit(tensor: torch.Tensor, layer: PrunableLayer) -> torch.Tensor:

@@ -34,12 +34,11 @@ def remove_units(network: Network, remove: Masks, fill: Sequence[torch.Tensor | 
     infos = prunable_layers(network)
     remove = check_masks(network, remove)
     fills = _check_fills(network, infos, fill)
-    layers = list(network.layers)
     # Back to front: a later layer's surgery never shifts the indices of an earlier one.
     for info, mask, value in reversed(list(zip(infos, remove, fills))):
         if bool(mask.any()):
-            layers = _remove(layers, info, mask, value)
-    return network.with_layers(layers)
+            network = _remove(network, info, mask, value)
+    return network
 
 
 def mask_units(network: Network, remove: Masks, fill: Sequence[torch.Tensor | None] | None = None) -> Network:
@@ -51,13 +50,12 @@ def mask_units(network: Network, remove: Masks, fill: Sequence[torch.Tensor | No
     remove = check_masks(network, remove)
     fills = _check_fills(network, infos, fill)
     shapes = network.shapes()
-    layers = list(network.layers)
     for info, mask, value in reversed(list(zip(infos, remove, fills))):
         shape = shapes[info.relu + 1]
         removed = mask.to(network.dtype)[:, None].expand(info.size, info.positions).reshape(shape)
         value = torch.zeros(shape, dtype=network.dtype) if value is None else value.to(network.dtype)
-        layers.insert(info.relu + 1, Affine(1 - removed, value * removed))
-    return network.with_layers(layers)
+        network = network.insert_after(info.relu, Affine(1 - removed, value * removed))
+    return network
 
 
 def check_masks(network: Network, remove: Masks) -> list[torch.Tensor]:
@@ -91,7 +89,8 @@ def _check_fills(network: Network, infos, fill) -> list[torch.Tensor | None]:
     return fill
 
 
-def _remove(layers: list[Layer], info: PrunableLayer, mask: torch.Tensor, fill: torch.Tensor | None) -> list[Layer]:
+def _remove(network: Network, info: PrunableLayer, mask: torch.Tensor, fill: torch.Tensor | None) -> Network:
+    layers = network.layers
     keep = ~mask
     contribution = _removed_contribution(layers, info, mask, fill)
     new = list(layers)
@@ -107,10 +106,10 @@ def _remove(layers: list[Layer], info: PrunableLayer, mask: torch.Tensor, fill: 
     else:
         weight = consumer.weight[:, keep]
     new[info.consumer] = replace(consumer, weight=weight)
-    return _add_constant(new, info.consumer, contribution)
+    return _add_constant(network.with_layers(new), info.consumer, contribution)
 
 
-def _removed_contribution(layers: list[Layer], info: PrunableLayer, mask: torch.Tensor,
+def _removed_contribution(layers: Sequence[Layer], info: PrunableLayer, mask: torch.Tensor,
                           fill: torch.Tensor | None) -> torch.Tensor | None:
     """What the consumer (without its bias) receives from the removed units, in float64, or None for nothing.
 
@@ -130,22 +129,22 @@ def _removed_contribution(layers: list[Layer], info: PrunableLayer, mask: torch.
     weight = consumer.weight.to(torch.float64)
     if isinstance(consumer, Dense):
         return F.linear(removed, weight)[0]
-    return F.conv2d(removed, weight, None, consumer.stride, consumer.padding, consumer.dilation)[0]
+    return F.conv2d(removed, weight, None, consumer.stride, consumer.padding, consumer.dilation, consumer.groups)[0]
 
 
-def _add_constant(layers: list[Layer], index: int, contribution: torch.Tensor | None) -> list[Layer]:
+def _add_constant(network: Network, index: int, contribution: torch.Tensor | None) -> Network:
     """Add a constant response to the output of linear layer ``index``: to its bias when it is one value per
     unit (always for Dense; for Conv2d away from zero padding), else as an Affine shift right after it."""
     if contribution is None:
-        return layers
-    layer = layers[index]
+        return network
+    layer = network.layers[index]
     dtype = layer.bias.dtype
     per_unit = contribution.reshape(contribution.shape[0], -1)
     if bool((per_unit == per_unit[:, :1]).all()):
+        layers = list(network.layers)
         layers[index] = replace(layer, bias=(layer.bias.to(torch.float64) + per_unit[:, 0]).to(dtype))
-        return layers
-    layers.insert(index + 1, Affine(torch.ones_like(contribution, dtype=dtype), contribution.to(dtype)))
-    return layers
+        return network.with_layers(layers)
+    return network.insert_after(index, Affine(torch.ones_like(contribution, dtype=dtype), contribution.to(dtype)))
 
 
 def mean_fill(network: Network, x: torch.Tensor, batch_size: int = 512) -> list[torch.Tensor]:
@@ -158,11 +157,9 @@ def mean_fill(network: Network, x: torch.Tensor, batch_size: int = 512) -> list[
     sums = [torch.zeros(info.relu_shape, dtype=torch.float64) for info in infos]
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            h = x[start: start + batch_size].to(network.dtype)
-            for i, layer in enumerate(network.layers):
-                h = layer.forward(h)
-                if i in wanted:
-                    sums[wanted[i]] += h.to(torch.float64).sum(dim=0)
+            outputs = network.trace(x[start: start + batch_size].to(network.dtype))
+            for i, k in wanted.items():
+                sums[k] += outputs[i].to(torch.float64).sum(dim=0)
     return [(s / max(len(x), 1)).to(network.dtype) for s in sums]
 
 

@@ -2,7 +2,9 @@
 
 Encoding (float64). Every layer's value is kept as an affine expression ``S @ v + c`` of the solver
 variables ``v``: the inputs, then one output variable and one binary per *unstable* ReLU. Dense, Conv2d
-(expanded into its sparse matrix), Flatten and Affine layers just transform the expression. A ReLU
+(expanded into its sparse matrix) and Affine layers transform the expression; in a graph, Add sums the
+expressions of its two inputs and Flatten/Reshape/Transpose/Pad/Concat pick entries of theirs. A max pool
+gets the exact big-M form (one binary per window entry, unless interval bounds decide the window). A ReLU
 with pre-activation bounds ``[l, u]`` is encoded as
   * ``u <= 0``: output 0, and the row ``expr <= u``;
   * ``l >= 0``: output ``expr``, and the row ``expr >= l`` (no new variable);
@@ -52,7 +54,7 @@ import torch.nn.functional as F
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from certprune.floats import float32_box
-from certprune.network import Affine, Conv2d, Dense, Flatten, Network, ReLU
+from certprune.network import MOVES, Affine, Conv2d, Dense, Network, ReLU, gather_index, pool_windows
 
 MARGIN = 1e-6  # every row's clearance includes MARGIN * (1 + |b|): the solver's optimality tolerance
 SOLVER_TOLERANCE = 1e-7  # HiGHS's primal feasibility tolerance (its default), propagated into the clearance
@@ -295,19 +297,74 @@ class _Encoding:
         if len(pre_bounds) != relus:
             raise ValueError(f"pre_bounds has {len(pre_bounds)} entries, the network has {relus} ReLU layers")
         model = cls(lower, upper, integer, network.input_shape)
-        S, c = sp.identity(n, format="csr"), np.zeros(n)
         bounds = iter(pre_bounds)
         shapes = network.shapes()
-        for layer, shape in zip(network.layers, shapes):
+        # Per value: its flat entries as S @ variables + c, and how far the solver's tolerances may move them.
+        values = [(sp.identity(n, format="csr"), np.zeros(n), model.tolerance_error)]
+        for layer, sources in zip(network.layers, network.inputs):
+            ins = [values[j + 1] for j in sources]
             if isinstance(layer, ReLU):
-                S, c = model.relu(S, c, *next(bounds))
+                values.append(model.relu(*ins[0], *next(bounds)))
+            elif layer.kind == "maxpool":
+                values.append(model.maxpool(layer, shapes[sources[0] + 1], *ins[0]))
+            elif layer.kind in MOVES:
+                values.append(model.move(gather_index(layer, *(shapes[j + 1] for j in sources)), ins))
+            elif layer.kind == "add":
+                (Sa, ca, ta), (Sb, cb, tb) = ins
+                values.append((model.pad(Sa) + model.pad(Sb), ca + cb, ta + tb))
             else:
-                M, shift = _linear_map(layer, shape)
-                if M is not None:
-                    S, c = (M @ S).tocsr(), M @ c + shift
-                    model.tolerance_error = abs(M) @ model.tolerance_error
+                S, c, tol = ins[0]
+                M, shift = _linear_map(layer, shapes[sources[0] + 1])
+                values.append(((M @ S).tocsr(), M @ c + shift, abs(M) @ tol))
+        S, c, model.tolerance_error = values[-1]
         model.out_S, model.out_c = model.pad(S), c
         return model
+
+    def move(self, index: np.ndarray, ins: list) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+        """Entries picked from the inputs' entries (concatenated) by ``index``; -1 picks a zero."""
+        S = sp.vstack([self.pad(S) for S, _, _ in ins] + [sp.csr_matrix((1, self.n_vars))]).tocsr()
+        c = np.concatenate([c for _, c, _ in ins] + [np.zeros(1)])
+        tol = np.concatenate([t for _, _, t in ins] + [np.zeros(1)])
+        return S[index], c[index], tol[index]
+
+    def interval(self, S: sp.csr_matrix, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Bounds of S @ variables + c over the variables' bounds."""
+        S = self.pad(S)
+        lb, ub = np.concatenate(self.lb), np.concatenate(self.ub)
+        positive, negative = S.maximum(0), S.minimum(0)
+        return positive @ lb + negative @ ub + c, positive @ ub + negative @ lb + c
+
+    def maxpool(self, layer, shape, S: sp.csr_matrix, c: np.ndarray, tol: np.ndarray):
+        """y = max of each window, exactly: y >= every input, y <= the input its binary selects (big-M from
+        interval bounds); a window whose largest lower bound beats every other upper bound is that input."""
+        lo, hi = self.interval(S, c)
+        windows = pool_windows(layer, shape)  # (N_out, K), -1 for padding
+        n_out = windows.shape[0]
+        rows_S, rows_c, rows_tol = [], [], []
+        S = self.pad(S)
+        for o in range(n_out):
+            window = windows[o][windows[o] >= 0]
+            best = window[np.argmax(lo[window])]
+            others = window[window != best]
+            if others.size == 0 or lo[best] >= hi[others].max():
+                rows_S.append(S[best]); rows_c.append(c[best]); rows_tol.append(tol[best])
+                continue
+            (y,) = self.add_vars(np.array([lo[window].max()]), np.array([hi[window].max()]), integer=False)
+            d = self.add_vars(np.zeros(window.size), np.ones(window.size), integer=True)
+            self.binaries += window.size
+            Y = sp.csr_matrix(([1.0], ([0], [y])), shape=(1, self.n_vars))
+            X = self.pad(S[window])
+            Ys = sp.vstack([Y] * window.size)
+            free = np.full(window.size, -np.inf)
+            self.rows.append((X - Ys, free, -c[window]))  # y >= x_j
+            big = hi[window].max() - lo[window]
+            D = sp.csr_matrix((big, (np.arange(window.size), d)), shape=(window.size, self.n_vars))
+            self.rows.append((Ys - X + D, free, c[window] + big))  # y <= x_j + big_j (1 - d_j)
+            self.rows.append((sp.csr_matrix((np.ones(window.size), (np.zeros(window.size, int), d)),
+                                            shape=(1, self.n_vars)), np.ones(1), np.ones(1)))  # one d_j is 1
+            rows_S.append(Y); rows_c.append(0.0)
+            rows_tol.append(tol[window].max() + SOLVER_TOLERANCE * (1 + np.abs(big).max()))
+        return sp.vstack([self.pad(r) for r in rows_S]).tocsr(), np.array(rows_c, dtype=np.float64), np.array(rows_tol)
 
     def add_vars(self, lb: np.ndarray, ub: np.ndarray, integer: bool) -> np.ndarray:
         index = np.arange(self.n_vars, self.n_vars + lb.size)
@@ -322,7 +379,7 @@ class _Encoding:
         S.resize((S.shape[0], self.n_vars))
         return S
 
-    def relu(self, S: sp.csr_matrix, c: np.ndarray, l, u) -> tuple[sp.csr_matrix, np.ndarray]:
+    def relu(self, S: sp.csr_matrix, c: np.ndarray, tol: np.ndarray, l, u):
         l, u = _flat(l), _flat(u)
         if l.size != c.size or u.size != c.size:
             raise ValueError(f"pre-activation bounds have {l.size}/{u.size} entries, the layer has {c.size}")
@@ -334,7 +391,7 @@ class _Encoding:
         self.widened_bounds.append((wl, wu))
         # a row met only within the tolerance moves y by up to tol (1 + |l| + |u|); inactive outputs are 0
         grow = np.where(unstable, SOLVER_TOLERANCE * (1 + np.abs(wl) + np.abs(wu)), 0.0)
-        self.tolerance_error = np.where(inactive, 0.0, self.tolerance_error + grow)
+        tol = np.where(inactive, 0.0, tol + grow)
         # stable neurons: keep the input where the bounds say it is
         self.rows.append((S[inactive], np.full(inactive.sum(), -np.inf), wu[inactive] - c[inactive]))
         self.rows.append((S[active], wl[active] - c[active], np.full(active.sum(), np.inf)))
@@ -353,7 +410,7 @@ class _Encoding:
         # the output: expr on active rows, y on unstable rows, 0 on inactive rows
         keep = sp.diags(active.astype(np.float64)) @ self.pad(S)
         pick = sp.csr_matrix((np.ones(k), (np.flatnonzero(unstable), y)), shape=(c.size, self.n_vars))
-        return (keep + pick).tocsr(), np.where(active, c, 0.0)
+        return (keep + pick).tocsr(), np.where(active, c, 0.0), tol
 
     def solve(self, objective: np.ndarray, time_limit: float | None, options: dict,
               extra_rows=(), extra_var: tuple[float, float] | None = None):
@@ -412,10 +469,8 @@ class _Encoding:
         return x
 
 
-def _linear_map(layer, shape) -> tuple[sp.csr_matrix | None, np.ndarray | None]:
-    """The layer as ``flat_out = M @ flat_in + shift``; (None, None) for the identity (Flatten)."""
-    if isinstance(layer, Flatten):
-        return None, None
+def _linear_map(layer, shape) -> tuple[sp.csr_matrix, np.ndarray]:
+    """The layer as ``flat_out = M @ flat_in + shift``."""
     if isinstance(layer, Dense):
         W = layer.weight.detach().double().numpy()
         return sp.csr_matrix(W), layer.bias.detach().double().numpy()
@@ -436,7 +491,7 @@ def _conv_matrix(layer: Conv2d, shape) -> tuple[sp.csr_matrix, np.ndarray]:
         k = min(CONV_CHUNK, n - start)
         units = torch.zeros(k, n, dtype=torch.float64)
         units[torch.arange(k), torch.arange(start, start + k)] = 1.0
-        out = F.conv2d(units.view(k, *shape), weight, None, layer.stride, layer.padding, layer.dilation)
+        out = F.conv2d(units.view(k, *shape), weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
         columns.append(sp.csr_matrix(out.reshape(k, -1).numpy().T))
     out_shape = layer.output_shape(tuple(shape))
     shift = np.repeat(layer.bias.detach().double().numpy(), out_shape[1] * out_shape[2])

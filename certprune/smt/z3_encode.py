@@ -22,7 +22,7 @@ import numpy as np
 import z3
 
 from certprune.errors import UnsupportedLayerError
-from certprune.network import Affine, Dense, Flatten, Network, ReLU
+from certprune.network import MOVES, Affine, Dense, Network, ReLU, gather_index, pool_windows
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,31 +61,49 @@ def encode(network: Network, inputs: Sequence, *, states: Sequence | None = None
     size = int(np.prod(network.input_shape))
     if len(inputs) != size:
         raise ValueError(f"{len(inputs)} input expressions for a network with {size} inputs")
-    values = [z3.ToReal(x) if z3.is_int(x) else x for x in inputs]
+    values = [[z3.ToReal(x) if z3.is_int(x) else x for x in inputs]]  # per value of the graph, flat
+    shapes = network.shapes()
     constraints: list = []
     unstable = 0
     relu = 0
-    for index, layer in enumerate(network.layers):
+    for index, (layer, sources) in enumerate(zip(network.layers, network.inputs)):
+        ins = [values[j + 1] for j in sources]
         if isinstance(layer, Dense):
-            values = _dense(layer, values)
+            values.append(_dense(layer, ins[0]))
         elif isinstance(layer, Affine):
             scale, shift = (t.detach().double().reshape(-1).numpy() for t in (layer.scale, layer.shift))
-            values = [_affine_term(v, s, c) for v, s, c in zip(values, scale, shift)]
-        elif isinstance(layer, Flatten):
-            continue
+            values.append([_affine_term(v, s, c) for v, s, c in zip(ins[0], scale, shift)])
+        elif layer.kind in MOVES:
+            every = [v for value in ins for v in value]
+            values.append([every[i] if i >= 0 else z3.RealVal(0)
+                           for i in gather_index(layer, *(shapes[j + 1] for j in sources))])
+        elif layer.kind == "add":
+            values.append([a + b for a, b in zip(*ins)])
+        elif layer.kind == "maxpool":
+            values.append([_maximum([ins[0][i] for i in window if i >= 0])
+                           for window in pool_windows(layer, shapes[sources[0] + 1])])
         elif isinstance(layer, ReLU):
-            state = np.zeros(len(values), dtype=np.int8) if states is None else np.asarray(states[relu]).ravel()
+            (pre,) = ins
+            state = np.zeros(len(pre), dtype=np.int8) if states is None else np.asarray(states[relu]).ravel()
             bounds = None if pre_bounds is None else tuple(_flat(b) for b in pre_bounds[relu])
-            if len(state) != len(values):
-                raise ValueError(f"states of ReLU layer {relu} have {len(state)} entries, the layer {len(values)}")
-            values, added, count = _relu(values, state, bounds, f"{prefix}{relu}_")
+            if len(state) != len(pre):
+                raise ValueError(f"states of ReLU layer {relu} have {len(state)} entries, the layer {len(pre)}")
+            out, added, count = _relu(pre, state, bounds, f"{prefix}{relu}_")
+            values.append(out)
             constraints.extend(added)
             unstable += count
             relu += 1
         else:
             raise UnsupportedLayerError(f"the Z3 encoding has no rule for layer kind '{layer.kind}' "
                                         f"({type(layer).__name__} at layer {index})")
-    return Z3Encoding(tuple(values), tuple(constraints), unstable)
+    return Z3Encoding(tuple(values[-1]), tuple(constraints), unstable)
+
+
+def _maximum(terms: list):
+    out = terms[0]
+    for term in terms[1:]:
+        out = z3.If(term > out, term, out)
+    return out
 
 
 def _dense(layer: Dense, values: list) -> list:
