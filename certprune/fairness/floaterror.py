@@ -51,7 +51,7 @@ class Rounding:
 
     exact_graph: bool = True
 
-    def gamma(self, terms: torch.Tensor) -> torch.Tensor:
+    def gamma(self, terms: np.ndarray) -> np.ndarray:
         if self.exact_graph:
             k = terms * UNIT_ROUNDOFF
             return k / (1.0 - k)
@@ -63,9 +63,9 @@ class Rounding:
 class _Step:
     """One layer of the forward sweep: what the backward sweep needs."""
 
-    layer: object
-    delta: torch.Tensor | None = None  # (B, n) local rounding bound of this layer's outputs
-    slope: tuple[torch.Tensor, torch.Tensor] | None = None  # ReLU secant slopes (B, n) lower, upper
+    weight: np.ndarray | None = None  # Dense (n, m) or Affine scale (n,)
+    delta: np.ndarray | None = None  # (B, n) local rounding bound of this layer's outputs
+    slope: tuple[np.ndarray, np.ndarray] | None = None  # ReLU secant slopes (B, n) lower, upper
 
 
 def float32_error(network: Network, lower: torch.Tensor, upper: torch.Tensor, *,
@@ -77,90 +77,94 @@ def float32_error(network: Network, lower: torch.Tensor, upper: torch.Tensor, *,
     ``pre_bounds``: sound exact bounds (lower, upper), (B, n), of each ReLU's input on the same boxes (e.g.
     CROWN's); intersected with interval bounds. ``rows`` (R, n_out), default the identity (per output).
     ``integer`` (n_in,) marks inputs that take only integer values (exact in float32 below 2^24).
+    Computed in numpy float64 (torch's threaded small products stall on a busy machine).
     """
-    lo, hi = lower.double().flatten(1), upper.double().flatten(1)
-    eps = _input_error(lo, hi, integer)
-    steps = [_Step(None, delta=eps)]
+    lo, hi = (_array(t).reshape(len(t), -1) for t in (lower, upper))
+    eps = _input_error(lo, hi, None if integer is None else _array(integer).astype(bool))
+    steps = [_Step(delta=eps)]
     given = list(pre_bounds or [])
     relu_index = 0
     for index, layer in enumerate(network.layers):
         if isinstance(layer, Dense):
-            lo, hi, eps, delta = _dense(layer, lo, hi, eps, rounding)
-            steps.append(_Step(layer, delta=delta))
+            W = _array(layer.weight)
+            lo, hi, eps, delta = _dense(W, _array(layer.bias), lo, hi, eps, rounding)
+            steps.append(_Step(weight=W, delta=delta))
         elif isinstance(layer, Affine):
-            lo, hi, eps, delta = _affine(layer, lo, hi, eps, rounding)
-            steps.append(_Step(layer, delta=delta))
+            scale = _array(layer.scale).reshape(-1)
+            lo, hi, eps, delta = _affine(scale, _array(layer.shift).reshape(-1), lo, hi, eps, rounding)
+            steps.append(_Step(weight=scale, delta=delta))
         elif isinstance(layer, ReLU):
             if relu_index < len(given):
-                a, b = (t.double().flatten(1) for t in given[relu_index])
-                lo, hi = torch.maximum(lo, a), torch.minimum(hi, b)
+                a, b = (_array(t).reshape(len(lo), -1) for t in given[relu_index])
+                lo, hi = np.maximum(lo, a), np.minimum(hi, b)
             relu_index += 1
-            slope_lo = (lo - eps >= 0).double()
-            slope_hi = (hi + eps > 0).double()
-            eps = eps * slope_hi  # a neuron off in both runs carries no error
-            lo, hi = lo.clamp(min=0), hi.clamp(min=0)
-            steps.append(_Step(layer, slope=(slope_lo, slope_hi)))
+            slope = ((lo - eps >= 0).astype(np.float64), (hi + eps > 0).astype(np.float64))
+            eps = eps * slope[1]  # a neuron off in both runs carries no error
+            lo, hi = np.maximum(lo, 0.0), np.maximum(hi, 0.0)
+            steps.append(_Step(slope=slope))
         elif isinstance(layer, Flatten):
             continue
         else:
             raise UnsupportedLayerError(f"float32_error has no rule for layer kind '{layer.kind}' (layer {index})")
-    return _backward(steps, rows, lo.shape)
+    G = np.eye(lo.shape[1]) if rows is None else _array(rows).reshape(-1, lo.shape[1])
+    return torch.from_numpy(_backward(steps, G, len(lo)))
 
 
-def _input_error(lo: torch.Tensor, hi: torch.Tensor, integer: torch.Tensor | None) -> torch.Tensor:
+def _array(value) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().double().numpy()
+    return np.asarray(value, dtype=np.float64)
+
+
+def _input_error(lo: np.ndarray, hi: np.ndarray, integer: np.ndarray | None) -> np.ndarray:
     """Integer inputs below 2^24 (and fixed float32 values) are exact; others round to nearest once."""
-    size = torch.maximum(lo.abs(), hi.abs())
-    exact = (lo == hi) & (lo == lo.float().double())
+    size = np.maximum(np.abs(lo), np.abs(hi))
+    exact = (lo == hi) & (lo == lo.astype(np.float32).astype(np.float64))
     if integer is not None:
-        exact = exact | (torch.as_tensor(integer, dtype=torch.bool) & (size <= EXACT_INTEGERS))
-    return torch.where(exact, torch.zeros_like(size), UNIT_ROUNDOFF * size)
+        exact = exact | (integer & (size <= EXACT_INTEGERS))
+    return np.where(exact, 0.0, UNIT_ROUNDOFF * size)
 
 
-def _dense(layer: Dense, lo, hi, eps, rounding: Rounding):
-    W = layer.weight.double()
-    b = layer.bias.double()
-    w_abs = W.abs()
-    size = torch.maximum(lo.abs(), hi.abs()) + eps  # |float32 input| on the box
-    terms = (W != 0).sum(dim=1).double() + 1.0
-    delta = rounding.gamma(terms) * (size @ w_abs.T + b.abs()) + terms * TINY
+def _dense(W: np.ndarray, b: np.ndarray, lo, hi, eps, rounding: Rounding):
+    w_abs = np.abs(W)
+    size = np.maximum(np.abs(lo), np.abs(hi)) + eps  # |float32 input| on the box
+    terms = (W != 0).sum(axis=1) + 1.0
+    delta = rounding.gamma(terms) * (size @ w_abs.T + np.abs(b)) + terms * TINY
     eps = eps @ w_abs.T + delta
     center = ((lo + hi) / 2) @ W.T + b
     radius = ((hi - lo) / 2) @ w_abs.T
     return center - radius, center + radius, eps, delta
 
 
-def _affine(layer: Affine, lo, hi, eps, rounding: Rounding):
-    s, t = layer.scale.double().flatten(), layer.shift.double().flatten()
-    size = torch.maximum(lo.abs(), hi.abs()) + eps
-    delta = rounding.gamma(torch.tensor(2.0, dtype=torch.float64)) * (size * s.abs() + t.abs()) + 2 * TINY
-    eps = eps * s.abs() + delta
+def _affine(s: np.ndarray, t: np.ndarray, lo, hi, eps, rounding: Rounding):
+    size = np.maximum(np.abs(lo), np.abs(hi)) + eps
+    delta = rounding.gamma(np.float64(2.0)) * (size * np.abs(s) + np.abs(t)) + 2 * TINY
+    eps = eps * np.abs(s) + delta
     center = (lo + hi) / 2 * s + t
-    radius = (hi - lo) / 2 * s.abs()
+    radius = (hi - lo) / 2 * np.abs(s)
     return center - radius, center + radius, eps, delta
 
 
-def _backward(steps: list[_Step], rows: torch.Tensor | None, shape) -> torch.Tensor:
-    """sum_k |rows J_k| delta_k, with the interval Jacobians J_k built from the output backwards."""
-    batch, n_out = shape
-    G = torch.eye(n_out, dtype=torch.float64) if rows is None else torch.as_tensor(rows, dtype=torch.float64)
-    lam_lo = G.expand(batch, *G.shape).clone()  # (B, R, n) interval [lam_lo, lam_hi] of rows @ J
-    lam_hi = lam_lo.clone()
-    total = torch.zeros(batch, G.shape[0], dtype=torch.float64)
+def _backward(steps: list[_Step], G: np.ndarray, batch: int) -> np.ndarray:
+    """sum_k |G J_k| delta_k, with the interval Jacobians J_k built from the output backwards."""
+    lam_lo = np.broadcast_to(G, (batch, *G.shape)).copy()  # (B, R, n) interval [lam_lo, lam_hi] of G @ J
+    lam_hi = lam_lo.copy()
+    total = np.zeros((batch, G.shape[0]))
     for step in reversed(steps):
         if step.delta is not None:
-            reach = torch.maximum(lam_lo.abs(), lam_hi.abs())
-            total = total + torch.einsum("brn,bn->br", reach, step.delta)
-        if isinstance(step.layer, Dense):
-            W = step.layer.weight.double()
-            center, radius = (lam_lo + lam_hi) / 2 @ W, (lam_hi - lam_lo) / 2 @ W.abs()
+            reach = np.maximum(np.abs(lam_lo), np.abs(lam_hi))
+            total += np.einsum("brn,bn->br", reach, step.delta)
+        if step.weight is not None and step.weight.ndim == 2:  # Dense
+            W = step.weight
+            center, radius = (lam_lo + lam_hi) / 2 @ W, (lam_hi - lam_lo) / 2 @ np.abs(W)
             lam_lo, lam_hi = center - radius, center + radius
-        elif isinstance(step.layer, Affine):
-            s = step.layer.scale.double().flatten()
-            lam_lo, lam_hi = torch.minimum(lam_lo * s, lam_hi * s), torch.maximum(lam_lo * s, lam_hi * s)
-        elif isinstance(step.layer, ReLU):
-            d_lo, d_hi = (d[:, None, :] for d in step.slope)  # slopes in [d_lo, d_hi], both >= 0
-            lam_lo = torch.minimum(lam_lo * d_lo, lam_lo * d_hi)
-            lam_hi = torch.maximum(lam_hi * d_lo, lam_hi * d_hi)
+        elif step.weight is not None:  # Affine
+            s = step.weight
+            lam_lo, lam_hi = np.minimum(lam_lo * s, lam_hi * s), np.maximum(lam_lo * s, lam_hi * s)
+        elif step.slope is not None:  # ReLU: slopes in [d_lo, d_hi], both >= 0
+            d_lo, d_hi = (d[:, None, :] for d in step.slope)
+            lam_lo = np.minimum(lam_lo * d_lo, lam_lo * d_hi)
+            lam_hi = np.maximum(lam_hi * d_lo, lam_hi * d_hi)
     return total
 
 

@@ -83,6 +83,18 @@ class FairnessReport:
             entry["share"] = entry["points"] / self.total_points if self.total_points else 0.0
         return out
 
+    def domain_share(self) -> dict[str, float]:
+        """Shares of the domain's points (as FairQuant counts them): certified, falsified, undecided, not run;
+        ``proven_in_undecided`` is the part of the undecided share whose compared pairs lie in sub-boxes the
+        engine had ruled out when it stopped (a lower bound on what more time would certify there)."""
+        counts = self.counts()
+        undecided = counts["unknown"]["share"] + counts["timeout"]["share"]
+        proven = sum(p.points * float(p.details.get("proven_share", 0.0)) for p in self.partitions
+                     if p.verdict not in (Verdict.VERIFIED, Verdict.FALSIFIED))
+        return {"certified": counts["certified"]["share"], "falsified": counts["falsified"]["share"],
+                "undecided": undecided, "not_run": counts["not run"]["share"],
+                "proven_in_undecided": proven / self.total_points if self.total_points else 0.0}
+
     def methods(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for p in self.partitions:
@@ -95,6 +107,7 @@ class FairnessReport:
                 "settings": self.settings, "verdict": self.verdict.value, "exit_code": self.exit_code,
                 "seconds": round(self.seconds, 3), "total_partitions": self.total_partitions,
                 "selected": self.selected, "total_points": self.total_points, "summary": self.counts(),
+                "domain_share": self.domain_share(),
                 "methods": self.methods(), "partitions": [p.record() for p in self.partitions]}
 
     def certificate(self) -> dict[str, Any]:
@@ -124,6 +137,11 @@ def format_summary(report: FairnessReport, examples: int = 1) -> str:
     for label, entry in report.counts().items():
         if entry["partitions"] or label in ("certified", "falsified", "unknown"):
             lines.append(f"{label:<10} {entry['partitions']:>10} {100 * entry['share']:>15.2f}%")
+    share = report.domain_share()
+    lines += ["", f"domain (points): certified {100 * share['certified']:.2f}%, falsified "
+              f"{100 * share['falsified']:.2f}%, undecided {100 * share['undecided']:.2f}% (pairs proven in its "
+              f"sub-boxes: {100 * share['proven_in_undecided']:.2f}% of the domain), not run "
+              f"{100 * share['not_run']:.2f}%"]
     if report.partitions:
         times = sorted(p.seconds for p in report.partitions)
         lines += ["", f"time per partition: median {_time(times[len(times) // 2])}, max {_time(times[-1])}",

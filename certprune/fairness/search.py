@@ -20,7 +20,7 @@ import torch
 
 from certprune.fairness import attack
 from certprune.fairness.partition import Partition
-from certprune.fairness.problem import FairnessProblem
+from certprune.fairness.problem import FairnessProblem, box_size
 from certprune.fairness.replay import Referee
 from certprune.fairness.smt import decide_milp, decide_z3
 from certprune.fairness.twin import prune
@@ -52,16 +52,20 @@ class _Tally:
     milp_calls: int = 0
     z3_calls: int = 0
     pruning: dict | None = None
+    pairs: float = 0.0  # compared pairs (integer points of the rows' twin boxes) of the partition
+    proven: float = 0.0  # of which in leaves ruled out so far
 
-    def close(self, method: str) -> None:
+    def close(self, method: str, size: float = 0.0) -> None:
         self.closed_by[method] = self.closed_by.get(method, 0) + 1
+        self.proven += size
 
     def method(self) -> str:
         return "+".join(m for m in ("ibp", "crown", "alpha", "milp", "z3", "replay", "empty") if m in self.closed_by)
 
     def details(self) -> dict:
         return {"leaves": self.leaves, "closed_by": self.closed_by, "milp_calls": self.milp_calls,
-                "z3_calls": self.z3_calls, "pruning": self.pruning}
+                "z3_calls": self.z3_calls, "pruning": self.pruning,
+                "proven_share": min(1.0, self.proven / self.pairs) if self.pairs else 0.0}
 
 
 def decide(problem: FairnessProblem, referee: Referee, partition: Partition, deadline: float) -> Outcome:
@@ -91,6 +95,7 @@ def decide_auto(problem: FairnessProblem, referee: Referee, partition: Partition
         return Outcome(Verdict.FALSIFIED, found["found_by"], found, tally.details())
     all_cases = np.ones(len(problem.table.pairs), dtype=bool)
     queue = [Leaf(a, b, all_cases.copy()) for a, b in zip(lo, hi)]
+    tally.pairs = sum(box_size(a, b, problem.integer) for a, b in zip(lo, hi))
     root = True
     while queue:
         if time.perf_counter() > deadline:
@@ -121,7 +126,7 @@ def _round(problem: FairnessProblem, referee: Referee, batch: list[Leaf], tally:
     live = [i for i in range(len(batch)) if open_cases[i].any()]
     for i in range(len(batch)):
         if not open_cases[i].any():
-            tally.close(closer[i])
+            tally.close(closer[i], box_size(lo[i], hi[i], problem.integer))
     found = _sample_leaves(problem, referee, lo[live], hi[live], rng, deadline)
     if found is not None:
         return Outcome(Verdict.FALSIFIED, found["found_by"], found, tally.details()), []
@@ -135,7 +140,7 @@ def _round(problem: FairnessProblem, referee: Referee, batch: list[Leaf], tally:
             found = referee.confirm(leaf.lo, leaf.lo, leaf.hi, "replay")
             if found is not None:
                 return Outcome(Verdict.FALSIFIED, "replay", found, tally.details()), []
-            tally.close("replay")
+            tally.close("replay", 1.0)
         elif problem.straddles(leaf.lo, leaf.hi) or unstable > problem.settings.milp_unstable:
             children.extend(split(problem, leaf))
         else:
@@ -208,7 +213,7 @@ def _exact(problem: FairnessProblem, referee: Referee, leaf: Leaf, bounds, tally
             return None, True
         leaf.open[case] = False
         closed_by = "z3" if answer.status == "unsat-z3" else "milp"
-    tally.close(closed_by)
+    tally.close(closed_by, box_size(leaf.lo, leaf.hi, problem.integer))
     return None, False
 
 

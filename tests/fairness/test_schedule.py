@@ -87,3 +87,34 @@ def test_resume_retries_what_was_left_undecided(tmp_path, monkeypatch):
     assert len(resumed.partitions) == 18
     tries = {p.index: p.details["tries"] for p in resumed.partitions if p.index in HARD}
     assert all(len(t) == 6 for t in tries.values())  # three tries in each run, all journaled
+
+
+def test_domain_share_counts_points_and_proven_sub_boxes(tmp_path, monkeypatch):
+    """Shares of the domain by points; an undecided partition adds the share of its pairs it had proven."""
+    model, prop = write(tmp_path)
+
+    def decide(problem, referee, partition, deadline):
+        if partition.index in HARD:
+            return Outcome(Verdict.TIMEOUT, "timeout", None, {"proven_share": 0.5})
+        return Outcome(Verdict.VERIFIED, "ibp", None, {"proven_share": 1.0})
+
+    monkeypatch.setattr(verify_module, "decide", decide)
+    report = verify_fairness(model, prop, progress=False, json_out=tmp_path / "r.json")
+    share = report.domain_share()
+    hard = sum(p.points for p in report.partitions if p.index in HARD) / report.total_points
+    assert math.isclose(share["undecided"], hard) and math.isclose(share["proven_in_undecided"], hard / 2)
+    assert math.isclose(share["certified"] + share["falsified"] + share["undecided"] + share["not_run"], 1.0)
+    assert json.loads((tmp_path / "r.json").read_text())["domain_share"] == share
+    assert "domain (points): certified" in verify_module.format_summary(report)
+
+
+def test_a_certified_partition_proves_all_its_pairs(tmp_path):
+    """The engine's own accounting: the ruled-out leaves of a certified partition cover all its pairs."""
+    from certprune.fairness import search
+    from tests.fairness.fairnets import setup
+
+    problem, referee, parts = setup(tmp_path, random_net(4, 1, protected=(3,), scale=0.05),
+                                    property_text(partition="{max_values: 3}"), "n", samples=1, attack_steps=0)
+    outcomes = [search.decide(problem, referee, p, math.inf) for p in parts]
+    certified = [o for o in outcomes if o.verdict is Verdict.VERIFIED]
+    assert certified and all(math.isclose(o.details["proven_share"], 1.0) for o in certified)
