@@ -421,6 +421,23 @@ def _average_pool(node, inputs, g, where):
                            (1, 1), channels), x)
 
 
+def _reduce_mean(node, inputs, g, where):
+    """ReduceMean over the two spatial axes (torch's AdaptiveAvgPool2d(1)): a GlobalAveragePool."""
+    a = _attrs(node)
+    x = inputs[0]
+    shape = g.shape(x)
+    rank = len(shape) + 1
+    axes = a.get("axes")
+    if axes is None and len(inputs) > 1 and inputs[1] is not None:
+        axes = _constant(inputs[1], "axes", where).ravel().tolist()
+    axes = sorted(int(v) % rank for v in (axes or []))
+    if len(shape) != 3 or axes != [2, 3]:
+        raise UnsupportedLayerError(f"ReduceMean over axes {axes} of a tensor of shape {shape} ({where}); "
+                                    "only the spatial mean of a (C, H, W) activation is supported")
+    pooled = _average_pool(helper.make_node("GlobalAveragePool", [], []), [x], g, where)
+    return pooled if a.get("keepdims", 1) else g.append(Flatten(), pooled)
+
+
 def _pad(node, inputs, g, where):
     a = _attrs(node)
     x = inputs[0]
@@ -463,7 +480,7 @@ _ACTIVATION_OPS = {
     "Transpose": _transpose, "Gemm": _gemm, "MatMul": _matmul, "Add": _elementwise, "Sub": _elementwise,
     "Mul": _elementwise, "Div": _elementwise, "Conv": _conv, "BatchNormalization": _batchnorm, "Identity": _pass,
     "Dropout": _pass, "Cast": _cast, "Concat": _concat, "MaxPool": _maxpool, "AveragePool": _average_pool,
-    "GlobalAveragePool": _average_pool, "Pad": _pad,
+    "GlobalAveragePool": _average_pool, "Pad": _pad, "ReduceMean": _reduce_mean,
 }
 
 

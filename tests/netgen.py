@@ -1,11 +1,12 @@
-"""Random ReLU networks for tests: dense or convolutional chains, optionally with elementwise Affine layers."""
+"""Random ReLU networks for tests: dense or convolutional chains, optionally with elementwise Affine layers,
+and graphs that branch and join (residual Add, Concat, pooling, padding, transposes)."""
 from __future__ import annotations
 
 import math
 
 import torch
 
-from certprune.network import Affine, Conv2d, Dense, Flatten, Network, ReLU
+from certprune.network import INPUT, Add, Affine, Concat, Conv2d, Dense, Flatten, MaxPool2d, Network, Pad, ReLU, Reshape, Transpose
 
 
 def random_network(depth: int, width: int, input_shape, conv: bool = False, seed: int = 0, *,
@@ -65,3 +66,64 @@ def _activation(layers: list, shape, affine: bool, gen) -> None:
 def _affine(shape, gen) -> Affine:
     scale = torch.empty(shape).uniform_(-1.5, 1.5, generator=gen)
     return Affine(scale, 0.3 * torch.randn(shape, generator=gen))
+
+
+def random_graph(seed: int, *, kind: str = "conv", width: int = 4, outputs: int = 3,
+                 dtype: torch.dtype = torch.float32) -> Network:
+    """A random network whose layers branch and join, with every layer kind the graph supports.
+
+    ``kind="conv"`` (input (2, 6, 6)): a convolution, a residual block (conv, ReLU, conv, Add of the block's
+    input; sometimes through an asymmetric Pad or a grouped conv), a max pool or a depthwise average, a
+    Concat of two ReLU branches, a Transpose and a Reshape, then dense layers. ``kind="dense"`` (input (5,)):
+    dense residual blocks with Add and a Concat of two branches. He-scaled weights leave ReLUs unstable.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    pick = lambda n: int(torch.randint(0, n, (), generator=gen))  # noqa: E731
+    layers, wiring, shapes = [], [], []
+
+    def add(layer, *sources):
+        shape = layer.output_shape(*((input_shape if j == INPUT else shapes[j]) for j in sources))
+        layers.append(layer)
+        wiring.append(tuple(sources))
+        shapes.append(shape)
+        return len(layers) - 1
+
+    if kind == "dense":
+        input_shape = (5,)
+        x = add(_dense(5, width, gen), INPUT)
+        x = add(ReLU(), x)
+        for _ in range(1 + pick(2)):  # residual blocks
+            h = add(ReLU(), add(_dense(width, width, gen), x))
+            x = add(Add(), x, add(_dense(width, width, gen), h))
+            x = add(ReLU(), x) if pick(2) else x
+        a = add(ReLU(), add(_dense(width, width, gen), x))
+        b = add(ReLU(), add(_dense(width, 3, gen), x))
+        x = add(Concat(0), a, b)
+        n = width + 3
+    else:
+        input_shape = (2, 6, 6)
+        x = add(ReLU(), add(_conv(input_shape, width, gen), INPUT))
+        c, h, w = shapes[x]
+        # residual block: conv (same size) -> ReLU -> conv (same size), added to the block's input
+        inner = add(Pad((0, 1, 0), (0, 1, 2)), x) if pick(2) else None  # asymmetric: (h + 2, w + 2)
+        first = Conv2d(torch.randn(c, c, 3, 3, generator=gen) * math.sqrt(2.0 / (9 * c)), 0.3 * torch.randn(c, generator=gen),
+                       (1, 1), (0, 0) if inner is not None else (1, 1))
+        y = add(ReLU(), add(first, inner if inner is not None else x))
+        groups = c if pick(2) else 1
+        second = Conv2d(torch.randn(c, c // groups, 3, 3, generator=gen) * math.sqrt(2.0 / (9 * c // groups)),
+                        0.3 * torch.randn(c, generator=gen), (1, 1), (1, 1), (1, 1), groups)
+        x = add(ReLU(), add(Add(), x, add(second, y)))
+        if pick(2):
+            x = add(MaxPool2d((2, 2), (2, 2), (pick(2), pick(2))), x)
+        else:
+            x = add(Conv2d(torch.full((c, 1, 2, 2), 0.25), torch.zeros(c), (2, 2), (0, 0), (1, 1), c), x)
+        c, h, w = shapes[x]
+        a = add(ReLU(), add(Conv2d(torch.randn(2, c, 1, 1, generator=gen), 0.3 * torch.randn(2, generator=gen)), x))
+        x = add(Concat(0), x, a)
+        x = add(Transpose((1, 2, 0)), x)
+        x = add(Reshape((h * w, c + 2)), x)
+        n = (c + 2) * h * w
+        x = add(Flatten(), x)
+    x = add(ReLU(), add(_dense(n, width, gen), x))
+    add(_dense(width, outputs, gen), x)
+    return Network(tuple(layers), input_shape, inputs=tuple(wiring)).to(dtype)

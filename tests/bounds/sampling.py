@@ -22,12 +22,9 @@ def sample_box(lower: torch.Tensor, upper: torch.Tensor, n: int, gen: torch.Gene
 
 def activations(network: Network, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The input of every ReLU layer and the flat logits for a batch x."""
-    pre = []
-    for layer in network.layers:
-        if layer.kind == "relu":
-            pre.append(x)
-        x = layer.forward(x)
-    return pre, x.flatten(start_dim=1)
+    outputs = network.trace(x)
+    pre = [([x] + outputs)[network.inputs[i][0] + 1] for i in network.relu_positions()]
+    return pre, outputs[-1].flatten(start_dim=1)
 
 
 def satisfies(pre: list[torch.Tensor], splits) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 
 from certprune.bounds import CROWN, IBP, AlphaCROWN, Cascade
 from certprune.network import Affine, Dense, Network, ReLU
-from tests.netgen import random_network
+from tests.netgen import random_graph, random_network
 
 from .sampling import activations, sample_box, satisfies
 
@@ -122,3 +122,20 @@ def _check(method, network, lower, upper, C, splits, gen):
         for i, z in enumerate(pre):
             gap = _violation(z[keep], bounds.pre_lower[i][b], bounds.pre_upper[i][b])
             assert gap <= 0, f"box {b}: ReLU layer {i} inputs escape the bounds by {gap}"
+
+
+GRAPHS = {f"{kind}-{seed}": (kind, seed) for kind in ("conv", "dense") for seed in range(4)}
+
+
+@pytest.mark.parametrize("with_splits", [False, True], ids=["free", "splits"])
+@pytest.mark.parametrize("graph", list(GRAPHS), ids=list(GRAPHS))
+@pytest.mark.parametrize("method", list(METHODS), ids=list(METHODS))
+def test_samples_never_escape_on_graphs(method, graph, with_splits):
+    """Residual Add, Concat, max pool, depthwise average, Pad, Transpose, Reshape: the same contract."""
+    kind, seed = GRAPHS[graph]
+    network = random_graph(seed, kind=kind)
+    gen = torch.Generator().manual_seed(300 + seed)
+    lower, upper = _boxes(network, gen, torch.float32)
+    C = _spec(seed, network.output_shape[0], gen, torch.float32)
+    splits = random_splits(network, lower, upper, gen) if with_splits else None
+    _check(METHODS[method], network, lower, upper, C, splits, gen)
