@@ -29,6 +29,7 @@ from certprune.bab.attack import Falsifier
 from certprune.bab.branching import choose_input_dims, choose_relus
 from certprune.bab.domains import BoxQueue, DomainStack, Pattern, ReluDomains, bisect, select_bounds
 from certprune.bounds import CROWN, IBP, AlphaCROWN, Bounds
+from certprune.bounds.alpha import Slopes
 from certprune.bounds.rounding import forward_error
 from certprune.deadline import Deadline
 from certprune.floats import float32_box
@@ -406,9 +407,7 @@ def _pattern_batch(search: _Search, patterns: DomainStack, boxes: BoxQueue, shap
     splits = [p.reshape(n, *shape) for p, shape in zip(batch.splits, shapes)]
     lower = search.outer[0].unsqueeze(0).expand(n, *search.outer[0].shape)
     upper = search.outer[1].unsqueeze(0).expand(n, *search.outer[1].shape)
-    fixed = search.outer[0].numel() > search.settings.fixed_intermediate_above
-    bounds, slopes, scores = _beta(search, fixed).domains(search.network, lower, upper, C=search.C, splits=splits,
-                                                          prior=batch.prior, start=batch.slopes, target=search.rhs)
+    bounds, slopes, scores = _bound_domains(search, batch, lower, upper, splits)
     _timed(search, "relu", n, started)
     unstable = [bounds.unstable(i).flatten(1) & (batch.splits[i] == 0) for i in range(len(shapes))]
     counts = sum(u.sum(dim=1) for u in unstable)
@@ -423,6 +422,52 @@ def _pattern_batch(search: _Search, patterns: DomainStack, boxes: BoxQueue, shap
             split.append(index)
     if split:
         patterns.push(_children(batch, bounds, slopes, scores, unstable, torch.tensor(split)))
+
+
+def _bound_domains(search: _Search, batch: ReluDomains, lower, upper, splits):
+    """beta-CROWN on a batch of domains, over only the specification rows some domain still needs (rows of a
+    conjunction the parent already refutes keep the parent's bounds, which hold on the child)."""
+    fixed = search.outer[0].numel() > search.settings.fixed_intermediate_above
+    need = _needed_rows(search, batch.prior.output_lower)
+    prior, start = batch.prior, batch.slopes
+    prior = Bounds(prior.output_lower[:, need], prior.output_upper[:, need], prior.pre_lower, prior.pre_upper,
+                   prior.infeasible, prior.method)
+    bounds, slopes, scores = _beta(search, fixed).domains(
+        search.network, lower, upper, C=search.C[need], splits=splits, prior=prior,
+        start=None if start is None else start.rows(need), target=search.rhs[need])
+    out_lower, out_upper = batch.prior.output_lower.clone(), batch.prior.output_upper.clone()
+    out_lower[:, need], out_upper[:, need] = bounds.output_lower, bounds.output_upper
+    # an empty domain's rows are all +inf, as Bounds has them
+    out_lower[bounds.infeasible], out_upper[bounds.infeasible] = torch.inf, -torch.inf
+    full = Slopes(*(tuple(_fill_rows(t, need) for t in part) for part in (slopes.alpha, slopes.beta)))
+    if start is not None:
+        full = Slopes(*(tuple(_put_rows(old, new, need) for old, new in zip(a, b))
+                        for a, b in ((start.alpha, slopes.alpha), (start.beta, slopes.beta))))
+    bounds = Bounds(out_lower, out_upper, bounds.pre_lower, bounds.pre_upper, bounds.infeasible, bounds.method)
+    return bounds, full, scores
+
+
+def _needed_rows(search: _Search, output_lower: torch.Tensor) -> torch.Tensor:
+    """(K,) the rows of every conjunction that some domain's bounds do not yet refute."""
+    need = torch.zeros(len(search.rhs), dtype=torch.bool)
+    gap = output_lower - search.rhs
+    for group in search.groups:
+        if group.stop > group.start and not bool((gap[:, group] > 0).any(dim=1).all()):
+            need[group] = True
+    return need
+
+
+def _fill_rows(t: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
+    """(B, R_need, N) -> (B, K, N), zeros (a valid slope and multiplier) in rows not computed."""
+    out = torch.zeros(t.shape[0], len(need), t.shape[2], dtype=t.dtype)
+    out[:, need] = t
+    return out
+
+
+def _put_rows(old: torch.Tensor, new: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
+    out = old.clone()
+    out[:, need] = new
+    return out
 
 
 def _expand(bounds: Bounds, count: int) -> Bounds:
