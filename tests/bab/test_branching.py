@@ -1,0 +1,64 @@
+"""Which ReLU to split (scores of the optimised bound, the triangle intercept where they say nothing) and the
+stack of split domains (newest first, each with its parent's bounds and slopes)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from certprune.bab.branching import choose_relus
+from certprune.bab.domains import DomainStack, ReluDomains
+from certprune.bounds import Bounds
+from certprune.bounds.alpha import Slopes
+
+
+def _bounds(lowers, uppers) -> Bounds:
+    lowers = tuple(torch.tensor(l, dtype=torch.float32) for l in lowers)
+    uppers = tuple(torch.tensor(u, dtype=torch.float32) for u in uppers)
+    batch = len(lowers[0])
+    return Bounds(torch.zeros(batch, 1), torch.ones(batch, 1), lowers, uppers, torch.zeros(batch, dtype=torch.bool))
+
+
+def test_the_best_score_among_unsplit_unstable_neurons_across_layers():
+    bounds = _bounds([[[-1.0, -1.0], [-1.0, -1.0]], [[-1.0, -1.0, -1.0], [-1.0, -1.0, -1.0]]],
+                     [[[1.0, 1.0], [1.0, 1.0]], [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]])
+    scores = (torch.tensor([[0.5, 9.0], [0.5, 0.1]]), torch.tensor([[0.7, 0.2, 0.0], [0.3, 0.0, 2.0]]))
+    # box 0 may not split neuron (0, 1) any more; box 1 may split all
+    unstable = [torch.tensor([[True, False], [True, True]]), torch.ones(2, 3, dtype=torch.bool)]
+    layer, neuron = choose_relus(scores, bounds, unstable)
+    assert layer.tolist() == [1, 1] and neuron.tolist() == [0, 2]
+
+
+def test_zero_scores_fall_back_to_the_loosest_triangle():
+    # u * (-l) / (u - l): 0.5 for [-1, 1], 0.75 for [-1, 3], 0.44 for [-4, 0.5]
+    bounds = _bounds([[[-1.0, -1.0, -4.0]]], [[[1.0, 3.0, 0.5]]])
+    layer, neuron = choose_relus((torch.zeros(1, 3),), bounds, [torch.ones(1, 3, dtype=torch.bool)])
+    assert (int(layer), int(neuron)) == (0, 1)
+
+
+def test_no_unstable_neuron_is_an_error():
+    bounds = _bounds([[[-1.0]]], [[[1.0]]])
+    with pytest.raises(ValueError, match="no unstable neuron"):
+        choose_relus((torch.ones(1, 1),), bounds, [torch.zeros(1, 1, dtype=torch.bool)])
+
+
+def _domains(first: int, count: int) -> ReluDomains:
+    ids = torch.arange(first, first + count, dtype=torch.float32)
+    splits = (ids.to(torch.int8).unsqueeze(1).repeat(1, 2),)
+    prior = Bounds(ids.unsqueeze(1), ids.unsqueeze(1), (ids.unsqueeze(1),), (ids.unsqueeze(1),),
+                   torch.zeros(count, dtype=torch.bool))
+    slopes = Slopes((ids.reshape(-1, 1, 1).repeat(1, 1, 2),), (torch.zeros(count, 1, 2),))
+    return ReluDomains(splits, prior, slopes)
+
+
+def test_stack_takes_the_newest_domains_and_keeps_them_together():
+    stack = DomainStack()
+    stack.push(_domains(0, 3))
+    stack.push(_domains(10, 2))
+    batch = stack.take(4)
+    assert len(batch) == 4 and len(stack) == 1
+    ids = batch.prior.output_lower.flatten().tolist()
+    assert ids == [10, 11, 0, 1]
+    # splits, bounds and slopes of one domain stay together through select and cat
+    assert batch.splits[0][:, 0].tolist() == ids and batch.slopes.alpha[0][:, 0, 0].tolist() == ids
+    rest = stack.take(10)
+    assert rest.prior.output_lower.flatten().tolist() == [2] and len(stack) == 0
