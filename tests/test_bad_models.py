@@ -100,3 +100,22 @@ def test_shape_mismatch_is_a_model_error(tmp_path):
     path = _save(tmp_path, nodes, [_x(5)], _weights())
     with pytest.raises(ModelError, match="dense layer with 4 inputs"):
         load_onnx(path)
+
+
+def test_join_of_different_shapes_is_named(tmp_path):
+    w2 = [numpy_helper.from_array(np.ones((2, 4), np.float32), "W2"), numpy_helper.from_array(np.zeros(2, np.float32), "b2")]
+    nodes = [helper.make_node("Gemm", ["x", "W2", "b2"], ["h"], name="narrow", transB=1),
+             helper.make_node("Add", ["x", "h"], ["s"], name="skip"),
+             helper.make_node("Gemm", ["s", "W", "b"], ["y"], name="fc1", transB=1)]
+    path = _save(tmp_path, nodes, [_x()], _weights() + w2)
+    with pytest.raises(UnsupportedLayerError, match="Add of activations of shapes \\(4,\\) and \\(2,\\).*'skip'"):
+        load_onnx(path)
+
+
+def test_concat_along_the_batch_is_named(tmp_path):
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="act"),
+             helper.make_node("Concat", ["x", "r"], ["c"], name="stack", axis=0),
+             helper.make_node("Gemm", ["c", "W", "b"], ["y"], name="fc1", transB=1)]
+    path = _save(tmp_path, nodes, [_x()], _weights())
+    with pytest.raises(UnsupportedLayerError, match="Concat along the batch dimension.*'stack'"):
+        load_onnx(path)
