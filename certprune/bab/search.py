@@ -60,9 +60,11 @@ class SearchSettings:
     input_split_dims: int = 16
     milp_max_unstable: int = 16
     milp_time_limit: float = 20.0
-    # ReLU splitting keeps the root's intermediate bounds (beta-CROWN style, cheap per domain) for inputs of
-    # more than this many values, and recomputes them under each domain's splits (tighter) otherwise.
+    # ReLU splitting keeps the parent's intermediate bounds (beta-CROWN style, cheap per domain) for inputs of
+    # more than this many values, and recomputes them by CROWN under each domain's splits (tighter) otherwise,
+    # and also for domains of at most ``tighten_depth`` splits (whose subtrees inherit the tighter bounds).
     fixed_intermediate_above: int = 100
+    tighten_depth: int = 8
     max_domains: int = 2_000_000
     seed: int = 0
 
@@ -427,7 +429,8 @@ def _pattern_batch(search: _Search, patterns: DomainStack, boxes: BoxQueue, shap
 def _bound_domains(search: _Search, batch: ReluDomains, lower, upper, splits):
     """beta-CROWN on a batch of domains, over only the specification rows some domain still needs (rows of a
     conjunction the parent already refutes keep the parent's bounds, which hold on the child)."""
-    fixed = search.outer[0].numel() > search.settings.fixed_intermediate_above
+    depth = max(int((s != 0).sum(dim=1).max()) for s in batch.splits) if batch.splits else 0
+    fixed = search.outer[0].numel() > search.settings.fixed_intermediate_above and depth > search.settings.tighten_depth
     need = _needed_rows(search, batch.prior.output_lower)
     prior, start = batch.prior, batch.slopes
     prior = Bounds(prior.output_lower[:, need], prior.output_upper[:, need], prior.pre_lower, prior.pre_upper,
