@@ -17,9 +17,13 @@ unpack() {  # $1 path (maybe without its .gz), $2 name in $tmp; prints the reada
 onnx="$(unpack "$onnx" model.onnx)" && vnnlib="$(unpack "$vnnlib" property.vnnlib)" || { echo error > "$results"; exit 0; }
 # certprune's own deadline is the competition's minus what starting Python costs (about a second).
 budget="$(awk -v t="$timeout" 'BEGIN { b = t - 1.5; if (b < 0.5) b = 0.5; print b }')"
+state="${CERTPRUNE_VNNCOMP_STATE:-$here/.vnncomp}"; mkdir -p "$state"
 "$python" -m certprune.cli.main verify "$onnx" --property "$vnnlib" --timeout "$budget" \
-  --results-file "$results" --quiet
+  --results-file "$results" --quiet &
+echo $! > "$state/run.pid"
+wait $!
 code=$?
+rm -f "$state/run.pid"
 # exit codes 0/10/20 wrote the results file; anything else is an error the harness should see as such
 if [ "$code" -ne 0 ] && [ "$code" -ne 10 ] && [ "$code" -ne 20 ]; then echo error > "$results"; fi
 exit 0

@@ -15,7 +15,7 @@ DATA = ROOT / "tests" / "data" / "vnncomp_test"  # VNN-COMP 2022 "test" benchmar
 
 
 def _run(tmp_path, onnx: Path, vnnlib: Path, timeout: float = 30) -> str:
-    env = {"CERTPRUNE_PYTHON": sys.executable, "PATH": "/usr/bin:/bin"}
+    env = {"CERTPRUNE_PYTHON": sys.executable, "PATH": "/usr/bin:/bin", "CERTPRUNE_VNNCOMP_STATE": str(tmp_path)}
     prepare = subprocess.run(["bash", str(SCRIPTS / "prepare_instance.sh"), "v1", "test", str(onnx), str(vnnlib)],
                              env=env, capture_output=True, text=True)
     assert prepare.returncode == 0, prepare.stderr
@@ -43,6 +43,18 @@ def test_gzipped_files_are_unpacked(tmp_path):
         with open(DATA / name, "rb") as source, gzip.open(tmp_path / f"{name}.gz", "wb") as target:
             shutil.copyfileobj(source, target)
     assert _run(tmp_path, tmp_path / "test_sat.onnx.gz", tmp_path / "test_prop.vnnlib.gz").startswith("sat")
+
+
+def test_prepare_stops_only_what_run_instance_left_running(tmp_path):
+    leftover = subprocess.Popen(["sleep", "60"])
+    other = subprocess.Popen(["sleep", "60"])  # someone else's process: untouched
+    (tmp_path / "run.pid").write_text(f"{leftover.pid}\n")
+    env = {"PATH": "/usr/bin:/bin", "CERTPRUNE_VNNCOMP_STATE": str(tmp_path)}
+    prepare = subprocess.run(["bash", str(SCRIPTS / "prepare_instance.sh"), "v1", "test", str(DATA / "test_sat.onnx"),
+                              str(DATA / "test_prop.vnnlib")], env=env, capture_output=True, text=True)
+    assert prepare.returncode == 0, prepare.stderr
+    assert leftover.wait(timeout=10) != 0 and other.poll() is None
+    other.kill()
 
 
 def test_a_missing_file_fails_prepare(tmp_path):
