@@ -29,6 +29,8 @@ class OnnxRuntimeModel:
         self.fixed_batch = graph_input.shape[0] if isinstance(graph_input.shape[0], int) else None
         self.unbatched = len(graph_input.shape) == 1  # one vector, no batch dimension
         self.output_name = self.session.get_outputs()[0].name
+        per_sample = graph_input.shape if self.unbatched else graph_input.shape[1:]
+        self.sample_shape = tuple(per_sample) if all(isinstance(d, int) for d in per_sample) else (-1,)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Raw model outputs (including any final Sigmoid/Softmax) for a batch ``x``."""
@@ -40,3 +42,8 @@ class OnnxRuntimeModel:
             return self.session.run([self.output_name], {self.input_name: x})[0].reshape(len(x), -1)
         rows = [self.session.run([self.output_name], {self.input_name: x[i:i + 1]})[0] for i in range(len(x))]
         return np.concatenate(rows).reshape(len(x), -1)
+
+    def run_flat(self, x: np.ndarray) -> np.ndarray:
+        """The flat outputs at one input given as a flat vector (reshaped as the graph's input declares)."""
+        x = np.asarray(x, dtype=np.float32).reshape(self.sample_shape)
+        return self(x[None])[0]

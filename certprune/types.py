@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Any, Mapping
 
 from certprune.errors import EXIT_USAGE  # noqa: F401 (re-exported beside EXIT_CODES)
+
+if TYPE_CHECKING:  # torch is imported where a Box is used, so that Verdict and Result load without it
+    import torch
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,8 @@ class Box:
     upper: torch.Tensor
 
     def __post_init__(self) -> None:
+        import torch
+
         if self.lower.shape != self.upper.shape:
             raise ValueError(f"Box bounds differ in shape: {tuple(self.lower.shape)} vs {tuple(self.upper.shape)}")
         if torch.isnan(self.lower).any() or torch.isnan(self.upper).any():
@@ -51,6 +54,8 @@ class Box:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` uniform samples, shape ``(n, *self.shape)``; corners are as likely as the inside."""
+        import torch
+
         u = torch.rand((n, *self.shape), generator=generator, dtype=self.lower.dtype)
         return self.lower + u * self.width
 
@@ -85,6 +90,8 @@ EXIT_CODES = {Verdict.VERIFIED: 0, Verdict.FALSIFIED: 10, Verdict.UNKNOWN: 20, V
 def clipped_ball(centre: torch.Tensor, eps, lower=None, upper=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Corners of ``[centre - eps, centre + eps]`` within ``[lower, upper]`` (numbers or tensors broadcast to
     ``centre``; None: unbounded); a centre outside the domain is first clamped into it."""
+    import torch
+
     lo = None if lower is None else torch.as_tensor(lower, dtype=centre.dtype)
     hi = None if upper is None else torch.as_tensor(upper, dtype=centre.dtype)
     inside = centre if lo is None and hi is None else centre.clamp(lo, hi)

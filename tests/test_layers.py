@@ -19,7 +19,7 @@ RANKS = {
     "fold": 3,
     "onnx_io": 4, "torch_io": 4, "parity": 4,
     "spec": 5, "bounds": 5, "smt": 5,
-    "bab": 6, "fairness": 6, "prune": 6,
+    "bab": 6, "fairness": 6, "prune": 6, "fastpath": 6,
     "gate": 7, "report": 7,
     "cli": 8,
 }

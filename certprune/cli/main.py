@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -42,6 +43,10 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one line (no traceback) and exit with 2."""
+    # numpy's BLAS threads, like torch's (``--threads``), only wait for each other on a busy machine: the
+    # small products of the numpy fast path ran 2-4x slower with two threads on 2 loaded cores. Read when
+    # numpy loads, which the commands do after this point.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         result = cli.main(args=argv, prog_name="certprune", standalone_mode=False)
     except click.exceptions.Exit as done:

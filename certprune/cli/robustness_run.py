@@ -5,41 +5,37 @@ from dataclasses import asdict
 
 import click
 import numpy as np
-from tqdm import tqdm
 
-from certprune.bab.certify import certify, samples_sha256
-from certprune.bab.instances import verify_instances, vnnlib_instances
-from certprune.bab.search import SearchSettings
 from certprune.cli.verify_cmd import exit_code, write_json
 from certprune.deadline import Deadline, DeadlineExpired
-from certprune.journal import Journal, file_sha256, journal_header
-from certprune.onnx_io import load_onnx
+from certprune.fastpath import try_vnnlib
 from certprune.runtime import OnnxRuntimeModel
-from certprune.spec.robustness import instances as robustness_instances
-from certprune.spec.robustness import read_robustness
 from certprune.spec.vnnlib import read_vnnlib
 from certprune.types import Result, Verdict
+
+# The full engine (torch, onnx, scipy) is imported inside the functions that need it: a VNN-LIB instance the
+# numpy fast path decides never loads it.
 
 VNNCOMP_WORDS = {Verdict.FALSIFIED: "sat", Verdict.VERIFIED: "unsat", Verdict.UNKNOWN: "unknown",
                  Verdict.TIMEOUT: "timeout"}
 
 
 def run_vnnlib(model: str, property_path: str, timeout: float | None, json_out: str | None,
-               results_file: str | None) -> int:
-    settings = SearchSettings(timeout=timeout or 60.0)
-    deadline = Deadline(settings.timeout)  # loading and reading count against the timeout too
-    try:
-        network = load_onnx(model, deadline)
-        instances = vnnlib_instances(network, read_vnnlib(property_path))
-        result = verify_instances(network, model, instances, settings, deadline)
-    except DeadlineExpired as expired:
-        result = Result(Verdict.TIMEOUT, seconds=deadline.elapsed(), settings={"decided_by": str(expired)})
+               results_file: str | None, threads: int = 1) -> int:
+    """The numpy fast path first (``certprune.fastpath``: small dense chains, a short budget), then the full
+    engine with what is left of the timeout."""
+    deadline = Deadline(timeout or 60.0)  # loading and reading count against the timeout too
+    result, fast = try_vnnlib(model, read_vnnlib(property_path), deadline)
+    if result is None:
+        result = _full_engine(model, property_path, deadline, threads)
+        result = Result(result.verdict, result.counterexample, result.certificate, result.seconds,
+                        {**result.settings, "fast_path": fast})
     word = VNNCOMP_WORDS[result.verdict]
     click.echo(f"{result.verdict.value} ({word}) in {deadline.elapsed():.2f} s")
     lines = [word]
     if result.counterexample is not None:
         x = np.asarray(result.counterexample.inputs, dtype=np.float32)
-        y = OnnxRuntimeModel(model)(x.reshape(1, *network.input_shape))[0]
+        y = OnnxRuntimeModel(model).run_flat(x)
         click.echo("counterexample (replayed with onnxruntime): x = " + np.array2string(x, precision=6))
         click.echo("outputs: y = " + np.array2string(y, precision=6))
         body = [f"(X_{i} {v!r})" for i, v in enumerate(x.astype(float).tolist())]
@@ -56,8 +52,34 @@ def run_vnnlib(model: str, property_path: str, timeout: float | None, json_out: 
     return exit_code(result.verdict)
 
 
+def _full_engine(model: str, property_path: str, deadline: Deadline, threads: int) -> Result:
+    import torch
+
+    from certprune.bab.instances import verify_instances, vnnlib_instances
+    from certprune.bab.search import SearchSettings
+    from certprune.onnx_io import load_onnx
+
+    # Bound passes are many small tensor operations: on a shared machine a second thread that waits for a
+    # core makes each one far slower (30x measured on 2 busy cores), so one thread is the default.
+    torch.set_num_threads(threads)
+    settings = SearchSettings(timeout=deadline.ends - deadline.started)
+    try:
+        network = load_onnx(model, deadline)
+        instances = vnnlib_instances(network, read_vnnlib(property_path))
+        return verify_instances(network, model, instances, settings, deadline)
+    except DeadlineExpired as expired:
+        return Result(Verdict.TIMEOUT, seconds=deadline.elapsed(), settings={"decided_by": str(expired)})
+
+
 def run_robustness(model: str, property_path: str, timeout: float | None, json_out: str | None,
                    journal_path: str | None, resume: bool, progress: bool, cluster: str | None = None) -> int:
+    from certprune.bab.certify import samples_sha256
+    from certprune.bab.search import SearchSettings
+    from certprune.journal import file_sha256, journal_header
+    from certprune.onnx_io import load_onnx
+    from certprune.spec.robustness import instances as robustness_instances
+    from certprune.spec.robustness import read_robustness
+
     network = load_onnx(model)
     spec = read_robustness(property_path)
     samples = robustness_instances(spec, network.input_shape, int(np.prod(network.output_shape)))
@@ -82,6 +104,11 @@ def run_robustness(model: str, property_path: str, timeout: float | None, json_o
 
 def run_samples(network, model, samples, settings, journal_path, resume, progress, header, cluster=None):
     """Certify samples with a progress bar and a journal; prints the totals table."""
+    from tqdm import tqdm
+
+    from certprune.bab.certify import certify
+    from certprune.journal import Journal
+
     journal = Journal(journal_path, header) if journal_path else None
     bar = tqdm(total=len(samples), disable=not progress, unit="sample", dynamic_ncols=True)
 

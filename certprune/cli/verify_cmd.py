@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from certprune.cli.cluster_option import cluster_option
 import numpy as np
-import yaml
+
+from certprune.cli.cluster_option import cluster_option
 
 from certprune.errors import PropertyError
 from certprune.spec.text import read_text
@@ -50,15 +50,15 @@ def command(model, property_path, timeout, json_out, results_file, jobs, cluster
                             limit=limit, cluster=cluster)
     if threads < 1:
         raise PropertyError(f"--threads must be at least 1, got {threads}")
+    from certprune.cli.robustness_run import run_robustness, run_vnnlib
+
+    if kind == "vnnlib":  # torch is imported only if the numpy fast path does not decide the instance
+        return run_vnnlib(model, property_path, timeout, json_out, results_file, threads)
     import torch
 
     # Bound passes are many small tensor operations: on a shared machine a second thread that waits for a
     # core makes each one far slower (30x measured on 2 busy cores), so one thread is the default.
     torch.set_num_threads(threads)
-    from certprune.cli.robustness_run import run_robustness, run_vnnlib
-
-    if kind == "vnnlib":
-        return run_vnnlib(model, property_path, timeout, json_out, results_file)
     return run_robustness(model, property_path, timeout, json_out, journal, resume, progress=not quiet,
                           cluster=cluster)
 
@@ -67,6 +67,8 @@ def property_kind(path: str) -> str:
     """vnnlib by extension; a YAML file says its kind in the ``kind`` key."""
     if path.endswith(".vnnlib"):
         return "vnnlib"
+    import yaml
+
     try:
         data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as error:

@@ -1,0 +1,518 @@
+"""A numpy-only first try at a VNN-LIB instance on a small dense ReLU chain, so easy ones never load torch.
+
+Importing torch takes longer than deciding an easy ACAS Xu instance. For a model that is a plain chain
+(Flatten, MatMul + Add or Gemm, Relu; read from the protobuf wire format, without the ``onnx`` package)
+this module tries, within a short budget: a gradient attack whose candidates count only after onnxruntime
+replays them on the original file, then input splitting with CROWN bounds. The bounds carry the rounding
+margins of ``certprune.bounds`` (every bound widened by ``REL * (|value| + sum of |terms|)``, the terms of
+the float32 forward pass included, with the same recurrences as ``bounds/ibp.py``, ``linear.py`` and
+``crown.py``); they are evaluated in float64 on the float32 weights, whose own rounding is far below the
+margin. Any other model, or an instance not decided in the budget, goes to the full engine.
+"""
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from certprune.deadline import Deadline
+from certprune.floats import float32_box
+from certprune.runtime import OnnxRuntimeModel
+from certprune.spec.vnnlib import Disjunct, VnnlibProperty, check_matches
+from certprune.types import Certificate, Counterexample, Result, Verdict
+
+REL = 2.0**-15  # certprune.bounds.base.REL[torch.float32] (a test checks that they agree)
+MAX_NEURONS = 4096  # hidden units summed over layers; larger chains go straight to the full engine
+BUDGET = 0.4  # seconds of search before handing over to the full engine
+BATCH = 256  # boxes bounded together
+
+
+class NotAChain(Exception):
+    """The model is not a chain this module reads; the full engine takes it."""
+
+
+# ---- ONNX from the protobuf wire format: ModelProto.graph (7), GraphProto.node (1), initializer (5), input (11),
+# output (12); NodeProto input (1), output (2), op_type (4), attribute (5); TensorProto dims (1), data_type (2),
+# float_data (4), int64_data (7), name (8), raw_data (9), data_location (14).
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return (value - (1 << 64) if value >= 1 << 63 else value), i
+        shift += 7
+
+
+def _fields(buf: bytes):
+    """(field number, wire type, value) of a message: an int for varints, the bytes otherwise."""
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, i = buf[i:i + size], i + size
+        elif wire == 2:
+            size, i = _varint(buf, i)
+            value, i = buf[i:i + size], i + size
+        else:
+            raise NotAChain(f"protobuf wire type {wire}")
+        yield number, wire, value
+
+
+def _ints(wire: int, value) -> list[int]:
+    if wire == 0:
+        return [value]
+    out, i = [], 0
+    while i < len(value):
+        v, i = _varint(value, i)
+        out.append(v)
+    return out
+
+
+def _tensor(buf: bytes) -> tuple[str, np.ndarray]:
+    dims, dtype, name, raw, parts = [], 1, "", None, []
+    for number, wire, value in _fields(buf):
+        if number == 1:
+            dims += _ints(wire, value)
+        elif number == 2:
+            dtype = value
+        elif number in (4, 7):
+            parts += _ints(wire, value) if number == 7 else [value]
+        elif number == 8:
+            name = value.decode()
+        elif number == 9:
+            raw = value
+        elif number == 14 and value == 1:
+            raise NotAChain(f"tensor {name} is stored outside the file")
+    if dtype == 1:
+        data = raw if raw is not None else b"".join(parts)
+        return name, np.frombuffer(data, dtype="<f4").astype(np.float32).reshape(dims)
+    if dtype == 7:
+        array = np.frombuffer(raw, dtype="<i8") if raw is not None else np.array(parts, dtype=np.int64)
+        return name, array.astype(np.int64).reshape(dims)
+    raise NotAChain(f"tensor {name} of ONNX data type {dtype}")
+
+
+def _node(buf: bytes) -> tuple[str, list[str], list[str], dict]:
+    op, inputs, outputs, attributes = "", [], [], {}
+    for number, _, value in _fields(buf):
+        if number == 1:
+            inputs.append(value.decode())
+        elif number == 2:
+            outputs.append(value.decode())
+        elif number == 4:
+            op = value.decode()
+        elif number == 5:
+            attributes.update([_attribute(value)])
+    return op, inputs, outputs, attributes
+
+
+def _attribute(buf: bytes) -> tuple[str, object]:
+    name, value = "", None
+    for number, wire, field in _fields(buf):
+        if number == 1:
+            name = field.decode()
+        elif number == 2:
+            value = struct.unpack("<f", field)[0]
+        elif number == 3:
+            value = field
+        elif number == 5:
+            value = _tensor(field)[1]
+        elif number in (4, 7, 8):
+            value = ("other", field)  # strings and lists: no attribute of a supported node uses them
+    return name, value
+
+
+def _value_info(buf: bytes) -> tuple[str, list]:
+    """Name and shape (ints, or None for a symbolic dimension) of a graph input or output."""
+    name, dims = "", []
+    for number, _, value in _fields(buf):
+        if number == 1:
+            name = value.decode()
+        elif number == 2:
+            for n1, _, tensor_type in _fields(value):
+                for n2, _, part in _fields(tensor_type) if n1 == 1 else ():
+                    if n2 == 1 and part != 1:
+                        raise NotAChain(f"input or output {name} is not float32")
+                    for n3, _, dim in _fields(part) if n2 == 2 else ():
+                        fields = {k: v for k, _, v in _fields(dim)} if n3 == 1 else {}
+                        if n3 == 1:
+                            dims.append(fields.get(1) if 1 in fields else None)
+    return name, dims
+
+
+@dataclass(frozen=True, eq=False)
+class Chain:
+    """y = W_L relu(... relu(W_1 x + b_1) ...) + b_L; ``weights[k]`` is (out, in) float32."""
+
+    weights: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+    input_shape: tuple[int, ...]  # one sample's, as the graph declares it
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """float32 logits (P, n_out) of flat inputs (P, n) and each hidden layer's active mask."""
+        masks = []
+        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = x @ w.T + b
+            if k < len(self.weights) - 1:
+                masks.append(x > 0)
+                x = np.maximum(x, 0)
+        return x, masks
+
+
+def read_chain(path: str | Path) -> Chain:
+    """The model as a Chain, or NotAChain naming what this reader does not take."""
+    graph = {}
+    for number, _, value in _fields(Path(path).read_bytes()):
+        if number == 7:
+            graph = {}
+            for n, _, v in _fields(value):
+                graph.setdefault(n, []).append(v)
+    constants = dict(_tensor(t) for t in graph.get(5, []))
+    inputs = [_value_info(v) for v in graph.get(11, [])]
+    inputs = [(name, dims) for name, dims in inputs if name not in constants]
+    outputs = [_value_info(v)[0] for v in graph.get(12, [])]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise NotAChain("not one input and one output")
+    name, dims = inputs[0]
+    if len(dims) < 2 or dims[0] not in (1, None) or any(d is None for d in dims[1:]):
+        raise NotAChain(f"input shape {dims}")
+    return _build(graph.get(1, []), constants, name, outputs[0], tuple(dims[1:]))
+
+
+def _build(nodes: Sequence[bytes], constants: dict, current: str, output: str, input_shape) -> Chain:
+    """Walk the nodes along the activation: layers alternate dense and ReLU, dense first and last."""
+    layers, size = [], int(np.prod(input_shape))  # ("dense", W, b, bias_added) or ("relu",)
+    for buf in nodes:
+        op, ins, outs, attributes = _node(buf)
+        if op == "Constant" and isinstance(attributes.get("value"), np.ndarray):
+            constants[outs[0]] = attributes["value"]
+            continue
+        others = [constants.get(i) for i in ins if i != current]
+        if ins.count(current) != 1 or len(outs) != 1 or any(o is None for o in others):
+            raise NotAChain(f"{op} node outside a chain")
+        last = layers[-1][0] if layers else None
+        if op in ("Flatten", "Reshape", "Identity") and not layers and attributes.get("axis", 1) == 1:
+            if op == "Reshape" and [d for d in others[0].tolist() if d != 1] not in ([-1], [size]):
+                raise NotAChain("Reshape to a non-vector")
+        elif op in ("Sub", "Add") and not layers and ins[0] == current and not others[0].any():
+            pass  # x - 0 or x + 0: the identity (a normalisation that does nothing, as in ACAS Xu)
+        elif op == "MatMul" and ins[0] == current and others[0].ndim == 2 and last in (None, "relu"):
+            layers.append(("dense", others[0].T, np.zeros(others[0].shape[1], np.float32), False))
+        elif op == "Add" and last == "dense" and not layers[-1][3] and others[0].size == len(layers[-1][2]) \
+                and not layers[-1][2].any():
+            layers[-1] = ("dense", layers[-1][1], others[0].reshape(-1).astype(np.float32), True)
+        elif op == "Gemm" and ins[0] == current and last in (None, "relu") and _plain_gemm(attributes):
+            w = others[0] if attributes.get("transB", 0) else others[0].T
+            c = others[1].reshape(-1) if len(others) > 1 else np.zeros(len(w), np.float32)
+            if c.size != len(w):
+                raise NotAChain("Gemm bias of another size")
+            layers.append(("dense", w, c.astype(np.float32), True))
+        elif op == "Relu" and last == "dense":
+            layers.append(("relu",))
+        else:
+            raise NotAChain(f"{op} node")
+        current = outs[0]
+    if current != output or not layers or layers[-1][0] != "dense":
+        raise NotAChain("the chain does not end in a dense layer at the graph output")
+    dense = [layer for layer in layers if layer[0] == "dense"]
+    if len(dense) != len(layers) - len(dense) + 1 or dense[0][1].shape[1] != size:
+        raise NotAChain("dense layers not separated by ReLUs, or of the wrong input size")
+    if sum(len(w) for _, w, _, _ in dense[:-1]) > MAX_NEURONS:
+        raise NotAChain(f"more than {MAX_NEURONS} hidden units")
+    weights = tuple(np.ascontiguousarray(w, dtype=np.float32) for _, w, _, _ in dense)
+    if any(a.shape[0] != b.shape[1] for a, b in zip(weights, weights[1:])):
+        raise NotAChain("layer sizes do not match")
+    return Chain(weights, tuple(b for _, _, b, _ in dense), tuple(input_shape))
+
+
+def _plain_gemm(attributes: dict) -> bool:
+    return attributes.get("alpha", 1.0) == 1.0 and attributes.get("beta", 1.0) == 1.0 \
+        and not attributes.get("transA", 0)
+
+
+# ---- bounds: the recurrences of certprune.bounds (IBP, then CROWN with back-substituted ReLU inputs), float64
+
+def widen_lower(value: np.ndarray, magnitude: np.ndarray) -> np.ndarray:
+    return value - REL * (np.abs(value) + magnitude)
+
+
+def widen_upper(value: np.ndarray, magnitude: np.ndarray) -> np.ndarray:
+    return value + REL * (np.abs(value) + magnitude)
+
+
+class Bounder:
+    """CROWN lower bounds of ``C @ chain(x)`` over batches of input boxes, as ``bounds.CROWN`` computes them."""
+
+    def __init__(self, chain: Chain, C: np.ndarray) -> None:
+        self.W = [w.astype(np.float64) for w in chain.weights]
+        self.b = [b.astype(np.float64) for b in chain.biases]
+        self.W_abs = [np.abs(w) for w in self.W]
+        self.b_abs = [np.abs(b) for b in self.b]
+        self.C = np.asarray(C, dtype=np.float64)
+
+    def lower(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, R) widened lower bounds of the rows of C over boxes (B, n)."""
+        box = (lo, hi)
+        x_lo, x_hi, x_mag = lo, hi, np.zeros_like(lo)
+        relaxations = []
+        for k in range(len(self.W)):
+            # interval step (ibp._dense): centre +- radius, widened by the sum of |terms| of the forward pass
+            centre = (x_lo + x_hi) / 2 @ self.W[k].T + self.b[k]
+            radius = (x_hi - x_lo) / 2 @ self.W_abs[k].T
+            mag = (np.maximum(np.abs(x_lo), np.abs(x_hi)) + x_mag) @ self.W_abs[k].T + self.b_abs[k]
+            z_lo, z_hi = widen_lower(centre - radius, mag), widen_upper(centre + radius, mag)
+            if k == len(self.W) - 1:
+                break
+            if k > 0:  # crown._tighten: back-substitute the neurons the intervals leave unstable
+                z_lo, z_hi = self._tighten(k, box, relaxations, z_lo, z_hi, mag)
+            relaxations.append(_relax(z_lo, z_hi))
+            x_lo, x_hi, x_mag = np.maximum(z_lo, 0), np.maximum(z_hi, 0), np.zeros_like(z_lo)
+        # crown.output_bounds and ibp.spec_interval; the result is the larger of the two
+        C_abs = np.abs(self.C)
+        forward = (np.maximum(np.abs(z_lo), np.abs(z_hi)) + mag) @ C_abs.T
+        crown = self._rows(k, box, relaxations, self.C, forward)
+        interval = widen_lower((z_lo + z_hi) / 2 @ self.C.T - (z_hi - z_lo) / 2 @ C_abs.T, forward)
+        return np.maximum(crown, interval)
+
+    def _tighten(self, k, box, relaxations, lo, hi, mag):
+        unstable = (lo < 0) & (hi > 0)
+        index = np.flatnonzero(unstable.any(axis=0))
+        if index.size == 0:
+            return lo, hi
+        rows = np.zeros((2 * index.size, lo.shape[1]))
+        rows[np.arange(index.size), index] = 1
+        rows[np.arange(index.size) + index.size, index] = -1
+        bound = self._rows(k, box, relaxations, rows, np.concatenate([mag[:, index]] * 2, axis=1))
+        lo, hi = lo.copy(), hi.copy()
+        update = unstable[:, index]
+        lo[:, index] = np.where(update, np.maximum(lo[:, index], bound[:, :index.size]), lo[:, index])
+        hi[:, index] = np.where(update, np.minimum(hi[:, index], -bound[:, index.size:]), hi[:, index])
+        return lo, hi
+
+    def _rows(self, k, box, relaxations, A, forward):
+        """crown.lower_rows: rows A on the output of dense layer k carried back to the input and minimised."""
+        bias = magnitude = 0.0
+        for j in range(k, -1, -1):
+            bias = bias + _times(A, self.b[j])
+            magnitude = magnitude + _times(np.abs(A), self.b_abs[j])
+            A = (A.reshape(-1, A.shape[-1]) @ self.W[j]).reshape(*A.shape[:-1], -1)  # one matrix product
+            if j > 0:  # crown._relu: lower line where the coefficient is positive, upper line where negative
+                lower_slope, upper_slope, upper_bias = relaxations[j - 1]
+                positive = np.maximum(A, 0)
+                with_all, with_positive = _times(A, upper_bias), _times(positive, upper_bias)
+                term = with_all - with_positive
+                A = A * upper_slope[:, None, :] + positive * (lower_slope - upper_slope)[:, None, :]
+                bias, magnitude = bias + term, magnitude - term + 2 * with_positive
+        lo, hi = box  # linear.concretize
+        A_abs = np.abs(A)
+        value = _times(A, (lo + hi) / 2) - _times(A_abs, (hi - lo) / 2) + bias
+        size = _times(A_abs, np.maximum(np.abs(lo), np.abs(hi))) + magnitude
+        return widen_lower(value, size + forward)
+
+
+def _times(A: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """(B, R): rows A (R, N) or (B, R, N) times per-box vectors v (B, N), or one vector v (N,)."""
+    if v.ndim == 1:
+        return A @ v
+    return v @ A.T if A.ndim == 2 else np.matmul(A, v[:, :, None])[:, :, 0]
+
+
+def _relax(lo: np.ndarray, hi: np.ndarray):
+    """crown.relax: upper chord, lower slope 1 where u >= -l (unstable), identity or zero when stable."""
+    active = lo >= 0
+    unstable = ~active & ~(hi <= 0)
+    ones = active.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        upper_slope = np.where(unstable, hi / np.where(unstable, hi - lo, 1), ones)
+    upper_bias = np.where(unstable, -upper_slope * lo, 0.0)
+    lower_slope = np.where(unstable, (hi >= -lo).astype(np.float64), ones)
+    return lower_slope, upper_slope, upper_bias
+
+
+# ---- the search: attack, then input splitting, within a budget
+
+@dataclass(frozen=True)
+class Spec:
+    """The conjunctions of one disjunct stacked as rows ``C @ y <= rhs`` (a conjunction of several rows also
+    gets their sum, as in ``bab.search.stack_constraints``), and each conjunction's row slice."""
+
+    C: np.ndarray
+    rhs: np.ndarray
+    groups: tuple[slice, ...]
+
+    @classmethod
+    def of(cls, constraints) -> "Spec":
+        rows, rhs, groups, start = [], [], [], 0
+        for A, b in constraints:
+            A, b = np.atleast_2d(np.asarray(A, np.float64)), np.asarray(b, np.float64).ravel()
+            if len(A) > 1:
+                A, b = np.vstack([A, A.sum(axis=0)]), np.append(b, b.sum())
+            rows.append(A)
+            rhs.append(b)
+            groups.append(slice(start, start + len(A)))
+            start += len(A)
+        return cls(np.concatenate(rows), np.concatenate(rhs), tuple(groups))
+
+    def margin(self, lower: np.ndarray) -> np.ndarray:
+        """(B,) min over conjunctions of the best row's ``lower - rhs``: > 0 exactly where all are refuted."""
+        gap = lower - self.rhs
+        per = [gap[:, g].max(axis=1) if g.stop > g.start else np.full(len(gap), -np.inf) for g in self.groups]
+        return np.min(per, axis=0)
+
+    def violation(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(P,) how far each output is from meeting some conjunction (<= 0: it meets one), and the row to
+        push down: the worst row of the closest conjunction (original rows only, not the sums)."""
+        gap = y.astype(np.float64) @ self.C.T - self.rhs
+        best, row = np.full(len(y), np.inf), np.zeros(len(y), dtype=int)
+        for g in self.groups:
+            width = g.stop - g.start - (1 if g.stop - g.start > 1 else 0)
+            if width == 0:
+                return np.full(len(y), -np.inf), row  # an empty conjunction: every output meets it
+            part = gap[:, g.start:g.start + width]
+            worst = part.max(axis=1)
+            better = worst < best
+            best, row = np.where(better, worst, best), np.where(better, g.start + part.argmax(axis=1), row)
+        return best, row
+
+
+@dataclass
+class Outcome:
+    verdict: Verdict | None  # None: not decided within the budget
+    x: np.ndarray | None = None
+    domains: int = 0
+    decided_by: str = ""
+
+
+def decide(chain: Chain, disjunct: Disjunct, replay, deadline: Deadline, max_domains: int = 20_000,
+           seed: int = 0) -> Outcome:
+    """One box: a replayed counterexample, a proof by input splitting, or None when ``deadline`` or
+    ``max_domains`` ends it first. ``replay(x)`` confirms a float32 input on the original model."""
+    spec = Spec.of(disjunct.constraints)
+    inner = tuple(np.asarray(v, np.float64).astype(np.float32) for v in (disjunct.lower, disjunct.upper))
+    outer = tuple(v.astype(np.float64) for v in float32_box(disjunct.lower, disjunct.upper, outward=True))
+    rng = np.random.default_rng(seed)
+    x = _attack(chain, spec, inner, replay, rng)
+    if x is not None:
+        return Outcome(Verdict.FALSIFIED, x, 0, "fast-path attack")
+    bounder, domains = Bounder(chain, spec.C), 0
+    lo, hi = outer[0][None], outer[1][None]
+    while len(lo):
+        if deadline.expired() or domains >= max_domains:
+            return Outcome(None, domains=domains)
+        batch_lo, batch_hi, lo, hi = lo[-BATCH:], hi[-BATCH:], lo[:-BATCH], hi[:-BATCH]
+        lower = bounder.lower(batch_lo, batch_hi)
+        domains += len(batch_lo)
+        open_ = spec.margin(lower) <= 0
+        if not open_.any():
+            continue
+        batch_lo, batch_hi = batch_lo[open_], batch_hi[open_]
+        x = _check_points(chain, spec, (batch_lo + batch_hi) / 2, inner, replay)
+        if x is not None:
+            return Outcome(Verdict.FALSIFIED, x, domains, "fast-path split")
+        children = _split(chain, spec.C, batch_lo, batch_hi)
+        if children is None:
+            return Outcome(None, domains=domains)
+        lo, hi = np.concatenate([lo, children[0]]), np.concatenate([hi, children[1]])
+    return Outcome(Verdict.VERIFIED, None, domains, "fast-path CROWN input split")
+
+
+def _split(chain: Chain, C: np.ndarray, lo: np.ndarray, hi: np.ndarray):
+    """Each box halved along the coordinate of largest smear, |d(C y)/dx_j| at its centre (summed over the
+    rows) times its width, as ``bab.branching.choose_input_dims``; None when a box cannot be halved (its
+    chosen coordinate is a single float)."""
+    _, masks = chain.forward(((lo + hi) / 2).astype(np.float32))
+    grad = np.broadcast_to(C.astype(np.float32), (len(lo), *C.shape))
+    for k in range(len(chain.weights) - 1, -1, -1):
+        grad = grad @ chain.weights[k]
+        if k > 0:
+            grad = grad * masks[k - 1][:, None, :]
+    width = hi - lo
+    score = np.abs(grad).sum(axis=1) * width
+    flat = score.sum(axis=1) <= 0  # every ReLU dead at the centre: the widest coordinate
+    score[flat] = width[flat]
+    dim = score.argmax(axis=1)
+    rows = np.arange(len(lo))
+    mid = (lo[rows, dim] + hi[rows, dim]) / 2
+    if np.any((mid <= lo[rows, dim]) | (mid >= hi[rows, dim])):
+        return None
+    left_hi, right_lo = hi.copy(), lo.copy()
+    left_hi[rows, dim] = mid
+    right_lo[rows, dim] = mid
+    return np.concatenate([lo, right_lo]), np.concatenate([left_hi, hi])
+
+
+def _check_points(chain: Chain, spec: Spec, points: np.ndarray, inner, replay) -> np.ndarray | None:
+    """The first of ``points`` (clipped into the float32 box) that meets the constraints and replays."""
+    x = np.clip(points.astype(np.float32), inner[0], inner[1])
+    y, _ = chain.forward(x)
+    gap, _ = spec.violation(y)
+    for i in np.flatnonzero(gap <= 0):
+        if replay(x[i]):
+            return x[i]
+    return None
+
+
+def _attack(chain: Chain, spec: Spec, inner, replay, rng, restarts: int = 32, steps: int = 60):
+    """Projected signed-gradient descent on the violation of the closest conjunction, from the centre and
+    random points; every point it passes is checked, the first that replays is returned."""
+    lo, hi = inner
+    width = (hi - lo).astype(np.float32)
+    x = (lo + rng.random((restarts, lo.size), dtype=np.float32) * width).astype(np.float32)
+    x[0] = np.clip((lo.astype(np.float64) + hi) / 2, lo, hi)
+    for step in range(steps):
+        y, masks = chain.forward(x)
+        gap, row = spec.violation(y)
+        for i in np.flatnonzero(gap <= 0):
+            if replay(x[i]):
+                return x[i]
+        grad = spec.C[row].astype(np.float32)  # d(row of C @ y)/dy, then back through the layers
+        for k in range(len(chain.weights) - 1, -1, -1):
+            grad = grad @ chain.weights[k]
+            if k > 0:
+                grad = grad * masks[k - 1]
+        size = np.float32(0.25 * 0.93**step)
+        x = np.clip(x - size * width * np.sign(grad), lo, hi).astype(np.float32)
+    return None
+
+
+def try_vnnlib(model: str | Path, prop: VnnlibProperty, deadline: Deadline, budget: float = BUDGET) -> tuple[Result | None, dict]:
+    """Decide the property within ``budget`` seconds (of ``deadline``), or None and why not."""
+    started = time.perf_counter()
+    try:
+        chain = read_chain(model)
+    except (NotAChain, OSError, IndexError, ValueError, struct.error) as error:
+        return None, {"fast_path": f"not taken: {error}"}
+    check_matches(prop, int(np.prod(chain.input_shape)), len(chain.biases[-1]))
+    runtime = []
+
+    def replay(x: np.ndarray) -> bool:
+        if not runtime:
+            runtime.append(OnnxRuntimeModel(model))
+        y = runtime[0].run_flat(x).astype(np.float64)
+        return any(bool(np.all(np.atleast_2d(A) @ y <= np.ravel(b))) for A, b in disjunct.constraints)
+
+    within, boxes = deadline.within(budget), []
+    for index, disjunct in enumerate(prop.disjuncts):
+        outcome = decide(chain, disjunct, replay, within)
+        boxes.append({"box": f"box{index}", "verdict": outcome.verdict.value if outcome.verdict else "open",
+                      "decided_by": outcome.decided_by, "domains": outcome.domains})
+        details = {"boxes": boxes, "fast_path": f"{time.perf_counter() - started:.3f} s"}
+        if outcome.verdict is Verdict.FALSIFIED:
+            y = runtime[0].run_flat(outcome.x)
+            example = Counterexample(outcome.x.ravel(), y, replayed=True)
+            return Result(Verdict.FALSIFIED, counterexample=example, seconds=deadline.elapsed(), settings=details), details
+        if outcome.verdict is None:
+            return None, details
+    certificate = Certificate("fast-path input splitting", {"boxes": boxes})
+    return Result(Verdict.VERIFIED, certificate=certificate, seconds=deadline.elapsed(), settings=details), details
