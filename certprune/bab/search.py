@@ -64,7 +64,7 @@ class SearchSettings:
     # more than this many values, and recomputes them by CROWN under each domain's splits (tighter) otherwise,
     # and also for domains of at most ``tighten_depth`` splits (whose subtrees inherit the tighter bounds).
     fixed_intermediate_above: int = 100
-    tighten_depth: int = 8
+    tighten_depth: int = 4
     max_domains: int = 2_000_000
     seed: int = 0
 
@@ -468,7 +468,7 @@ def _fill_rows(t: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
 
 
 def _put_rows(old: torch.Tensor, new: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
-    out = old.clone()
+    out = old.to(new.dtype, copy=True)
     out[:, need] = new
     return out
 
@@ -493,7 +493,7 @@ def _children(batch: ReluDomains, bounds, slopes, scores, unstable, index: torch
         child[rows[here], neuron[here]] = sides[here]
         splits.append(child)
     twice = torch.cat([index, index])
-    return ReluDomains(tuple(splits), select_bounds(bounds, twice), slopes.select(twice))
+    return ReluDomains(tuple(splits), select_bounds(bounds, twice), slopes.select(twice).stored())
 
 
 def _leaf(search: _Search, bounds, index: int, pattern: Pattern, count: int, boxes: BoxQueue) -> bool:

@@ -27,6 +27,11 @@ class Slopes:
     alpha: tuple[torch.Tensor, ...]
     beta: tuple[torch.Tensor, ...]
 
+    def stored(self) -> "Slopes":
+        """In bfloat16: half the memory of a queue of domains, and still a valid start (values stay in
+        [0, 1] and >= 0 when rounded)."""
+        return Slopes(tuple(a.to(torch.bfloat16) for a in self.alpha), tuple(b.to(torch.bfloat16) for b in self.beta))
+
     def select(self, index) -> "Slopes":
         return Slopes(tuple(a[index] for a in self.alpha), tuple(b[index] for b in self.beta))
 
@@ -57,14 +62,15 @@ class _Parameters:
             crown = self.base[pos].lower_slope.expand(-1, rows, -1)
             if unstable.any():
                 # Stable neurons keep CROWN's exact slope (0 or 1): their gradient is masked out below.
-                begin = crown if start is None else torch.where(unstable.unsqueeze(1), start.alpha[i], crown)
+                begin = crown if start is None else torch.where(unstable.unsqueeze(1), start.alpha[i].to(crown.dtype),
+                                                                crown)
                 self.alpha[pos] = begin.clone().requires_grad_()
                 self.unstable[pos] = unstable.unsqueeze(1).to(problem.dtype)
             split = problem.splits[i]
             if with_beta and split is not None:
                 begin = torch.zeros(problem.batch, rows, lower.shape[1], dtype=problem.dtype)
                 if start is not None:
-                    begin = start.beta[i].clone()
+                    begin = start.beta[i].to(problem.dtype, copy=True)
                 self.beta[pos] = begin.requires_grad_()
                 self.signs[pos] = split.unsqueeze(1).to(problem.dtype)
 
