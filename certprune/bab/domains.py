@@ -34,6 +34,22 @@ class ReluDomains:
         slopes = None if self.slopes is None else self.slopes.select(index)
         return ReluDomains(tuple(s[index] for s in self.splits), select_bounds(self.prior, index), slopes)
 
+    def children(self, layer: torch.Tensor, neuron: torch.Tensor) -> "ReluDomains":
+        """Both children of every domain, split on its (layer, flat neuron): the active ones first, then the
+        inactive ones, each with the parent's bounds and slopes (kept in bfloat16 while queued)."""
+        m = len(self)
+        sides = torch.cat([torch.ones(m, dtype=torch.int8), -torch.ones(m, dtype=torch.int8)])
+        rows, layer, neuron = torch.arange(2 * m), layer.repeat(2), neuron.repeat(2)
+        splits = []
+        for i, s in enumerate(self.splits):
+            child = s.repeat(2, 1)
+            here = layer == i
+            child[rows[here], neuron[here]] = sides[here]
+            splits.append(child)
+        twice = torch.cat([torch.arange(m)] * 2)
+        slopes = None if self.slopes is None else self.slopes.select(twice).stored()
+        return ReluDomains(tuple(splits), select_bounds(self.prior, twice), slopes)
+
     @staticmethod
     def cat(parts: Sequence["ReluDomains"]) -> "ReluDomains":
         if len(parts) == 1:

@@ -29,7 +29,6 @@ from certprune.bab.attack import Falsifier
 from certprune.bab.branching import choose_input_dims, choose_relus
 from certprune.bab.domains import BoxQueue, DomainStack, Pattern, ReluDomains, bisect, select_bounds
 from certprune.bounds import CROWN, IBP, AlphaCROWN, Bounds
-from certprune.bounds.alpha import Slopes
 from certprune.bounds.rounding import forward_error
 from certprune.deadline import Deadline
 from certprune.floats import float32_box
@@ -442,12 +441,8 @@ def _bound_domains(search: _Search, batch: ReluDomains, lower, upper, splits):
     out_lower[:, need], out_upper[:, need] = bounds.output_lower, bounds.output_upper
     # an empty domain's rows are all +inf, as Bounds has them
     out_lower[bounds.infeasible], out_upper[bounds.infeasible] = torch.inf, -torch.inf
-    full = Slopes(*(tuple(_fill_rows(t, need) for t in part) for part in (slopes.alpha, slopes.beta)))
-    if start is not None:
-        full = Slopes(*(tuple(_put_rows(old, new, need) for old, new in zip(a, b))
-                        for a, b in ((start.alpha, slopes.alpha), (start.beta, slopes.beta))))
     bounds = Bounds(out_lower, out_upper, bounds.pre_lower, bounds.pre_upper, bounds.infeasible, bounds.method)
-    return bounds, full, scores
+    return bounds, slopes.into_rows(need, start), scores
 
 
 def _needed_rows(search: _Search, output_lower: torch.Tensor) -> torch.Tensor:
@@ -460,19 +455,6 @@ def _needed_rows(search: _Search, output_lower: torch.Tensor) -> torch.Tensor:
     return need
 
 
-def _fill_rows(t: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
-    """(B, R_need, N) -> (B, K, N), zeros (a valid slope and multiplier) in rows not computed."""
-    out = torch.zeros(t.shape[0], len(need), t.shape[2], dtype=t.dtype)
-    out[:, need] = t
-    return out
-
-
-def _put_rows(old: torch.Tensor, new: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
-    out = old.to(new.dtype, copy=True)
-    out[:, need] = new
-    return out
-
-
 def _expand(bounds: Bounds, count: int) -> Bounds:
     """One box's bounds as the prior of ``count`` subdomains of it."""
     grow = lambda t: t.expand(count, *t.shape[1:])  # noqa: E731
@@ -482,18 +464,9 @@ def _expand(bounds: Bounds, count: int) -> Bounds:
 
 def _children(batch: ReluDomains, bounds, slopes, scores, unstable, index: torch.Tensor) -> ReluDomains:
     """Both children of each domain ``index``, split on its best-scored neuron, inheriting its bounds and slopes."""
-    layer, neuron = choose_relus([s[index] for s in scores], select_bounds(bounds, index), [u[index] for u in unstable])
-    m = len(index)
-    sides = torch.cat([torch.ones(m, dtype=torch.int8), -torch.ones(m, dtype=torch.int8)])
-    rows, layer, neuron = torch.arange(2 * m), layer.repeat(2), neuron.repeat(2)
-    splits = []
-    for i, s in enumerate(batch.splits):
-        child = s[index].repeat(2, 1)
-        here = layer == i
-        child[rows[here], neuron[here]] = sides[here]
-        splits.append(child)
-    twice = torch.cat([index, index])
-    return ReluDomains(tuple(splits), select_bounds(bounds, twice), slopes.select(twice).stored())
+    parents = select_bounds(bounds, index)
+    layer, neuron = choose_relus([s[index] for s in scores], parents, [u[index] for u in unstable])
+    return ReluDomains(tuple(s[index] for s in batch.splits), parents, slopes.select(index)).children(layer, neuron)
 
 
 def _leaf(search: _Search, bounds, index: int, pattern: Pattern, count: int, boxes: BoxQueue) -> bool:

@@ -32,6 +32,21 @@ class Slopes:
         [0, 1] and >= 0 when rounded)."""
         return Slopes(tuple(a.to(torch.bfloat16) for a in self.alpha), tuple(b.to(torch.bfloat16) for b in self.beta))
 
+    def into_rows(self, need: torch.Tensor, rest: "Slopes | None") -> "Slopes":
+        """These slopes of the rows ``need`` (K,) as slopes of all K rows, with ``rest``'s (or zeros, also
+        valid) in the others."""
+        def put(new, old):
+            if old is None:
+                out = torch.zeros(new.shape[0], len(need), new.shape[2], dtype=new.dtype)
+            else:
+                out = old.to(new.dtype, copy=True)
+            out[:, need] = new
+            return out
+
+        olds = (None,) * len(self.alpha) if rest is None else rest.alpha
+        oldb = (None,) * len(self.beta) if rest is None else rest.beta
+        return Slopes(tuple(map(put, self.alpha, olds)), tuple(map(put, self.beta, oldb)))
+
     def select(self, index) -> "Slopes":
         return Slopes(tuple(a[index] for a in self.alpha), tuple(b[index] for b in self.beta))
 

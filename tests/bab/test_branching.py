@@ -62,3 +62,12 @@ def test_stack_takes_the_newest_domains_and_keeps_them_together():
     assert batch.splits[0][:, 0].tolist() == ids and batch.slopes.alpha[0][:, 0, 0].tolist() == ids
     rest = stack.take(10)
     assert rest.prior.output_lower.flatten().tolist() == [2] and len(stack) == 0
+
+
+def test_children_split_one_neuron_each_way_and_inherit_everything_else():
+    parents = _domains(0, 2)
+    children = parents.children(torch.tensor([0, 0]), torch.tensor([1, 0]))
+    assert children.splits[0].tolist() == [[0, 1], [1, 1], [0, -1], [-1, 1]]
+    assert children.prior.output_lower.flatten().tolist() == [0, 1, 0, 1]
+    assert children.slopes.alpha[0].dtype == torch.bfloat16
+    assert children.slopes.alpha[0][:, 0, 0].tolist() == [0, 1, 0, 1]
