@@ -486,8 +486,10 @@ def _attack(chain: Chain, spec: Spec, inner, replay, rng, restarts: int = 32, st
     return None
 
 
-def try_vnnlib(model: str | Path, prop: VnnlibProperty, deadline: Deadline, budget: float = BUDGET) -> tuple[Result | None, dict]:
-    """Decide the property within ``budget`` seconds (of ``deadline``), or None and why not."""
+def try_vnnlib(model: str | Path, prop: VnnlibProperty, deadline: Deadline, budget: float = BUDGET,
+               max_domains: int = 20_000) -> tuple[Result | None, dict]:
+    """Decide the property within ``budget`` seconds (of ``deadline``) and ``max_domains`` boxes per disjunct,
+    or None; the details say what was tried."""
     started = time.perf_counter()
     try:
         chain = read_chain(model)
@@ -504,7 +506,7 @@ def try_vnnlib(model: str | Path, prop: VnnlibProperty, deadline: Deadline, budg
 
     within, boxes = deadline.within(budget), []
     for index, disjunct in enumerate(prop.disjuncts):
-        outcome = decide(chain, disjunct, replay, within)
+        outcome = decide(chain, disjunct, replay, within, max_domains)
         boxes.append({"box": f"box{index}", "verdict": outcome.verdict.value if outcome.verdict else "open",
                       "decided_by": outcome.decided_by, "domains": outcome.domains})
         details = {"boxes": boxes, "fast_path": f"{time.perf_counter() - started:.3f} s"}

@@ -1,0 +1,143 @@
+"""The numpy fast path: the ONNX chain it reads is the Network load_onnx reads, its bounds are CROWN's (same
+rounding margins) and hold for sampled float32 outputs, and it never contradicts the expected answers."""
+from __future__ import annotations
+
+import csv
+import math
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime  # noqa: F401 (the replay needs it; fail here rather than inside a test)
+import pytest
+import torch
+
+from certprune import fastpath
+from certprune.bounds import CROWN
+from certprune.bounds.base import REL
+from certprune.deadline import Deadline
+from certprune.onnx_io import load_onnx, save_onnx
+from certprune.runtime import OnnxRuntimeModel
+from certprune.spec.vnnlib import read_vnnlib
+from tests.conftest import ACASXU, MODELS, REPO
+from tests.netgen import random_network
+
+# Dev instances that 60 boxes decide (CROWN on a few boxes, or the attack).
+EASY = {("1_9", "prop_1"), ("1_4", "prop_3"), ("1_5", "prop_3"), ("1_6", "prop_3"),
+        ("1_7", "prop_3"), ("1_8", "prop_3"), ("1_9", "prop_3"), ("1_4", "prop_4"), ("1_5", "prop_4"),
+        ("1_6", "prop_4"), ("1_7", "prop_4"), ("1_8", "prop_4"), ("1_9", "prop_4")}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_blas_thread():
+    """As the CLI runs it (cli.main sets OPENBLAS_NUM_THREADS): two threads on two busy cores run 2-4x slower."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def test_margin_is_the_bound_methods():
+    assert fastpath.REL == REL[torch.float32]
+
+
+@pytest.mark.parametrize("model", ["acasxu", "random"])
+def test_chain_is_what_load_onnx_reads(model, tmp_path):
+    if model == "random":
+        save_onnx(random_network(3, 7, (5,), seed=2), tmp_path / "m.onnx")
+    model = ACASXU / "onnx" / "ACASXU_run2a_1_1_batch_2000.onnx" if model == "acasxu" else tmp_path / "m.onnx"
+    chain, network = fastpath.read_chain(model), load_onnx(model)
+    dense = [layer for layer in network.layers if layer.kind == "dense"]
+    assert [layer.kind for layer in network.layers if layer.kind != "flatten"] == \
+        ["dense", "relu"] * (len(dense) - 1) + ["dense"]
+    for w, b, layer in zip(chain.weights, chain.biases, dense, strict=True):
+        assert np.array_equal(w, layer.weight.numpy()) and np.array_equal(b, layer.bias.numpy())
+
+
+def test_other_models_are_left_to_the_full_engine(tmp_path):
+    conv = random_network(2, 3, (1, 6, 6), conv=True, seed=1)
+    save_onnx(conv, tmp_path / "conv.onnx")
+    with pytest.raises(fastpath.NotAChain):
+        fastpath.read_chain(tmp_path / "conv.onnx")
+    with pytest.raises(fastpath.NotAChain, match="Sub"):  # a normalisation that is not the identity
+        fastpath.read_chain(MODELS / "mnist_mlp_100x2.onnx")
+    (tmp_path / "p.vnnlib").write_text(_box_property(36, 3))
+    result, details = fastpath.try_vnnlib(tmp_path / "conv.onnx", read_vnnlib(tmp_path / "p.vnnlib"), Deadline(10))
+    assert result is None and details["fast_path"].startswith("not taken")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_bounds_are_crowns_and_hold_for_sampled_outputs(tmp_path, seed):
+    """Same recurrences and margins as bounds.CROWN (float64 here, float32 there: equal up to float32
+    rounding), and below C @ y for outputs sampled in each box, from onnxruntime and from the chain."""
+    rng = np.random.default_rng(seed)
+    network = random_network(3, 12, (4,), seed=seed, outputs=3)
+    save_onnx(network, tmp_path / "m.onnx")
+    chain, runtime = fastpath.read_chain(tmp_path / "m.onnx"), OnnxRuntimeModel(tmp_path / "m.onnx")
+    C = rng.normal(size=(5, 3))
+    centre = rng.normal(size=(8, 4))
+    radius = rng.uniform(0, 1.0, size=(8, 4)) * (rng.random((8, 1)) < 0.8)  # some boxes are points
+    lo, hi = (centre - radius).astype(np.float32), (centre + radius).astype(np.float32)
+    ours = fastpath.Bounder(chain, C).lower(lo.astype(np.float64), hi.astype(np.float64))
+    theirs = CROWN().compute(network, torch.tensor(lo), torch.tensor(hi), C=torch.tensor(C, dtype=torch.float32))
+    assert np.allclose(ours, theirs.output_lower.numpy(), rtol=1e-4, atol=1e-4)
+    for b in range(len(lo)):
+        x = (lo[b] + rng.random((200, 4), dtype=np.float32) * (hi[b] - lo[b])).astype(np.float32)
+        x[:2] = lo[b], hi[b]
+        for y in (runtime(x).astype(np.float64), chain.forward(x)[0].astype(np.float64)):
+            assert np.all(y @ C.T >= ours[b] - 0.0), (seed, b)
+
+
+def test_a_point_box_bound_covers_float32_rounding(tmp_path):
+    """On a box that is one input, the bound sits within the margin below the exact float32 output: without
+    the widening it could lie above it (the float64 value differs from float32's in the last bits)."""
+    network = random_network(4, 30, (6,), seed=3, outputs=2)
+    save_onnx(network, tmp_path / "m.onnx")
+    chain, runtime = fastpath.read_chain(tmp_path / "m.onnx"), OnnxRuntimeModel(tmp_path / "m.onnx")
+    x = np.random.default_rng(3).normal(size=(50, 6)).astype(np.float32)
+    bound = fastpath.Bounder(chain, np.eye(2)).lower(x.astype(np.float64), x.astype(np.float64))
+    y = runtime(x).astype(np.float64)
+    assert np.all(bound <= y)
+    assert np.all(y - bound <= 1e-3 * (1 + np.abs(y)))  # a margin, not a loose bound
+
+
+def _dev_instances():
+    with open(ACASXU / "instances.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("row", _dev_instances(), ids=lambda r: f"{r['onnx'][18:-16]}-{r['vnnlib'][7:-7]}")
+def test_acasxu_dev_answers_agree(row, acasxu_dir):
+    """Decided or handed over, never a wrong answer; a counterexample replays on onnxruntime in the box."""
+    prop = read_vnnlib(acasxu_dir / row["vnnlib"])
+    result, _ = fastpath.try_vnnlib(acasxu_dir / row["onnx"], prop, Deadline(math.inf), budget=math.inf,
+                                    max_domains=60)
+    name = (row["onnx"][18:-16], row["vnnlib"][7:-7])
+    assert result is not None or name not in EASY
+    if result is None:
+        return
+    assert {"verified": "unsat", "falsified": "sat"}[result.verdict.value] == row["expected"]
+    if row["expected"] == "sat":
+        x = np.asarray(result.counterexample.inputs, dtype=np.float32)
+        box = prop.disjuncts[0]
+        assert np.all(x >= box.lower.astype(np.float32)) and np.all(x <= box.upper.astype(np.float32))
+        y = OnnxRuntimeModel(acasxu_dir / row["onnx"]).run_flat(x).astype(np.float64)
+        assert any(np.all(A @ y <= b) for A, b in box.constraints)
+
+
+def test_verify_decides_an_easy_instance_without_torch(tmp_path, acasxu_dir):
+    code = (
+        "import sys\n"
+        "from certprune.cli.main import main\n"
+        f"code = main(['verify', {str(acasxu_dir / 'onnx' / 'ACASXU_run2a_1_6_batch_2000.onnx')!r}, '--property',"
+        f" {str(acasxu_dir / 'vnnlib' / 'prop_3.vnnlib')!r}, '--quiet'])\n"
+        "heavy = sorted(m for m in ('torch', 'onnx', 'scipy', 'z3', 'yaml') if m in sys.modules)\n"
+        "print(code, heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert done.stdout.splitlines()[-1] == "0 []"
+
+
+def _box_property(n_in: int, n_out: int) -> str:
+    lines = [f"(declare-const X_{i} Real)" for i in range(n_in)] + [f"(declare-const Y_{j} Real)" for j in range(n_out)]
+    lines += [f"(assert (>= X_{i} 0))\n(assert (<= X_{i} 1))" for i in range(n_in)]
+    return "\n".join(lines + ["(assert (<= Y_0 -100))"]) + "\n"
