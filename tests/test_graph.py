@@ -14,8 +14,23 @@ from certprune.errors import ModelError
 from certprune.network import INPUT, Add, Affine, Dense, Network, ReLU
 from certprune.onnx_io import save_onnx
 from certprune.parity import check_parity
-from certprune.prune import prunable_layers, remove_units
+from certprune.prune import mask_units, prunable_layers, remove_units
 from tests.netgen import random_graph
+
+
+def test_a_unit_that_fans_out_is_removed_from_every_reader():
+    # x -> dense(4) -> relu -> {dense A, dense B} -> add -> relu -> dense
+    layers = (_dense(4, 3, 1), ReLU(), _dense(3, 4, 2), _dense(3, 4, 3), Add(), ReLU(), _dense(2, 3, 4))
+    network = Network(layers, (3,), inputs=((INPUT,), (0,), (1,), (1,), (2, 3), (4,), (5,)))
+    info = prunable_layers(network)[0]
+    assert info.consumers == (2, 3)
+    remove = [torch.tensor([True, False, False, True])]
+    fill = [torch.tensor([0.5, 0.0, 0.0, -0.25])]
+    smaller = remove_units(network, remove, fill)
+    assert smaller.layers[0].weight.shape == (2, 3)
+    assert smaller.layers[2].weight.shape == (3, 2) and smaller.layers[3].weight.shape == (3, 2)
+    x = torch.randn(16, 3)
+    assert torch.allclose(smaller(x), mask_units(network, remove, fill)(x), atol=1e-5)
 
 
 def _dense(n_out, n_in, seed=0):
@@ -49,9 +64,9 @@ def test_residual_join_and_surgery_keep_the_function():
     assert inserted.inputs[4] == (3,) and inserted.inputs[5] == (4,)
     assert torch.allclose(inserted(x), expected)
     assert torch.allclose(inserted.remove_layer(4)(x), expected)
-    # only the units inside the block are prunable: the residual stream feeds two readers
+    # only the units inside the block are prunable: the residual stream joins another branch
     (info,) = prunable_layers(network)
-    assert (info.producer, info.relu, info.consumer) == (0, 1, 2)
+    assert (info.producer, info.relu, info.consumers) == (0, 1, (2,))
     smaller = remove_units(network, [torch.tensor([False, True, False])])
     assert smaller.layers[0].weight.shape == (2, 3) and smaller.layers[2].weight.shape == (3, 2)
 
@@ -150,9 +165,10 @@ def test_torch_resnet_loads_verifies_and_prunes(tmp_path, dynamo, capsys):
     assert main(["verify", str(path), "--property", vnnlib(1.0), "--timeout", "60", "--quiet"]) == 10
     capsys.readouterr()
 
-    # pruning: the channels inside each block are units; the smaller model still matches onnxruntime
+    # pruning: the channels inside each block are units (the stem's and the blocks' outputs form residual
+    # streams that join, kept); the smaller model still matches onnxruntime
     infos = prunable_layers(network)
-    assert len(infos) >= 2
+    assert len(infos) == 2
     masks = [torch.arange(info.size) % 2 == 1 for info in infos]
     smaller = remove_units(network, masks)
     assert smaller.parameter_count < network.parameter_count

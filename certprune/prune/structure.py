@@ -12,22 +12,30 @@ LINEAR = (Dense, Conv2d)
 
 @dataclass(frozen=True)
 class PrunableLayer:
-    """The units computed by ``network.layers[producer]`` and read by ``network.layers[consumer]``.
+    """The units computed by ``network.layers[producer]`` and read by the linear layers ``consumers``.
 
-    A unit is a row of a Dense layer or an output channel of a Conv2d. Between producer and consumer lie
-    only elementwise layers (ReLU, Affine) and Flatten, with at least one ReLU; ``relu`` is the first.
+    A unit is a row of a Dense layer or an output channel of a Conv2d. After the producer comes a path of
+    consecutive layers, each the sole reader of the one before: only elementwise layers (ReLU, Affine) and
+    Flatten, with at least one ReLU, ``relu`` the first; ``end`` is the path's last layer. Every reader of
+    ``end`` is a linear layer (one, or several where the activation fans out, as into a residual block and
+    its shortcut): those are the ``consumers``, ``consumer`` the first.
     ``relu_ordinal`` is that ReLU's position among the network's ReLU layers (the index of its bounds).
     ``unit_shape`` is the producer's per-sample output shape: ``(N,)`` or ``(C, H, W)``; unit ``k`` owns
-    ``tensor.reshape(size, -1)[k]`` of every per-sample tensor between producer and consumer.
+    ``tensor.reshape(size, -1)[k]`` of every per-sample tensor between producer and consumers.
     ``relu_shape`` is the per-sample shape of the ReLU's output (flat when a Flatten precedes it).
     """
 
     producer: int
     relu: int
     relu_ordinal: int
-    consumer: int
+    end: int
+    consumers: tuple[int, ...]
     unit_shape: tuple[int, ...]
     relu_shape: tuple[int, ...]
+
+    @property
+    def consumer(self) -> int:
+        return self.consumers[0]
 
     @property
     def size(self) -> int:
@@ -43,11 +51,10 @@ class PrunableLayer:
 
 
 def prunable_layers(network: Network) -> tuple[PrunableLayer, ...]:
-    """Every hidden linear layer followed by a ReLU before the next linear layer; never the output layer.
+    """Every hidden linear layer followed by a ReLU before the next linear layers; never the output layer.
 
-    In a graph the producer, the layers after it and the consumer must form a path of consecutive layers
-    in which each value has one reader (units whose outputs fan out or join another branch, such as the
-    channels of a residual stream, are not prunable one by one). Grouped convolutions are not pruned.
+    Units whose outputs join another branch (an Add, as the channels of a residual stream) are not
+    prunable one by one; grouped convolutions are not pruned.
     """
     shapes = network.shapes()
     relu_positions = network.relu_positions()
@@ -55,19 +62,17 @@ def prunable_layers(network: Network) -> tuple[PrunableLayer, ...]:
     for producer, layer in enumerate(network.layers):
         if not _ungrouped_linear(layer):
             continue
-        index, relu = producer, None
-        while network.consumers(index) == [index + 1] and network.inputs[index + 1] == (index,):
-            index += 1
-            after = network.layers[index]
-            if isinstance(after, LINEAR):
-                if relu is not None and _ungrouped_linear(after):
-                    result.append(PrunableLayer(producer, relu, relu_positions.index(relu), index,
-                                                shapes[producer + 1], shapes[relu + 1]))
-                break
-            if isinstance(after, ReLU) and relu is None:
-                relu = index
-            elif not isinstance(after, (ReLU, Affine, Flatten)):
-                break
+        end, relu = producer, None
+        while network.consumers(end) == [end + 1] and network.inputs[end + 1] == (end,) and isinstance(
+                network.layers[end + 1], (ReLU, Affine, Flatten)):
+            end += 1
+            if isinstance(network.layers[end], ReLU) and relu is None:
+                relu = end
+        readers = network.consumers(end)
+        if relu is not None and readers and all(
+                _ungrouped_linear(network.layers[r]) and network.inputs[r] == (end,) for r in readers):
+            result.append(PrunableLayer(producer, relu, relu_positions.index(relu), end, tuple(readers),
+                                        shapes[producer + 1], shapes[relu + 1]))
     return tuple(result)
 
 

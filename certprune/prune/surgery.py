@@ -34,10 +34,11 @@ def remove_units(network: Network, remove: Masks, fill: Sequence[torch.Tensor | 
     infos = prunable_layers(network)
     remove = check_masks(network, remove)
     fills = _check_fills(network, infos, fill)
-    # Back to front: a later layer's surgery never shifts the indices of an earlier one.
-    for info, mask, value in reversed(list(zip(infos, remove, fills))):
-        if bool(mask.any()):
-            network = _remove(network, info, mask, value)
+    # Back to front, each unit layer found again in the network as it is by then: a surgery can insert an
+    # Affine after a consumer, which moves the indices after it (a fanned-out consumer may lie there).
+    for k in reversed(range(len(infos))):
+        if bool(remove[k].any()):
+            network = _remove(network, prunable_layers(network)[k], remove[k], fills[k])
     return network
 
 
@@ -92,31 +93,36 @@ def _check_fills(network: Network, infos, fill) -> list[torch.Tensor | None]:
 def _remove(network: Network, info: PrunableLayer, mask: torch.Tensor, fill: torch.Tensor | None) -> Network:
     layers = network.layers
     keep = ~mask
-    contribution = _removed_contribution(layers, info, mask, fill)
     new = list(layers)
     producer = layers[info.producer]
     new[info.producer] = replace(producer, weight=producer.weight[keep], bias=producer.bias[keep])
-    for i in range(info.producer + 1, info.consumer):
+    for i in range(info.producer + 1, info.end + 1):
         if isinstance(layers[i], Affine):
             new[i] = Affine(keep_units(layers[i].scale, keep, info.size), keep_units(layers[i].shift, keep, info.size))
-    consumer = layers[info.consumer]
-    if isinstance(consumer, Dense):
-        out = consumer.weight.shape[0]
-        weight = consumer.weight.reshape(out, info.size, -1)[:, keep].reshape(out, -1)
-    else:
-        weight = consumer.weight[:, keep]
-    new[info.consumer] = replace(consumer, weight=weight)
-    return _add_constant(network.with_layers(new), info.consumer, contribution)
+    contributions = {}
+    for index in info.consumers:
+        contributions[index] = _removed_contribution(layers, info, index, mask, fill)
+        consumer = layers[index]
+        if isinstance(consumer, Dense):
+            out = consumer.weight.shape[0]
+            weight = consumer.weight.reshape(out, info.size, -1)[:, keep].reshape(out, -1)
+        else:
+            weight = consumer.weight[:, keep]
+        new[index] = replace(consumer, weight=weight)
+    network = network.with_layers(new)
+    for index in sorted(info.consumers, reverse=True):  # back to front: an inserted Affine shifts later indices
+        network = _add_constant(network, index, contributions[index])
+    return network
 
 
-def _removed_contribution(layers: Sequence[Layer], info: PrunableLayer, mask: torch.Tensor,
+def _removed_contribution(layers: Sequence[Layer], info: PrunableLayer, consumer_index: int, mask: torch.Tensor,
                           fill: torch.Tensor | None) -> torch.Tensor | None:
-    """What the consumer (without its bias) receives from the removed units, in float64, or None for nothing.
+    """What one consumer (without its bias) receives from the removed units, in float64, or None for nothing.
 
     That is their fill carried through the elementwise layers after the ReLU; an Affine shift there makes
     it nonzero even for fill zero.
     """
-    between = layers[info.relu + 1: info.consumer]
+    between = layers[info.relu + 1: info.end + 1]
     if fill is None and not any(isinstance(layer, Affine) for layer in between):
         return None
     value = torch.zeros((1, *info.relu_shape), dtype=torch.float64) if fill is None else fill.to(torch.float64)[None]
@@ -125,7 +131,7 @@ def _removed_contribution(layers: Sequence[Layer], info: PrunableLayer, mask: to
     removed = (value.reshape(info.size, -1) * mask.to(torch.float64)[:, None]).reshape(value.shape)
     if not bool((removed != 0).any()):
         return None
-    consumer = layers[info.consumer]
+    consumer = layers[consumer_index]
     weight = consumer.weight.to(torch.float64)
     if isinstance(consumer, Dense):
         return F.linear(removed, weight)[0]
