@@ -28,7 +28,8 @@ from certprune.types import Certificate, Counterexample, Result, Verdict
 REL = 2.0**-15  # certprune.bounds.base.REL[torch.float32] (a test checks that they agree)
 MAX_NEURONS = 4096  # hidden units summed over layers; larger chains go straight to the full engine
 BUDGET = 0.4  # seconds of search before handing over to the full engine
-BATCH = 256  # boxes bounded together
+BATCH = 64  # boxes bounded together (larger batches ran no faster per box)
+INPUT_SPLIT_DIMS = 16  # more free inputs than this: only the whole box is bounded (as bab.search decides)
 
 
 class NotAChain(Exception):
@@ -114,6 +115,8 @@ def _node(buf: bytes) -> tuple[str, list[str], list[str], dict]:
             op = value.decode()
         elif number == 5:
             attributes.update([_attribute(value)])
+        elif number == 7 and value not in (b"", b"ai.onnx"):
+            raise NotAChain(f"operator of domain {value.decode()}")
     return op, inputs, outputs, attributes
 
 
@@ -193,6 +196,7 @@ def read_chain(path: str | Path) -> Chain:
 def _build(nodes: Sequence[bytes], constants: dict, current: str, output: str, input_shape) -> Chain:
     """Walk the nodes along the activation: layers alternate dense and ReLU, dense first and last."""
     layers, size = [], int(np.prod(input_shape))  # ("dense", W, b, bias_added) or ("relu",)
+    shape = (1, *input_shape)  # of the activation, until the first dense layer
     for buf in nodes:
         op, ins, outs, attributes = _node(buf)
         if op == "Constant" and isinstance(attributes.get("value"), np.ndarray):
@@ -205,12 +209,14 @@ def _build(nodes: Sequence[bytes], constants: dict, current: str, output: str, i
         if op in ("Flatten", "Reshape", "Identity") and not layers and attributes.get("axis", 1) == 1:
             if op == "Reshape" and [d for d in others[0].tolist() if d != 1] not in ([-1], [size]):
                 raise NotAChain("Reshape to a non-vector")
-        elif op in ("Sub", "Add") and not layers and ins[0] == current and not others[0].any():
-            pass  # x - 0 or x + 0: the identity (a normalisation that does nothing, as in ACAS Xu)
+            shape = shape if op == "Identity" else (1, size)
+        elif op in ("Sub", "Add") and not layers and ins[0] == current and not others[0].any() \
+                and np.broadcast_shapes(shape, others[0].shape) == shape:
+            pass  # x - 0 or x + 0 (not broadcast to a larger shape): the identity, as ACAS Xu's normalisation
         elif op == "MatMul" and ins[0] == current and others[0].ndim == 2 and last in (None, "relu"):
             layers.append(("dense", others[0].T, np.zeros(others[0].shape[1], np.float32), False))
         elif op == "Add" and last == "dense" and not layers[-1][3] and others[0].size == len(layers[-1][2]) \
-                and not layers[-1][2].any():
+                and others[0].shape[-1:] == (others[0].size,):
             layers[-1] = ("dense", layers[-1][1], others[0].reshape(-1).astype(np.float32), True)
         elif op == "Gemm" and ins[0] == current and last in (None, "relu") and _plain_gemm(attributes):
             w = others[0] if attributes.get("transB", 0) else others[0].T
@@ -407,8 +413,9 @@ def decide(chain: Chain, disjunct: Disjunct, replay, deadline: Deadline, max_dom
         return Outcome(Verdict.FALSIFIED, x, 0, "fast-path attack")
     bounder, domains = Bounder(chain, spec.C), 0
     lo, hi = outer[0][None], outer[1][None]
+    splits = int((outer[1] > outer[0]).sum()) <= INPUT_SPLIT_DIMS
     while len(lo):
-        if deadline.expired() or domains >= max_domains:
+        if deadline.expired() or domains >= max_domains or (domains and not splits):
             return Outcome(None, domains=domains)
         batch_lo, batch_hi, lo, hi = lo[-BATCH:], hi[-BATCH:], lo[:-BATCH], hi[:-BATCH]
         lower = bounder.lower(batch_lo, batch_hi)
