@@ -8,9 +8,10 @@ BENCH_DIR holds `instances.csv` (onnx, vnnlib, timeout_s, expected) and, for con
 competition's timeout times `--timeout-scale`); its wall time is measured from outside, start-up included.
 A `sat` answer counts only if the counterexample in its results file passes the competition's own check
 (onnxruntime on the file's inputs: inside the box and meeting the output constraints, within 1e-4).
-Per benchmark it prints decided / wrong / total wall time, the worst overshoot of the timeout (wall time
-minus timeout, and the time the command measured itself, from its start to its answer, minus timeout), and
-the published alpha-beta-CROWN and nnenum figures on the same instances (other machines: context only).
+Per benchmark it prints decided / wrong / total and median wall time, the worst overshoot of the timeout (wall
+time minus timeout, and the time the command measured itself, from its start to its answer, minus timeout),
+the instances one tool decides and the other does not, and the published alpha-beta-CROWN and nnenum figures
+on the same instances (other machines: context only).
 With ``--nnenum PYTHON`` (a Python with nnenum importable, e.g. a separate venv with its repository installed)
 nnenum runs on the same instances in the same run, one thread as in its own VNN-COMP scripts; its results
 file has no counterexample, so its sat answers are taken on its word.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -204,13 +206,21 @@ def print_summary(bench: Path, tools: dict[str, list[Run]]) -> None:
         decided = sum(r.decided for r in runs)
         wrong = sum(r.wrong for r in runs) + sum(r.result == "badcex" for r in runs)
         wall = sum(r.wall for r in runs)
+        median = statistics.median(r.wall for r in runs) if runs else 0.0
         over = max((r.wall - r.timeout for r in runs), default=0.0)
         inside = [r.inside - r.timeout for r in runs if r.inside is not None]
         startup = [r.wall - r.inside for r in runs if r.inside is not None]
         inside_text = (f", measured by itself {max(inside):+.2f} s (start-up and exit up to {max(startup):.1f} s)"
                        if inside else "")
         print(f"  {tool:<10} decided {decided}/{len(runs)}, wrong {wrong}, total wall {wall:.1f} s, "
-              f"worst overshoot {over:+.2f} s{inside_text}")
+              f"median {median:.2f} s, worst overshoot {over:+.2f} s{inside_text}")
+    if len(tools) == 2:
+        (a, runs_a), (b, runs_b) = tools.items()
+        for (one, mine), (other, theirs) in (((a, runs_a), (b, runs_b)), ((b, runs_b), (a, runs_a))):
+            only = [f"{r.name} ({r.expected}, {t.wall:.0f} s)" for r, t in zip(mine, theirs)
+                    if t.decided and not r.decided]
+            if only:
+                print(f"  decided by {other} only ({len(only)}): " + "; ".join(only))
     for tool, (solved, seconds) in published.items():
         print(f"  {tool + ' (2022)':<24} solved {solved}/{len(runs0)}, {seconds:.1f} s "
               "(published, another machine)")
