@@ -30,7 +30,7 @@ from certprune.bab.branching import choose_input_dims, choose_relus
 from certprune.bab.domains import BoxQueue, DomainStack, Pattern, ReluDomains, bisect, select_bounds
 from certprune.bounds import CROWN, IBP, AlphaCROWN, Bounds
 from certprune.bounds.rounding import forward_error
-from certprune.deadline import Deadline
+from certprune.deadline import Deadline, DeadlineExpired
 from certprune.floats import float32_box
 from certprune.network import Network
 from certprune.smt.milp import solve_milp
@@ -189,6 +189,9 @@ def verify_box(network: Network, lower: np.ndarray, upper: np.ndarray, constrain
     except _Found as found:
         search.decided_by = found.by
         return _result(search, Verdict.FALSIFIED, found.x)
+    except DeadlineExpired as expired:  # a bound pass that cannot stop halfway with a sound answer
+        search.decided_by = str(expired)
+        return _result(search, Verdict.TIMEOUT, None)
     raise AssertionError("the branch-and-bound step always decides")
 
 
@@ -272,7 +275,7 @@ def _interval_bounds(search: _Search):
 
 def _whole_box(search: _Search):
     """CROWN, then (before ReLU splitting) alpha-CROWN on the whole box; sets the falsifier's share."""
-    methods = [CROWN()]
+    methods = [CROWN(deadline=search.deadline)]
     if search.free_dims > search.settings.input_split_dims:
         # Before ReLU splitting alpha-CROWN pays off; input splitting is cheaper with plain CROWN.
         methods.append(AlphaCROWN(iterations=search.settings.alpha_iterations, deadline=search.deadline))
@@ -369,7 +372,7 @@ def _box_batch(search: _Search, boxes: BoxQueue, shapes) -> None:
     if found is not None:
         raise _Found(found, "input-split")
     if patterns is None:
-        bounds = CROWN().compute(search.network, lower, upper, C=search.C)
+        bounds = CROWN(deadline=search.deadline).compute(search.network, lower, upper, C=search.C)
     else:
         splits = [p.reshape(len(lower), *s) for p, s in zip(patterns, shapes)]
         bounds = _beta(search, fixed=False).compute(search.network, lower, upper, C=search.C, splits=splits,

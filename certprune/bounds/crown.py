@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from certprune.bounds.base import BoundMethod, Bounds, Problem, check_kinds, finish, settle, widen_lower
 from certprune.bounds.ibp import Interval, interval_step, spec_interval
 from certprune.bounds.linear import AFFINE_RULES, JOIN_RULES, LinearBound, concretize
+from certprune.deadline import Deadline
 from certprune.network import INPUT
 
 DEFAULT_CHUNK = 2**25  # coefficients in one linear-bound tensor (128 MB in float32)
@@ -163,12 +164,14 @@ class Sweep:
     infeasible: torch.Tensor
 
 
-def sweep(problem: Problem, prior: Bounds | None, chunk_elements: int, tighten: bool = True) -> Sweep:
+def sweep(problem: Problem, prior: Bounds | None, chunk_elements: int, tighten: bool = True,
+          deadline: Deadline | None = None) -> Sweep:
     """Bounds of every ReLU input in order: intervals from the previous layer, then CROWN on unstable ones.
 
     Without ``tighten`` the intermediate bounds are the intervals intersected with the prior's and clamped
     by the splits (branch and bound reuses its root's intermediate bounds this way; beta multipliers then
-    carry the splits into the output bound).
+    carry the splits into the output bound). With a ``deadline``, raises DeadlineExpired once it has passed
+    (checked per layer and per chunk of back-substituted rows: one pass on a large conv net takes minutes).
     """
     network = problem.network
     values = [Interval.of_box(problem.lower, problem.upper)]
@@ -182,7 +185,7 @@ def sweep(problem: Problem, prior: Bounds | None, chunk_elements: int, tighten: 
             lower, upper = settle(problem, i, x.lower.flatten(1), x.upper.flatten(1), prior, infeasible)
             if tighten and _needs_back_substitution(network.layers[:pos]):
                 lower, upper = _tighten(problem, sources[0], lower, upper, x.magnitude.flatten(1), relaxations,
-                                        chunk_elements)
+                                        chunk_elements, deadline or Deadline.never())
                 lower, upper = settle(problem, i, lower, upper, None, infeasible)
             pre.append((lower, upper))
             relaxations[pos] = relax(lower, upper)
@@ -199,7 +202,8 @@ def _needs_back_substitution(prefix) -> bool:
     return affine > 1 or any(layer.kind in ("relu", "maxpool") for layer in prefix)
 
 
-def _tighten(problem: Problem, node: int, lower, upper, forward_magnitude, relaxations: dict, chunk_elements: int):
+def _tighten(problem: Problem, node: int, lower, upper, forward_magnitude, relaxations: dict, chunk_elements: int,
+             deadline: Deadline):
     """CROWN bounds for the neurons of value ``node`` (a ReLU's input) that are unstable; stable ones keep theirs.
 
     Rows are [e_j; -e_j] for the needed neurons j, in chunks that keep each coefficient tensor bounded.
@@ -212,6 +216,7 @@ def _tighten(problem: Problem, node: int, lower, upper, forward_magnitude, relax
     step = max(1, chunk_elements // (2 * problem.batch * width))
     lower, upper = lower.clone(), upper.clone()
     for start in range(0, needed.numel(), step):
+        deadline.check("CROWN bounds")
         index = needed[start : start + step]
         k = index.numel()
         rows = torch.arange(k)
@@ -253,11 +258,13 @@ class CROWN(BoundMethod):
 
     chunk_elements: int = DEFAULT_CHUNK
     fixed_intermediate: bool = False  # with a prior: keep its ReLU input bounds instead of recomputing them
+    deadline: Deadline | None = None  # past it, DeadlineExpired is raised (no partial bound is sound to return)
     name = "crown"
 
     def run(self, problem: Problem, prior: Bounds | None) -> Bounds:
         check_kinds(problem.network, RULES, "CROWN")
-        result = sweep(problem, prior, self.chunk_elements, tighten=not (self.fixed_intermediate and prior is not None))
+        result = sweep(problem, prior, self.chunk_elements, tighten=not (self.fixed_intermediate and prior is not None),
+                       deadline=self.deadline)
         k = problem.rows
         bound = output_bounds(problem, result, result.relaxations, both_sides(problem.spec))
         interval_lower, interval_upper = spec_interval(problem.spec, result.output)
