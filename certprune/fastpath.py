@@ -470,10 +470,12 @@ def _check_points(chain: Chain, spec: Spec, points: np.ndarray, inner, replay) -
     return None
 
 
-def _attack(chain: Chain, spec: Spec, inner, replay, rng, restarts: int = 32, steps: int = 60):
+def _attack(chain: Chain, spec: Spec, inner, replay, rng, steps: int = 80, work: float = 8e8):
     """Projected signed-gradient descent on the violation of the closest conjunction, from the centre and
-    random points; every point it passes is checked, the first that replays is returned."""
+    random points (as many as ``work`` multiply-adds allow, 16 to 512); every point it passes is checked,
+    the first that replays is returned."""
     lo, hi = inner
+    restarts = int(np.clip(work / (steps * sum(w.size for w in chain.weights)), 16, 512))
     width = (hi - lo).astype(np.float32)
     x = (lo + rng.random((restarts, lo.size), dtype=np.float32) * width).astype(np.float32)
     x[0] = np.clip((lo.astype(np.float64) + hi) / 2, lo, hi)
