@@ -294,7 +294,8 @@ def _elementwise(node, inputs, g, where):
                                         "broadcasting between activations is not supported")
         if op == "Sub":
             shape = g.shape(b)
-            b = g.append(Affine(torch.full(shape, -1.0, dtype=torch.float64), torch.zeros(shape, dtype=torch.float64)), b)
+            minus = Affine(torch.full(shape, -1.0, dtype=torch.float64), torch.zeros(shape, dtype=torch.float64))
+            b = g.append(minus, b)
         return g.append(Add(), a, b)
     act_first = isinstance(inputs[0], _Value)
     x = inputs[0] if act_first else inputs[1]
@@ -587,7 +588,8 @@ def _write_layer(layer: Layer, index: int, reads: list[str], nodes: list, inits:
     elif isinstance(layer, Flatten):
         node("Flatten", reads, axis=1)
     elif isinstance(layer, Affine):
-        nodes.append(helper.make_node("Mul", [reads[0], init("scale", layer.scale)], [f"{name}_mul"], name=f"{name}_mul"))
+        nodes.append(helper.make_node("Mul", [reads[0], init("scale", layer.scale)], [f"{name}_mul"],
+                                      name=f"{name}_mul"))
         node("Add", [f"{name}_mul", init("shift", layer.shift)])
     elif isinstance(layer, Add):
         node("Add", reads)

@@ -6,7 +6,8 @@ import math
 
 import torch
 
-from certprune.network import INPUT, Add, Affine, Concat, Conv2d, Dense, Flatten, MaxPool2d, Network, Pad, ReLU, Reshape, Transpose
+from certprune.network import (INPUT, Add, Affine, Concat, Conv2d, Dense, Flatten, MaxPool2d, Network, Pad, ReLU,
+                               Reshape, Transpose)
 
 
 def random_network(depth: int, width: int, input_shape, conv: bool = False, seed: int = 0, *,
@@ -106,8 +107,8 @@ def random_graph(seed: int, *, kind: str = "conv", width: int = 4, outputs: int 
         c, h, w = shapes[x]
         # residual block: conv (same size) -> ReLU -> conv (same size), added to the block's input
         inner = add(Pad((0, 1, 0), (0, 1, 2)), x) if pick(2) else None  # asymmetric: (h + 2, w + 2)
-        first = Conv2d(torch.randn(c, c, 3, 3, generator=gen) * math.sqrt(2.0 / (9 * c)), 0.3 * torch.randn(c, generator=gen),
-                       (1, 1), (0, 0) if inner is not None else (1, 1))
+        first = Conv2d(torch.randn(c, c, 3, 3, generator=gen) * math.sqrt(2.0 / (9 * c)),
+                       0.3 * torch.randn(c, generator=gen), (1, 1), (0, 0) if inner is not None else (1, 1))
         y = add(ReLU(), add(first, inner if inner is not None else x))
         groups = c if pick(2) else 1
         second = Conv2d(torch.randn(c, c // groups, 3, 3, generator=gen) * math.sqrt(2.0 / (9 * c // groups)),

@@ -139,7 +139,8 @@ def back_substitute(problem: Problem, node: int, relaxations: dict, bound: Linea
         if layer.kind in JOIN_RULES:
             parts = JOIN_RULES[layer.kind](layer, A, [shapes[j + 1] for j in sources])
         else:
-            step = RULES[layer.kind](layer, LinearBound(A, bias, magnitude), shapes[sources[0] + 1], relaxations.get(pos))
+            step = RULES[layer.kind](layer, LinearBound(A, bias, magnitude), shapes[sources[0] + 1],
+                                     relaxations.get(pos))
             parts, bias, magnitude = (step.A,), step.bias, step.magnitude
         for j, part in zip(sources, parts):
             pending[j] = part if j not in pending else pending[j] + part

@@ -50,5 +50,6 @@ def test_pairs_on_the_threshold_are_settled_by_replay(tmp_path):
     text = property_text(ranges=(("s", 0, 1000), ("sex", 0, 1)))
     problem, referee, parts = setup(tmp_path, network, text, "m", engine="auto")
     assert not brute_force(tmp_path / "m.onnx", problem.prop, parts[0])
-    outcome = search.decide(problem, referee, parts[0], time.perf_counter() + 600)  # a budget that cannot run out: the test ends when decided
+    # a budget that cannot run out: the test ends when decided
+    outcome = search.decide(problem, referee, parts[0], time.perf_counter() + 600)
     assert outcome.verdict is Verdict.VERIFIED

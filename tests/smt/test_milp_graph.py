@@ -56,7 +56,8 @@ def test_milp_optimum_equals_enumeration(kind, seed):
     assert optimum.proven_bound <= truth + 1e-6
     assert optimum.value == pytest.approx(truth, abs=1e-5 * (1 + abs(truth)))
     # the same as a yes/no question: below the minimum nothing, above it a point that replays
-    no = solve_milp(network, lower, upper, pre_bounds, c[None], [truth - 0.01], integer_inputs=np.ones(lower.shape, bool))
+    no = solve_milp(network, lower, upper, pre_bounds, c[None], [truth - 0.01],
+                    integer_inputs=np.ones(lower.shape, bool))
     assert no.status is MilpStatus.UNSAT
     yes = solve_milp(network, lower, upper, pre_bounds, c[None], [truth + 0.01],
                      integer_inputs=np.ones(lower.shape, bool))
