@@ -23,7 +23,7 @@ dense network.
 
 Usage: python benchmarks/pruning_study.py [--quick] [--setups mnist_mlp_100x2] [--regimes R ...]
                                           [--methods M ...] [--seeds 0 1 2] [--epochs E] [--samples N]
-                                          [--timeout S] [--out DIR] [--resume] [--summary]
+                                          [--timeout S] [--out DIR] [--resume] [--summary [--plot PNG]]
 """
 from __future__ import annotations
 
@@ -195,6 +195,51 @@ def _pm(mean: float, half: float, percent: bool = False, signed: bool = False) -
     return f"{sign}{mean * scale:.1f} ± {half * scale:.1f}{unit}"
 
 
+def plot(rows: list[dict], path: Path) -> None:
+    """Certified accuracy against sparsity, one panel per training regime, a line per method (mean over
+    seeds with its 95% interval as error bars; dense networks at sparsity 0): the study at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"magnitude": "#0072B2", "random": "#999999", "slimming": "#009E73", "nrs": "#D55E00",
+               "nrs-layer": "#CC79A7", "stability": "#E69F00", "unstructured": "#56B4E9"}  # Okabe-Ito
+    setups = sorted({r["setup"] for r in rows})
+    figure, axes = plt.subplots(len(setups), len(REGIMES), figsize=(4 * len(REGIMES), 3.2 * len(setups)),
+                                squeeze=False, sharey=True)
+    for row_axes, setup in zip(axes, setups):
+        for ax, regime in zip(row_axes, REGIMES):
+            mine = [r for r in rows if r["setup"] == setup and r["regime"] == regime]
+            dense = interval([r["certified"] for r in mine if r["method"] == "dense"] or [math.nan])
+            for method, colour in colours.items():
+                points: dict[int, list[dict]] = {}
+                for r in mine:
+                    if r["method"] == method or (r["run"] == method and r["round"] == 0 and r["method"] == "dense"):
+                        points.setdefault(r["round"], []).append(r)
+                if len(points) < 2:
+                    continue
+                xs = [statistics.fmean(m["sparsity"] for m in points[k]) for k in sorted(points)]
+                stats = [interval([m["certified"] for m in points[k]]) for k in sorted(points)]
+                means = [100 * m for m, _ in stats]
+                halves = [0.0 if math.isnan(h) else 100 * h for _, h in stats]
+                below = [min(h, m) for m, h in zip(means, halves)]  # an interval stops at 0% and 100%
+                above = [min(h, 100 - m) for m, h in zip(means, halves)]
+                ax.errorbar(xs, means, yerr=[below, above], color=colour, marker="o", markersize=3, capsize=2,
+                            linewidth=1.2, label=method)
+            if not math.isnan(dense[0]):
+                ax.axhline(100 * dense[0], color="black", linewidth=0.8, linestyle=":", label="dense")
+            eps = mine[0]["eps"] if mine else ""
+            ax.set_title(f"{setup}, {regime} (eps {eps})", fontsize=9)
+            ax.set_xlabel("share of hidden units removed")
+            ax.set_ylim(0, 100)
+            ax.grid(alpha=0.3)
+        row_axes[0].set_ylabel("certified accuracy (%)")
+    axes[0][-1].legend(fontsize=7, loc="lower left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
 # ------------------------------------------------------------------------------------------------- main
 
 def main() -> None:
@@ -216,6 +261,8 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="skip the rows already in OUT/rows.jsonl")
     parser.add_argument("--summary", action="store_true", help="only print the table of OUT/rows.jsonl")
     parser.add_argument("--summary-rounds", nargs="+", type=int, default=None, help="rounds the table shows")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="with --summary: also draw certified accuracy against sparsity to this image")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     quick = args.quick
@@ -229,6 +276,8 @@ def main() -> None:
     if args.summary:
         rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
         print(summarise(rows, args.summary_rounds))
+        if args.plot:
+            plot(rows, args.plot)
         return
     if rows_path.exists() and not args.resume:
         rows_path.unlink()
