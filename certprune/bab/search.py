@@ -455,6 +455,8 @@ def _needed_rows(search: _Search, output_lower: torch.Tensor) -> torch.Tensor:
     for group in search.groups:
         if group.stop > group.start and not bool((gap[:, group] > 0).any(dim=1).all()):
             need[group] = True
+    if not need.any():  # only conjunctions without rows are open (they hold everywhere): bound every row
+        need[:] = True
     return need
 
 
