@@ -64,6 +64,12 @@ class SearchSettings:
     # and also for domains of at most ``tighten_depth`` splits (whose subtrees inherit the tighter bounds).
     fixed_intermediate_above: int = 100
     tighten_depth: int = 4
+    # Before ReLU splitting, alpha-CROWN can also optimise every ReLU input's bounds at the root (which the
+    # domains then inherit) on networks of at most this many ReLUs, with this many steps per layer. Off by
+    # default: on mnist_mlp_256x3 at eps 0.05 it raised the root's worst margins by 1.3 to 2 (of -8 to -17)
+    # and removed ~7% of the unstable ReLUs for 0.7 s, but decided none of 6 hard images more at 60 s.
+    intermediate_alpha_relus: int = 2048
+    intermediate_alpha_iterations: int = 0
     max_domains: int = 2_000_000
     seed: int = 0
 
@@ -278,7 +284,10 @@ def _whole_box(search: _Search):
     methods = [CROWN(deadline=search.deadline)]
     if search.free_dims > search.settings.input_split_dims:
         # Before ReLU splitting alpha-CROWN pays off; input splitting is cheaper with plain CROWN.
-        methods.append(AlphaCROWN(iterations=search.settings.alpha_iterations, deadline=search.deadline))
+        s = search.settings
+        refine = s.intermediate_alpha_iterations if search.network.relu_count <= s.intermediate_alpha_relus else 0
+        methods.append(AlphaCROWN(iterations=s.alpha_iterations, deadline=search.deadline,
+                                  intermediate_iterations=refine))
     verdict = _bound_whole_box(search, methods)
     if verdict is None:
         margin = float(proof_margin(search.root.output_lower, search.rhs, search.groups)[0])

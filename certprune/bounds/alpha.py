@@ -13,8 +13,8 @@ from typing import Optional
 import torch
 
 from certprune.bounds.base import BoundMethod, Bounds, Problem, check_kinds, check_prior, finish, prepare
-from certprune.bounds.crown import (DEFAULT_CHUNK, RULES, Relaxation, Sweep, both_sides, neuron_states,
-                                    output_bounds, sweep)
+from certprune.bounds.crown import (DEFAULT_CHUNK, RULES, Relaxation, Sweep, both_sides, lower_rows,
+                                    neuron_states, output_bounds, sweep)
 from certprune.bounds.ibp import spec_interval
 from certprune.deadline import Deadline
 
@@ -159,6 +159,8 @@ class AlphaCROWN(BoundMethod):
     is never looser than CROWN. Without ``optimize_upper`` only lower bounds are optimised and upper bounds are
     CROWN's (half the work when only lower bounds matter, as in branch and bound). Once ``deadline`` has
     passed no further step is taken: the best bound so far is returned (every step's bound is sound).
+    With ``intermediate_iterations`` the bounds of every ReLU input are optimised too (``_refine``), so the
+    relaxations the output bound rests on are tighter: costly on large networks, strong on deep MLPs.
     """
 
     iterations: int = 20
@@ -170,6 +172,7 @@ class AlphaCROWN(BoundMethod):
     chunk_elements: int = DEFAULT_CHUNK
     fixed_intermediate: bool = False  # with a prior: keep its ReLU input bounds (see CROWN)
     deadline: Deadline | None = None
+    intermediate_iterations: int = 0  # > 0: also optimise the slopes for every ReLU input's bounds
     name = "alpha-crown"
 
     def __post_init__(self) -> None:
@@ -192,7 +195,11 @@ class AlphaCROWN(BoundMethod):
 
     def _run(self, problem: Problem, prior: Bounds | None, start: Slopes | None, target):
         check_kinds(problem.network, RULES, "AlphaCROWN")
-        result = sweep(problem, prior, self.chunk_elements, tighten=not (self.fixed_intermediate and prior is not None))
+        refine = None
+        if self.intermediate_iterations > 0:
+            refine = _Refine(self.intermediate_iterations, self.lr, self.lr_decay, self.deadline)
+        result = sweep(problem, prior, self.chunk_elements, tighten=not (self.fixed_intermediate and prior is not None),
+                       deadline=self.deadline, refine=refine)
         k = problem.rows
         if self.optimize_upper:
             start = None if start is None else Slopes(*(tuple(torch.cat([t, t], dim=1) for t in part)
@@ -242,6 +249,56 @@ class AlphaCROWN(BoundMethod):
                 adam.ascend(params.mask(torch.autograd.grad(bound.sum(), params.tensors)))
                 params.project()
         return best, kept
+
+
+@dataclass(frozen=True)
+class _Refine:
+    """Optimised intermediate bounds (alpha-CROWN's, with one slope per neuron shared by the rows of a
+    layer): the lower slopes of every earlier unstable ReLU are moved by Adam to raise the sum of the
+    lower bounds of [z_j; -z_j] for the unstable inputs z_j of one ReLU layer. Every slope in [0, 1] gives
+    a sound bound, the first step is CROWN's, and the best bound per row over the steps is kept."""
+
+    iterations: int
+    lr: float
+    decay: float
+    deadline: Deadline | None
+
+    def __call__(self, problem: Problem, node: int, lower, upper, forward_magnitude, relaxations: dict):
+        unstable = (lower < 0) & (upper > 0)
+        needed = torch.nonzero(unstable.any(dim=0)).flatten()
+        earlier = [pos for pos, r in relaxations.items() if isinstance(r, Relaxation) and bool((r.upper_bias > 0).any())]
+        if needed.numel() == 0 or not earlier:
+            return lower, upper
+        k = needed.numel()
+        rows = torch.arange(k)
+        A = torch.zeros(2 * k, lower.shape[1], dtype=lower.dtype)
+        A[rows, needed] = 1
+        A[rows + k, needed] = -1
+        magnitude = forward_magnitude[:, needed].repeat(1, 2)
+        slopes = {pos: relaxations[pos].lower_slope.expand(-1, 2 * k, -1).clone().requires_grad_() for pos in earlier}
+        masks = {pos: (relaxations[pos].upper_bias > 0).unsqueeze(1).to(lower.dtype) for pos in earlier}
+        adam = _Adam(list(slopes.values()), [self.lr] * len(slopes), self.decay)
+        best = None
+        with torch.enable_grad():
+            for step in range(self.iterations + 1):
+                current = dict(relaxations)
+                current.update({pos: relaxations[pos]._replace(lower_slope=slope) for pos, slope in slopes.items()})
+                bound = lower_rows(problem, node, current, A, magnitude)
+                best = bound.detach() if best is None else torch.maximum(best, bound.detach())
+                if step == self.iterations or (self.deadline is not None and self.deadline.expired()):
+                    break
+                # allow_unused: a ReLU on a parallel branch of a graph does not reach this layer
+                grads = torch.autograd.grad(bound.sum(), list(slopes.values()), allow_unused=True)
+                adam.ascend([torch.zeros_like(slopes[pos]) if g is None else g * masks[pos]
+                             for g, pos in zip(grads, slopes)])
+                with torch.no_grad():
+                    for slope in slopes.values():
+                        slope.clamp_(0, 1)
+        lower, upper = lower.clone(), upper.clone()
+        update = unstable[:, needed]
+        lower[:, needed] = torch.where(update, torch.maximum(lower[:, needed], best[:, :k]), lower[:, needed])
+        upper[:, needed] = torch.where(update, torch.minimum(upper[:, needed], -best[:, k:]), upper[:, needed])
+        return lower, upper
 
 
 def _keep(kept: Slopes, now: Slopes, better: torch.Tensor) -> Slopes:

@@ -166,13 +166,15 @@ class Sweep:
 
 
 def sweep(problem: Problem, prior: Bounds | None, chunk_elements: int, tighten: bool = True,
-          deadline: Deadline | None = None) -> Sweep:
+          deadline: Deadline | None = None, refine=None) -> Sweep:
     """Bounds of every ReLU input in order: intervals from the previous layer, then CROWN on unstable ones.
 
     Without ``tighten`` the intermediate bounds are the intervals intersected with the prior's and clamped
     by the splits (branch and bound reuses its root's intermediate bounds this way; beta multipliers then
     carry the splits into the output bound). With a ``deadline``, raises DeadlineExpired once it has passed
     (checked per layer and per chunk of back-substituted rows: one pass on a large conv net takes minutes).
+    ``refine(problem, node, lower, upper, forward_magnitude, relaxations)``, when given, may tighten each
+    ReLU input's CROWN bounds further (alpha-CROWN's optimised intermediate bounds) and returns them.
     """
     network = problem.network
     values = [Interval.of_box(problem.lower, problem.upper)]
@@ -188,6 +190,9 @@ def sweep(problem: Problem, prior: Bounds | None, chunk_elements: int, tighten: 
                 lower, upper = _tighten(problem, sources[0], lower, upper, x.magnitude.flatten(1), relaxations,
                                         chunk_elements, deadline or Deadline.never())
                 lower, upper = settle(problem, i, lower, upper, None, infeasible)
+                if refine is not None:
+                    lower, upper = refine(problem, sources[0], lower, upper, x.magnitude.flatten(1), relaxations)
+                    lower, upper = settle(problem, i, lower, upper, None, infeasible)
             pre.append((lower, upper))
             relaxations[pos] = relax(lower, upper)
             xs = [Interval(lower.view(x.lower.shape), upper.view(x.upper.shape), x.magnitude)]

@@ -15,6 +15,7 @@ METHODS = {
     "crown": CROWN(),
     "alpha": AlphaCROWN(iterations=5),
     "alpha-lower": AlphaCROWN(iterations=3, optimize_upper=False, beta=False),
+    "alpha-intermediate": AlphaCROWN(iterations=3, intermediate_iterations=3),
     "cascade": Cascade(methods=(IBP(), CROWN(), AlphaCROWN(iterations=3))),
 }
 
