@@ -25,9 +25,10 @@ def run_vnnlib(model: str, property_path: str, timeout: float | None, json_out: 
     """The numpy fast path first (``certprune.fastpath``: small dense chains, a short budget), then the full
     engine with what is left of the timeout."""
     deadline = Deadline(timeout or 60.0)  # loading and reading count against the timeout too
-    result, fast = try_vnnlib(model, read_vnnlib(property_path), deadline)
+    prop = read_vnnlib(property_path)
+    result, fast = try_vnnlib(model, prop, deadline)
     if result is None:
-        result = _full_engine(model, property_path, deadline, threads)
+        result = _full_engine(model, prop, deadline, threads)
         result = Result(result.verdict, result.counterexample, result.certificate, result.seconds,
                         {**result.settings, "fast_path": fast})
     word = VNNCOMP_WORDS[result.verdict]
@@ -52,7 +53,7 @@ def run_vnnlib(model: str, property_path: str, timeout: float | None, json_out: 
     return exit_code(result.verdict)
 
 
-def _full_engine(model: str, property_path: str, deadline: Deadline, threads: int) -> Result:
+def _full_engine(model: str, prop, deadline: Deadline, threads: int) -> Result:
     import torch
 
     from certprune.bab.instances import verify_instances, vnnlib_instances
@@ -65,7 +66,7 @@ def _full_engine(model: str, property_path: str, deadline: Deadline, threads: in
     settings = SearchSettings(timeout=deadline.ends - deadline.started)
     try:
         network = load_onnx(model, deadline)
-        instances = vnnlib_instances(network, read_vnnlib(property_path))
+        instances = vnnlib_instances(network, prop)
         return verify_instances(network, model, instances, settings, deadline)
     except DeadlineExpired as expired:
         return Result(Verdict.TIMEOUT, seconds=deadline.elapsed(), settings={"decided_by": str(expired)})
