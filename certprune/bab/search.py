@@ -228,19 +228,31 @@ def stack_constraints(constraints: Sequence[Constraint]) -> tuple[torch.Tensor, 
     A conjunction of several rows also gets their sum as an extra row: if ``sum_i A_i y > sum_i b_i``
     everywhere then every point violates some row, and the bound of the sum can be proven where no
     single row's bound can (the rows' relaxations are looser in different places).
+
+    The bounds are computed in float32, so a row is refuted only by what float32 says soundly: each right-hand
+    side is rounded up (a float32 rhs below the file's would let a bound between the two count as a
+    proof), a summed row's one float32 step more (its float64 sum may have rounded down), and a row whose
+    coefficients float32 cannot hold exactly gets rhs +inf: it never proves anything (counterexamples are
+    still checked against the file's own rows, in float64).
     """
-    rows, rhs, groups, start = [], [], [], 0
+    rows, rhs, summed, groups, start = [], [], [], [], 0
     for A, b in constraints:
         A = np.atleast_2d(np.asarray(A, dtype=np.float64))
         b = np.asarray(b, dtype=np.float64).ravel()
+        sums = np.zeros(len(A), dtype=bool)
         if len(A) > 1:
-            A, b = np.vstack([A, A.sum(axis=0)]), np.append(b, b.sum())
+            A, b, sums = np.vstack([A, A.sum(axis=0)]), np.append(b, b.sum()), np.append(sums, True)
         rows.append(A)
         rhs.append(b)
+        summed.append(sums)
         groups.append(slice(start, start + len(A)))
         start += len(A)
-    return (torch.tensor(np.concatenate(rows), dtype=torch.float32),
-            torch.tensor(np.concatenate(rhs), dtype=torch.float32), groups)
+    C64, b64 = np.concatenate(rows), np.concatenate(rhs)
+    C32, b32 = C64.astype(np.float32), b64.astype(np.float32)
+    up = (b32.astype(np.float64) < b64) | np.concatenate(summed)
+    b32 = np.where(up, np.nextafter(b32, np.float32(np.inf)), b32)
+    b32[(C32.astype(np.float64) != C64).any(axis=1)] = np.inf
+    return torch.from_numpy(C32), torch.from_numpy(b32.astype(np.float32)), groups
 
 
 def refuted(output_lower: torch.Tensor, rhs: torch.Tensor, groups: list[slice]) -> torch.Tensor:

@@ -60,3 +60,19 @@ def test_bisection_ends_in_single_float32_inputs():
     assert lower.flatten().tolist() == [a.item(), b.item()] and upper.flatten().tolist() == [a.item(), b.item()]
     wide_lo, wide_hi = _bisect(torch.zeros(1, 2), torch.ones(1, 2), torch.tensor([1]))
     assert wide_hi[0].tolist() == [1.0, 0.5] and wide_lo[1].tolist() == [0.0, 0.5]
+
+
+def test_specification_rounds_toward_no_proof():
+    """A right-hand side that float32 cannot hold is rounded up, never down; a summed row gets one float32
+    step more; a row with a coefficient float32 cannot hold can never refute (rhs +inf)."""
+    import numpy as np
+
+    from certprune.bab.search import stack_constraints
+
+    b = 3.991125645861615  # ACAS Xu property 1's bound, not a float32
+    C, rhs, groups = stack_constraints([(np.array([[1.0, 0.0]]), np.array([b]))])
+    assert b <= float(rhs[0]) < b + 1e-6
+    _, rhs, groups = stack_constraints([(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0.5, 0.25]))])
+    assert [float(v) for v in rhs[:2]] == [0.5, 0.25] and float(rhs[2]) > 0.75  # exact rows stay, the sum moves up
+    _, rhs, _ = stack_constraints([(np.array([[0.1, 1.0]]), np.array([1.0]))])
+    assert float(rhs[0]) == float("inf")
