@@ -17,7 +17,6 @@ from certprune.network import (INPUT, Add, Affine, Concat, Conv2d, Dense, Flatte
                                ReLU, Reshape, Transpose)
 
 WRITE_OPSET = 17
-PASS_THROUGH = {"Identity", "Dropout"}
 UNBATCHED = 0  # the "fixed batch" of a model whose input is one vector without a batch dimension
 
 

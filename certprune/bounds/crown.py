@@ -6,13 +6,12 @@ from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 import torch
-import torch.nn.functional as F
 
 from certprune.bounds.base import BoundMethod, Bounds, Problem, check_kinds, finish, settle, widen_lower
 from certprune.bounds.ibp import Interval, interval_step, spec_interval
 from certprune.bounds.linear import AFFINE_RULES, JOIN_RULES, LinearBound, concretize
 from certprune.deadline import Deadline
-from certprune.network import INPUT
+from certprune.network import INPUT, pool_windows
 
 DEFAULT_CHUNK = 2**25  # coefficients in one linear-bound tensor (128 MB in float32)
 
@@ -86,20 +85,15 @@ class PoolRelaxation(NamedTuple):
 
 def relax_maxpool(layer, x: Interval) -> PoolRelaxation:
     """The max-pool relaxation of DeepPoly: the input with the largest lower bound is a lower line."""
-    batch, channels, height, width = x.lower.shape
-    flat_index = torch.arange(channels * height * width, dtype=x.lower.dtype).view(1, channels, height, width)
-
-    def windows(t: torch.Tensor, fill: float) -> torch.Tensor:  # (B, N_out, K)
-        padded = F.pad(t, (layer.padding[1],) * 2 + (layer.padding[0],) * 2, value=fill)
-        cols = F.unfold(padded.reshape(-1, 1, *padded.shape[2:]), layer.kernel, stride=layer.stride)
-        return cols.reshape(t.shape[0], channels, cols.shape[1], cols.shape[2]).transpose(2, 3).flatten(1, 2)
-
-    lower, upper = windows(x.lower, -torch.inf), windows(x.upper, -torch.inf)
-    index = windows(flat_index, -1.0).expand(batch, -1, -1)
+    windows = torch.from_numpy(pool_windows(layer, tuple(x.lower.shape[1:])))  # (N_out, K), -1 for padding
+    padding = torch.full((x.lower.shape[0], 1), -torch.inf, dtype=x.lower.dtype)
+    # entry -1 of a window picks the appended -inf column: padding never wins a max
+    lower = torch.cat([x.lower.flatten(1), padding], dim=1)[:, windows]
+    upper = torch.cat([x.upper.flatten(1), padding], dim=1)[:, windows]
     best_lower, best = lower.max(dim=-1)
     others = upper.scatter(-1, best.unsqueeze(-1), -torch.inf).amax(dim=-1)
-    return PoolRelaxation(index.gather(-1, best.unsqueeze(-1)).squeeze(-1).long(), best_lower >= others,
-                          upper.amax(dim=-1))
+    index = windows.expand(len(best), -1, -1).gather(-1, best.unsqueeze(-1)).squeeze(-1)
+    return PoolRelaxation(index, best_lower >= others, upper.amax(dim=-1))
 
 
 def _maxpool(layer, bound: LinearBound, shape_in, relaxation: PoolRelaxation) -> LinearBound:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from certprune.errors import UnsupportedLayerError
-from certprune.network import Affine, Conv2d, Dense, Flatten, Layer, Network, ReLU
+from certprune.network import Affine, Conv2d, Dense, Layer, Network, ReLU
 from certprune.prune.structure import prunable_layers
 
 

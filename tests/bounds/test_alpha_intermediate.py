@@ -2,7 +2,6 @@
 optimum, and strictly tighter somewhere (so the test could fail if the optimisation did nothing)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
