@@ -110,7 +110,7 @@ def test_acasxu_dev_answers_agree(row, acasxu_dir):
     """Decided or handed over, never a wrong answer; a counterexample replays on onnxruntime in the box."""
     prop = read_vnnlib(acasxu_dir / row["vnnlib"])
     result, _ = fastpath.try_vnnlib(acasxu_dir / row["onnx"], prop, Deadline(math.inf), budget=math.inf,
-                                    max_domains=60)
+                                    max_domains=100)
     name = (row["onnx"][18:-16], row["vnnlib"][7:-7])
     assert result is not None or name not in EASY
     if result is None:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from certprune.bab.attack import Falsifier
-from certprune.bab.branching import choose_input_dims, choose_relus
+from certprune.bab.branching import choose_input_dims, choose_input_dims_sb, choose_relus, shortfall_of
 from certprune.bab.domains import BoxQueue, DomainStack, Pattern, ReluDomains, bisect, select_bounds
 from certprune.bounds import CROWN, IBP, AlphaCROWN, Bounds
 from certprune.bounds.rounding import forward_error
@@ -405,10 +405,25 @@ def _box_batch(search: _Search, boxes: BoxQueue, shapes) -> None:
     open_ = ~search.refuted(bounds) & ~points  # a point box is its one float32 input, checked just now
     if open_.any():
         lower, upper = lower[open_], upper[open_]
-        dims = choose_input_dims(search.network, lower, upper, search.C, search.rhs, search.groups)
+        if bounds.input_coefficients is not None:
+            parents = bounds.output_lower[open_]
+            dims = choose_input_dims_sb(lower, upper, bounds.input_coefficients[open_], _needed_rows(search, parents),
+                                        shortfall=lambda lo, hi: _box_shortfall(search, lo, hi, parents.repeat(2, 1)))
+        else:
+            dims = choose_input_dims(search.network, lower, upper, search.C, search.rhs, search.groups)
         halves = None if patterns is None else tuple(torch.cat([p[open_]] * 2) for p in patterns)
         boxes.push(*bisect(lower, upper, dims), halves)
     _timed(search, "box", len(open_), started)
+
+
+def _box_shortfall(search: _Search, lower: torch.Tensor, upper: torch.Tensor, inherited: torch.Tensor) -> torch.Tensor:
+    """(B,) how far CROWN's bounds of boxes, or the ``inherited`` (B, K) lower bounds of the boxes they lie in
+    where better (CROWN on a part can be looser than on the whole), are from a proof: the branching
+    heuristic's look-ahead."""
+    search.domains += len(lower)
+    bounds = CROWN(deadline=search.deadline).compute(search.network, lower, upper, C=search.C)
+    output_lower = torch.maximum(bounds.output_lower, inherited)
+    return shortfall_of(output_lower, search.rhs, refuted(output_lower, search.rhs, search.groups))
 
 
 def _beta(search: _Search, fixed: bool) -> AlphaCROWN:

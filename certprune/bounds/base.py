@@ -42,6 +42,9 @@ class Bounds:
     ``output_lower``/``output_upper`` are (B, K) bounds of C @ logits. ``pre_lower[i]``/``pre_upper[i]`` are
     (B, *shape) bounds of the input of the i-th ReLU layer, clamped by the splits. ``infeasible[b]`` is True when
     the splits of box b contradict its bounds (the subdomain is empty); its output bounds are then +inf/-inf.
+    ``input_coefficients``, when the method keeps them (CROWN), are (B, K, n): the coefficients on the flat
+    input of the linear function whose minimum over the box gave ``output_lower`` (input-split branching
+    reads how much each input's width costs the bound).
     """
 
     output_lower: torch.Tensor
@@ -50,6 +53,7 @@ class Bounds:
     pre_upper: tuple[torch.Tensor, ...]
     infeasible: torch.Tensor
     method: str = ""
+    input_coefficients: torch.Tensor | None = None
 
     @property
     def batch(self) -> int:

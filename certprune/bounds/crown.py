@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple, Optional
 
 import torch
@@ -143,9 +143,14 @@ def back_substitute(problem: Problem, node: int, relaxations: dict, bound: Linea
 
 def lower_rows(problem: Problem, node: int, relaxations: dict, A: torch.Tensor, forward_magnitude):
     """Widened lower bounds (B, R) of the rows A @ (output of layer ``node``) over each input box."""
+    return lower_rows_linear(problem, node, relaxations, A, forward_magnitude)[0]
+
+
+def lower_rows_linear(problem: Problem, node: int, relaxations: dict, A: torch.Tensor, forward_magnitude):
+    """``lower_rows`` and the linear bound on the input it minimised (its coefficients, (B, R, n) or (R, n))."""
     bound = back_substitute(problem, node, relaxations, LinearBound.of(A))
     value, magnitude = concretize(bound, problem.lower.flatten(start_dim=1), problem.upper.flatten(start_dim=1))
-    return widen_lower(value, magnitude + forward_magnitude)
+    return widen_lower(value, magnitude + forward_magnitude), bound
 
 
 @dataclass
@@ -233,11 +238,16 @@ def _tighten(problem: Problem, node: int, lower, upper, forward_magnitude, relax
 
 def output_bounds(problem: Problem, result: Sweep, relaxations: dict, spec: torch.Tensor) -> torch.Tensor:
     """Widened lower bounds (B, R) of the rows of ``spec`` (R, n) or (B, R, n) applied to the logits."""
+    return output_bounds_linear(problem, result, relaxations, spec)[0]
+
+
+def output_bounds_linear(problem: Problem, result: Sweep, relaxations: dict, spec: torch.Tensor):
+    """``output_bounds`` and the linear bounds on the input they minimised (``lower_rows_linear``)."""
     out = result.output
     # Forward rounding of the logits and of spec @ logits (the quantity the bounds are about).
     terms = out.magnitude.flatten(start_dim=1) + out.abs_max().flatten(start_dim=1)
     forward = (spec.abs() @ terms.unsqueeze(-1)).squeeze(-1)
-    return lower_rows(problem, len(problem.network.layers) - 1, relaxations, spec, forward)
+    return lower_rows_linear(problem, len(problem.network.layers) - 1, relaxations, spec, forward)
 
 
 def both_sides(spec: torch.Tensor) -> torch.Tensor:
@@ -266,8 +276,10 @@ class CROWN(BoundMethod):
         result = sweep(problem, prior, self.chunk_elements, tighten=not (self.fixed_intermediate and prior is not None),
                        deadline=self.deadline)
         k = problem.rows
-        bound = output_bounds(problem, result, result.relaxations, both_sides(problem.spec))
+        bound, linear = output_bounds_linear(problem, result, result.relaxations, both_sides(problem.spec))
         interval_lower, interval_upper = spec_interval(problem.spec, result.output)
         out_lower = torch.maximum(bound[:, :k], interval_lower)
         out_upper = torch.minimum(-bound[:, k:], interval_upper)
-        return finish(problem, result.pre, out_lower, out_upper, result.infeasible, prior, self.name)
+        bounds = finish(problem, result.pre, out_lower, out_upper, result.infeasible, prior, self.name)
+        coefficients = linear.A[..., :k, :].expand(problem.batch, k, linear.A.shape[-1])
+        return replace(bounds, input_coefficients=coefficients)
