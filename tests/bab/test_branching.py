@@ -71,3 +71,77 @@ def test_children_split_one_neuron_each_way_and_inherit_everything_else():
     assert children.prior.output_lower.flatten().tolist() == [0, 1, 0, 1]
     assert children.slopes.alpha[0].dtype == torch.bfloat16
     assert children.slopes.alpha[0][:, 0, 0].tolist() == [0, 1, 0, 1]
+
+
+# ---- input splitting ----------------------------------------------------------------------------
+
+def test_input_score_is_coefficient_times_width_over_open_rows():
+    from certprune.bab.branching import choose_input_dims_sb
+
+    lower, upper = torch.zeros(2, 3), torch.tensor([[1.0, 1.0, 4.0], [1.0, 0.0, 1.0]])
+    # row 0: |a| = (3, 1, 0.5); row 1: (0, 0, 10), closed: it must not count
+    coefficients = torch.tensor([[[3.0, -1.0, 0.5], [0.0, 0.0, 10.0]]]).repeat(2, 1, 1)
+    rows = torch.tensor([True, False])
+    dims = choose_input_dims_sb(lower, upper, coefficients, rows)
+    # box 0: 3*1, 1*1, 0.5*4 -> dim 0; box 1: dim 1 has no width, so dims 0 (3) or 2 (0.5) -> 0
+    assert dims.tolist() == [0, 0]
+    coefficients[1, 0] = torch.tensor([0.0, 5.0, 0.5])  # dim 1 fixed: never chosen, however large its coefficient
+    assert choose_input_dims_sb(lower, upper, coefficients, rows).tolist() == [0, 2]
+
+
+def test_lookahead_takes_the_dimension_whose_halves_come_closest_to_a_proof():
+    from certprune.bab.branching import choose_input_dims_sb
+    from certprune.bab.domains import bisect
+
+    lower, upper = torch.zeros(1, 3), torch.ones(1, 3)
+    coefficients = torch.tensor([[[3.0, 2.0, 1.0]]])
+    rows = torch.tensor([True])
+    tried = []
+
+    def shortfall(lo, hi):  # halving dim 2 proves one half, the others leave both short
+        dim = int(torch.nonzero((hi - lo)[0] < 1)[0])
+        tried.append(dim)
+        return torch.tensor([0.0, -1.0]) if dim == 2 else torch.tensor([-0.8, -0.8])
+
+    assert choose_input_dims_sb(lower, upper, coefficients, rows, shortfall=shortfall).tolist() == [2]
+    assert sorted(tried) == [0, 1, 2]
+    # equal shortfalls: the better score wins
+    same = choose_input_dims_sb(lower, upper, coefficients, rows, shortfall=lambda lo, hi: torch.full((2,), -1.0))
+    assert same.tolist() == [0]
+    lo2, hi2 = bisect(lower, upper, same)
+    assert hi2[0, 0] == 0.5 and lo2[1, 0] == 0.5
+
+
+def test_shortfall_sums_the_negative_gaps_and_is_zero_where_refuted():
+    from certprune.bab.branching import shortfall_of
+
+    lower = torch.tensor([[-1.0, 2.0, -3.0], [-1.0, -2.0, 0.0]])
+    rhs = torch.tensor([0.0, 1.0, torch.inf])  # the last row never proves: left out
+    refuted = torch.tensor([False, True])
+    assert shortfall_of(lower, rhs, refuted).tolist() == [-1.0, 0.0]
+
+
+def test_fast_path_splits_as_the_engine_chooses():
+    """fastpath._split mirrors choose_input_dims_sb (numpy against torch) on random boxes and shortfalls."""
+    import numpy as np
+
+    from certprune import fastpath
+    from certprune.bab.branching import choose_input_dims_sb
+
+    rng = np.random.default_rng(0)
+    lo = rng.uniform(-1, 0, (20, 5))
+    hi = lo + rng.uniform(0, 1, (20, 5)) * (rng.uniform(size=(20, 5)) > 0.2)
+    coefficients = rng.normal(size=(20, 3, 5))
+    rows = np.array([True, False, True])
+    table = rng.uniform(-1, 0, (5, 40))
+
+    def shortfall(a, b):  # a function of the halved dimension and the box, the same in both
+        dim = np.argmax(np.abs((b - a)[:20] - (hi - lo)), axis=1)
+        return np.concatenate([table[dim, np.arange(20)], table[dim, 20 + np.arange(20)]])
+
+    ours = choose_input_dims_sb(torch.from_numpy(lo), torch.from_numpy(hi), torch.from_numpy(coefficients),
+                                torch.from_numpy(rows), shortfall=lambda a, b: torch.from_numpy(shortfall(a.numpy(),
+                                                                                                           b.numpy())))
+    left, right = fastpath._split(lo, hi, coefficients, rows, shortfall)
+    halved = np.argmax(np.abs((right - left)[:20] - (hi - lo)), axis=1)
+    assert halved.tolist() == ours.tolist()
