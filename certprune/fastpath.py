@@ -448,6 +448,8 @@ def decide(chain: Chain, disjunct: Disjunct, replay, deadline: Deadline, max_dom
         x = _check_points(chain, spec, (batch_lo + batch_hi) / 2, inner, replay)
         if x is not None:
             return Outcome(Verdict.FALSIFIED, x, domains, "fast-path split")
+        if deadline.expired():  # the look-ahead below bounds six times as many boxes
+            return Outcome(None, domains=domains)
         parents = lower[open_]  # hold on the halves too, and CROWN on a half can be looser
         children = _split(batch_lo, batch_hi, coefficients[open_], spec.open_rows(parents),
                           lambda a, b: spec.shortfall(np.maximum(bounder.lower(a, b), np.tile(parents, (2, 1)))))
