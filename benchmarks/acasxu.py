@@ -26,7 +26,8 @@ PHASES = {
     "  IBP": ("ibp.py", "run"),
     "  CROWN": ("crown.py", "run"),
     "  alpha/beta-CROWN": ("alpha.py", "run"),
-    "  branching: input dims": ("branching.py", "choose_input_dims"),
+    "  branching: input dims (look-ahead bounds included)": ("branching.py", "choose_input_dims_sb"),
+    "  branching: input dims of ReLU-split leaves": ("branching.py", "choose_input_dims"),
     "  branching: ReLUs": ("branching.py", "choose_relus"),
     "  candidates checked (forward + replay)": ("search.py", "confirm"),
     "  MILP leaves": ("search.py", "_milp_leaf"),
@@ -102,7 +103,7 @@ def profile(instances: str, which: str, timeout: float | None) -> None:
                 cumulative[phase] = cumulative.get(phase, 0.0) + ct
     for phase in PHASES:
         if phase in cumulative:
-            print(f"  {phase:<42} {cumulative[phase]:8.2f} s  {100 * cumulative[phase] / total:5.1f}%")
+            print(f"  {phase:<54} {cumulative[phase]:8.2f} s  {100 * cumulative[phase] / total:5.1f}%")
     print("  functions with most own time:")
     own = sorted(stats.stats.items(), key=lambda item: -item[1][2])[:12]
     for (file, line, function), (_, calls, tt, _, _) in own:
