@@ -9,7 +9,7 @@ Soundness margin: logits are evaluated in float32 by the model's runtime, while 
 about the exact twin. A case is ruled out only when a sound upper bound of a row clears zero by
 ``|G| @ E + margin_rel * (|G| @ 1 + |g0|)``, where ``E`` bounds how far a float32 evaluation of each logit
 can stray from the exact value over the box: an a-posteriori bound computed on each box where the search
-works, from the magnitudes of that box's activations (``floaterror.py``), so it shrinks with the box.
+works, from the magnitudes of that box's activations (``bounds/floaterror.py``), so it shrinks with the box.
 A model ending in a sigmoid adds the logit distance that keeps float32 sigmoid(logit) off sigmoid(t).
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 
 from certprune.bounds import CROWN, IBP, AlphaCROWN
 from certprune.fairness.cases import CaseTable, DecisionRule
-from certprune.fairness.floaterror import Rounding, float32_error, graph_matches
+from certprune.bounds.floaterror import Rounding, float32_error, graph_matches
 from certprune.fairness.partition import Partition
 from certprune.fairness.twin import TwinLayout, build_twin
 from certprune.network import Dense, Network

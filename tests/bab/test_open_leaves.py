@@ -137,3 +137,31 @@ def test_falsifier_share_grows_when_a_proof_looks_far():
     assert _attack_share(Stub, margin=-0.01) < 0.11  # bounds nearly prove it
     Stub.falsifier.lowest_loss = float("inf")
     assert _attack_share(Stub, margin=-1.0) == 0.1
+
+
+def test_leaf_slack_is_tighter_than_the_whole_box_bound_and_holds_at_sampled_points():
+    """The MILP's clearance at a leaf (bab.search._leaf_slack) never exceeds the a-priori one and bounds the
+    actual float32 error at points of the box (float32 forward pass against float64)."""
+    import torch
+
+    from certprune.bab.search import SearchSettings, _leaf_slack, _Search
+    from certprune.bounds import CROWN
+    from certprune.deadline import Deadline
+    from tests.netgen import random_network
+
+    network = random_network(4, 24, (6,), seed=3, outputs=3)
+    lower, upper = -np.ones(6, dtype=np.float32), np.ones(6, dtype=np.float32)
+    A = np.array([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0]])
+    search = _Search(network, (torch.from_numpy(lower), torch.from_numpy(upper)),
+                     (torch.from_numpy(lower), torch.from_numpy(upper)), ((A, np.zeros(2)),), SearchSettings(), None,
+                     Deadline(60))
+    bounds = CROWN().compute(network, torch.from_numpy(lower)[None], torch.from_numpy(upper)[None])
+    pre = [(lo[0].double().numpy(), hi[0].double().numpy()) for lo, hi in zip(bounds.pre_lower, bounds.pre_upper)]
+    slack = _leaf_slack(search, A, pre)
+    apriori = np.abs(A) @ search.float_error()
+    assert np.all(slack <= apriori) and np.any(slack < 0.5 * apriori)
+    x = np.random.default_rng(0).uniform(-1, 1, (4000, 6)).astype(np.float32)
+    with torch.no_grad():
+        y32 = network(torch.from_numpy(x)).double().numpy()
+        y64 = network.to(torch.float64)(torch.from_numpy(x).double()).numpy()
+    assert np.all(np.abs((y32 - y64) @ A.T) <= slack)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from certprune.bounds.rounding import forward_error
-from certprune.fairness.floaterror import Rounding, float32_error, graph_matches
+from certprune.bounds.floaterror import Rounding, float32_error, graph_matches
 from certprune.network import Affine, Dense, Network, ReLU
 from certprune.onnx_io import load_onnx, save_onnx
 from certprune.runtime import OnnxRuntimeModel
