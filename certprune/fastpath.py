@@ -273,7 +273,7 @@ class Bounder:
         return self.lower_linear(lo, hi)[0]
 
     def lower_linear(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``lower`` and the (B, R, n) input coefficients of CROWN's linear bounds (as ``Bounds.input_coefficients``)."""
+        """``lower`` and the (B, R, n) input coefficients of CROWN's linear bounds (``Bounds.input_coefficients``)."""
         box = (lo, hi)
         x_lo, x_hi, x_mag = lo, hi, np.zeros_like(lo)
         relaxations = []
@@ -462,7 +462,8 @@ def decide(chain: Chain, disjunct: Disjunct, replay, deadline: Deadline, max_dom
 
 def _split(lo: np.ndarray, hi: np.ndarray, coefficients: np.ndarray, rows: np.ndarray, shortfall):
     """Each box halved as ``bab.branching.choose_input_dims_sb`` chooses with its look-ahead (``shortfall(lo,
-    hi)`` as ``bab.branching.shortfall_of``); None when a box cannot be halved (its chosen coordinate is a single float)."""
+    hi)`` as ``bab.branching.shortfall_of``); None when a box cannot be halved (its chosen coordinate is a single
+    float)."""
     width = hi - lo
     score = (np.maximum(np.abs(coefficients[:, rows]), COEFFICIENT_FLOOR) * width[:, None, :]).sum(axis=1)
     score = np.where(width > 0, score, -1.0)
