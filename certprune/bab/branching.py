@@ -9,8 +9,6 @@ from certprune.bab.domains import bisect
 from certprune.network import Network
 
 COEFFICIENT_FLOOR = 1e-3  # |a_j| below this counts as this: a width the bound ignores still gets split sometime
-
-
 LOOKAHEAD_DIMS = 3  # the best dimensions by the coefficient score whose halves are bounded before choosing
 
 
