@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/vnncomp.py BENCH_DIR [BENCH_DIR ...] [--timeout S | --timeout-scale F]
                                     [--only SUBSTRING] [--csv OUT.csv] [--nnenum PYTHON]
+                                    [--arithmetic float32|real]
 
 BENCH_DIR holds `instances.csv` (onnx, vnnlib, timeout_s, expected) and, for context, `published_2022.csv`
 (e.g. ../shared/data/vnncomp/collins_rul_cnn). Per instance the process gets `--timeout` (default: the
@@ -12,6 +13,8 @@ Per benchmark it prints decided / wrong / total and median wall time, the worst 
 time minus timeout, and the time the command measured itself, from its start to its answer, minus timeout),
 the instances one tool decides and the other does not, and the published alpha-beta-CROWN and nnenum figures
 on the same instances (other machines: context only).
+``--arithmetic real`` asks certprune to prove the real-valued network, as nnenum and alpha-beta-CROWN do
+(default: the float32 model as onnxruntime runs it; see the README).
 With ``--nnenum PYTHON`` (a Python with nnenum importable, e.g. a separate venv with its repository installed)
 nnenum runs on the same instances in the same run, one thread as in its own VNN-COMP scripts; its results
 file has no counterexample, so its sat answers are taken on its word.
@@ -65,6 +68,8 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="run only instances whose onnx or vnnlib name contains this")
     parser.add_argument("--csv", type=Path, default=None, help="write one row per instance and tool")
     parser.add_argument("--nnenum", default=None, help="a Python interpreter that can import nnenum")
+    parser.add_argument("--arithmetic", choices=["float32", "real"], default="float32",
+                        help="passed to certprune verify: prove the float32 model or the real-valued network")
     args = parser.parse_args()
     rows, summaries = [], []
     for bench in args.benchmarks:
@@ -75,7 +80,7 @@ def main() -> None:
         tools = {"certprune": [], **({"nnenum": []} if args.nnenum else {})}
         for row in instances:
             timeout = args.timeout if args.timeout is not None else float(row["timeout_s"]) * args.timeout_scale
-            runs = {"certprune": run_certprune(bench, row, timeout)}
+            runs = {"certprune": run_certprune(bench, row, timeout, args.arithmetic)}
             if args.nnenum:
                 runs["nnenum"] = run_nnenum(args.nnenum, bench, row, timeout)
             for tool, run in runs.items():
@@ -98,13 +103,13 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def run_certprune(bench: Path, row: dict, timeout: float) -> Run:
+def run_certprune(bench: Path, row: dict, timeout: float, arithmetic: str = "float32") -> Run:
     name = f"{Path(row['onnx']).stem} {Path(row['vnnlib']).stem}"
     with tempfile.TemporaryDirectory() as tmp:
         results, report = Path(tmp) / "results.txt", Path(tmp) / "report.json"
         command = CERTPRUNE + ["verify", str(bench / row["onnx"]), "--property", str(bench / row["vnnlib"]),
                                "--timeout", f"{timeout:g}", "--results-file", str(results), "--json", str(report),
-                               "--quiet"]
+                               "--arithmetic", arithmetic, "--quiet"]
         started = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True)
         wall = time.perf_counter() - started

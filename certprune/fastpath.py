@@ -26,6 +26,12 @@ from certprune.spec.vnnlib import Disjunct, VnnlibProperty, check_matches
 from certprune.types import Certificate, Counterexample, Result, Verdict
 
 REL = 2.0**-15  # certprune.bounds.base.REL[torch.float32] (a test checks that they agree)
+# With ``arithmetic="real"`` a proof is about the exact real-valued network (what VNN-COMP's tools verify), so
+# the margin only has to cover this module's own float64 evaluation: a dot product of n terms errs by at most
+# n * 2^-53 * sum|terms|, 2^-41 for n = 4096, and a few layers of back-substitution compound that to far
+# below 2^-30 (2^23 float64 ulps).
+REL_REAL = 2.0**-30
+ARITHMETIC = {"float32": REL, "real": REL_REAL}
 MAX_NEURONS = 4096  # hidden units summed over layers; larger chains go straight to the full engine
 BUDGET = 2.0  # seconds of search before handing over to the full engine
 BATCH = 256  # boxes bounded together (64 ran 1.3x slower per box on ACAS Xu prop_1, 512 no faster)
@@ -250,18 +256,20 @@ def _plain_gemm(attributes: dict) -> bool:
 
 # ---- bounds: the recurrences of certprune.bounds (IBP, then CROWN with back-substituted ReLU inputs), float64
 
-def widen_lower(value: np.ndarray, magnitude: np.ndarray) -> np.ndarray:
-    return value - REL * (np.abs(value) + magnitude)
+def widen_lower(value: np.ndarray, magnitude: np.ndarray, rel: float = REL) -> np.ndarray:
+    return value - rel * (np.abs(value) + magnitude)
 
 
-def widen_upper(value: np.ndarray, magnitude: np.ndarray) -> np.ndarray:
-    return value + REL * (np.abs(value) + magnitude)
+def widen_upper(value: np.ndarray, magnitude: np.ndarray, rel: float = REL) -> np.ndarray:
+    return value + rel * (np.abs(value) + magnitude)
 
 
 class Bounder:
-    """CROWN lower bounds of ``C @ chain(x)`` over batches of input boxes, as ``bounds.CROWN`` computes them."""
+    """CROWN lower bounds of ``C @ chain(x)`` over batches of input boxes, as ``bounds.CROWN`` computes them,
+    widened by ``rel`` (``REL``: bounds of the float32 model; ``REL_REAL``: of the real-valued network)."""
 
-    def __init__(self, chain: Chain, C: np.ndarray) -> None:
+    def __init__(self, chain: Chain, C: np.ndarray, rel: float = REL) -> None:
+        self.rel = rel
         self.W = [w.astype(np.float64) for w in chain.weights]
         self.b = [b.astype(np.float64) for b in chain.biases]
         self.W_abs = [np.abs(w) for w in self.W]
@@ -282,7 +290,7 @@ class Bounder:
             centre = (x_lo + x_hi) / 2 @ self.W[k].T + self.b[k]
             radius = (x_hi - x_lo) / 2 @ self.W_abs[k].T
             mag = (np.maximum(np.abs(x_lo), np.abs(x_hi)) + x_mag) @ self.W_abs[k].T + self.b_abs[k]
-            z_lo, z_hi = widen_lower(centre - radius, mag), widen_upper(centre + radius, mag)
+            z_lo, z_hi = widen_lower(centre - radius, mag, self.rel), widen_upper(centre + radius, mag, self.rel)
             if k == len(self.W) - 1:
                 break
             if k > 0:  # crown._tighten: back-substitute the neurons the intervals leave unstable
@@ -293,7 +301,7 @@ class Bounder:
         C_abs = np.abs(self.C)
         forward = (np.maximum(np.abs(z_lo), np.abs(z_hi)) + mag) @ C_abs.T
         crown, coefficients = self._rows(k, box, relaxations, self.C, forward)
-        interval = widen_lower((z_lo + z_hi) / 2 @ self.C.T - (z_hi - z_lo) / 2 @ C_abs.T, forward)
+        interval = widen_lower((z_lo + z_hi) / 2 @ self.C.T - (z_hi - z_lo) / 2 @ C_abs.T, forward, self.rel)
         return np.maximum(crown, interval), np.broadcast_to(coefficients, (len(lo), *coefficients.shape[-2:]))
 
     def _tighten(self, k, box, relaxations, lo, hi, mag):
@@ -330,7 +338,7 @@ class Bounder:
         A_abs = np.abs(A)
         value = _times(A, (lo + hi) / 2) - _times(A_abs, (hi - lo) / 2) + bias
         size = _times(A_abs, np.maximum(np.abs(lo), np.abs(hi))) + magnitude
-        return widen_lower(value, size + forward), A
+        return widen_lower(value, size + forward, self.rel), A
 
 
 def _times(A: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -422,9 +430,9 @@ class Outcome:
 
 
 def decide(chain: Chain, disjunct: Disjunct, replay, deadline: Deadline, max_domains: int = 20_000,
-           seed: int = 0) -> Outcome:
-    """One box: a replayed counterexample, a proof by input splitting, or None when ``deadline`` or
-    ``max_domains`` ends it first. ``replay(x)`` confirms a float32 input on the original model."""
+           seed: int = 0, rel: float = REL) -> Outcome:
+    """One box: a replayed counterexample, a proof by input splitting (bounds widened by ``rel``), or None when
+    ``deadline`` or ``max_domains`` ends it first. ``replay(x)`` confirms a float32 input on the original model."""
     spec = Spec.of(disjunct.constraints)
     inner = tuple(np.asarray(v, np.float64).astype(np.float32) for v in (disjunct.lower, disjunct.upper))
     outer = tuple(v.astype(np.float64) for v in float32_box(disjunct.lower, disjunct.upper, outward=True))
@@ -432,7 +440,7 @@ def decide(chain: Chain, disjunct: Disjunct, replay, deadline: Deadline, max_dom
     x = _attack(chain, spec, inner, replay, rng)
     if x is not None:
         return Outcome(Verdict.FALSIFIED, x, 0, "fast-path attack")
-    bounder, domains = Bounder(chain, spec.C), 0
+    bounder, domains = Bounder(chain, spec.C, rel), 0
     lo, hi = outer[0][None], outer[1][None]
     splits = int((outer[1] > outer[0]).sum()) <= INPUT_SPLIT_DIMS
     while len(lo):
@@ -527,9 +535,10 @@ def _attack(chain: Chain, spec: Spec, inner, replay, rng, steps: int = 80, work:
 
 
 def try_vnnlib(model: str | Path, prop: VnnlibProperty, deadline: Deadline, budget: float = BUDGET,
-               max_domains: int = 20_000) -> tuple[Result | None, dict]:
+               max_domains: int = 20_000, arithmetic: str = "float32") -> tuple[Result | None, dict]:
     """Decide the property within ``budget`` seconds (of ``deadline``) and ``max_domains`` boxes per disjunct,
-    or None; the details say what was tried."""
+    or None; the details say what was tried. A proof is about the float32 model or, with ``arithmetic="real"``,
+    the real-valued network (``ARITHMETIC``); a counterexample is always one that onnxruntime replays."""
     started = time.perf_counter()
     try:
         chain = read_chain(model)
@@ -546,15 +555,15 @@ def try_vnnlib(model: str | Path, prop: VnnlibProperty, deadline: Deadline, budg
 
     within, boxes = deadline.within(budget), []
     for index, disjunct in enumerate(prop.disjuncts):
-        outcome = decide(chain, disjunct, replay, within, max_domains)
+        outcome = decide(chain, disjunct, replay, within, max_domains, rel=ARITHMETIC[arithmetic])
         boxes.append({"box": f"box{index}", "verdict": outcome.verdict.value if outcome.verdict else "open",
                       "decided_by": outcome.decided_by, "domains": outcome.domains})
-        details = {"boxes": boxes, "fast_path": f"{time.perf_counter() - started:.3f} s"}
+        details = {"boxes": boxes, "fast_path": f"{time.perf_counter() - started:.3f} s", "arithmetic": arithmetic}
         if outcome.verdict is Verdict.FALSIFIED:
             y = runtime[0].run_flat(outcome.x)
             example = Counterexample(outcome.x.ravel(), y, replayed=True)
             return Result(Verdict.FALSIFIED, counterexample=example, seconds=deadline.elapsed(), settings=details), details
         if outcome.verdict is None:
             return None, details
-    certificate = Certificate("fast-path input splitting", {"boxes": boxes})
+    certificate = Certificate("fast-path input splitting", {"boxes": boxes, "arithmetic": arithmetic})
     return Result(Verdict.VERIFIED, certificate=certificate, seconds=deadline.elapsed(), settings=details), details

@@ -3,7 +3,9 @@ rounding margins) and hold for sampled float32 outputs, and it never contradicts
 from __future__ import annotations
 
 import csv
+import json
 import math
+from fractions import Fraction
 import subprocess
 import sys
 
@@ -16,6 +18,7 @@ from certprune import fastpath
 from certprune.bounds import CROWN
 from certprune.bounds.base import REL
 from certprune.deadline import Deadline
+from certprune.network import Dense, Network, ReLU
 from certprune.onnx_io import load_onnx, save_onnx
 from certprune.runtime import OnnxRuntimeModel
 from certprune.spec.vnnlib import read_vnnlib
@@ -141,3 +144,64 @@ def _box_property(n_in: int, n_out: int) -> str:
     lines = [f"(declare-const X_{i} Real)" for i in range(n_in)] + [f"(declare-const Y_{j} Real)" for j in range(n_out)]
     lines += [f"(assert (>= X_{i} 0))\n(assert (<= X_{i} 1))" for i in range(n_in)]
     return "\n".join(lines + ["(assert (<= Y_0 -100))"]) + "\n"
+
+
+def _near_tie(tmp_path, seed: int, gap: float):
+    """A chain whose hidden ReLUs are active on the box [0.25, 0.75]^3, so the network is affine there; the
+    output bias (float32) puts the exact minimum of Y_0 over the box near ``gap``. Returns the model's path,
+    the property (unsafe: Y_0 <= 0) and that exact minimum, computed in rational arithmetic on the float32
+    weights (the real-valued network's ground truth)."""
+    gen = torch.Generator().manual_seed(seed)
+    w1 = torch.randn(4, 3, generator=gen)
+    b1 = (w1.abs().sum(1) + 1).float()  # > |w1 x| on the box: every ReLU active
+    w2 = torch.randn(1, 4, generator=gen)
+    lo, hi = Fraction(1, 4), Fraction(3, 4)
+    W1 = [[Fraction(float(v)) for v in row] for row in w1.tolist()]
+    B1 = [Fraction(float(v)) for v in b1.tolist()]
+    W2 = [Fraction(float(v)) for v in w2[0].tolist()]
+    coefficient = [sum(W2[j] * W1[j][i] for j in range(4)) for i in range(3)]
+    assert all(B1[j] + sum(min(W1[j][i] * lo, W1[j][i] * hi) for i in range(3)) > 0 for j in range(4))
+
+    def exact_minimum(bias: Fraction) -> Fraction:
+        return sum(min(c * lo, c * hi) for c in coefficient) + sum(W2[j] * B1[j] for j in range(4)) + bias
+
+    b2 = torch.tensor([float(-exact_minimum(Fraction(0)) + Fraction(gap))], dtype=torch.float32)
+    network = Network((Dense(w1, b1), ReLU(), Dense(w2, b2)), (3,))
+    save_onnx(network, tmp_path / f"tie{seed}.onnx")
+    lines = [f"(declare-const X_{i} Real)" for i in range(3)] + ["(declare-const Y_0 Real)"]
+    lines += [f"(assert (>= X_{i} 0.25))\n(assert (<= X_{i} 0.75))" for i in range(3)] + ["(assert (<= Y_0 0))"]
+    (tmp_path / "tie.vnnlib").write_text("\n".join(lines) + "\n")
+    return tmp_path / f"tie{seed}.onnx", read_vnnlib(tmp_path / "tie.vnnlib"), exact_minimum(Fraction(float(b2[0])))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_real_arithmetic_decides_near_ties_that_float32_margins_cannot(tmp_path, seed):
+    """Exact minimum about +1e-5 (rational arithmetic): the float32 model's margin (2^-15 of the terms) hides
+    it, the real-valued network's (2^-30) does not; the mirror case (about -1e-5: the real network violates
+    the property) is never proven."""
+    model, prop, minimum = _near_tie(tmp_path, seed, 1e-5)
+    assert 0 < minimum < Fraction(2, 10**5)
+    float32, _ = fastpath.try_vnnlib(model, prop, Deadline(math.inf), budget=math.inf, max_domains=300)
+    real, details = fastpath.try_vnnlib(model, prop, Deadline(math.inf), budget=math.inf, max_domains=300,
+                                        arithmetic="real")
+    assert float32 is None  # open: undecided, handed over
+    assert real is not None and real.verdict.value == "verified" and details["arithmetic"] == "real"
+    model, prop, minimum = _near_tie(tmp_path, seed, -1e-5)
+    assert -Fraction(2, 10**5) < minimum < 0
+    for arithmetic in ("float32", "real"):
+        result, _ = fastpath.try_vnnlib(model, prop, Deadline(math.inf), budget=math.inf, max_domains=300,
+                                        arithmetic=arithmetic)
+        assert result is None or result.verdict.value == "falsified"
+
+
+def test_verify_says_what_a_proof_is_about(tmp_path, capsys):
+    from certprune.cli.main import main
+
+    model, _, _ = _near_tie(tmp_path, 0, 1e-5)
+    verify = ["verify", str(model), "--property", str(tmp_path / "tie.vnnlib"), "--timeout", "30", "--quiet"]
+    assert main(verify + ["--arithmetic", "real", "--json", str(tmp_path / "r.json")]) == 0
+    assert "proven for the real-valued network" in capsys.readouterr().out
+    assert json.loads((tmp_path / "r.json").read_text())["arithmetic"] == "real"
+    (tmp_path / "f.yaml").write_text("kind: fairness\n")
+    assert main(["verify", str(model), "--property", str(tmp_path / "f.yaml"), "--arithmetic", "real"]) == 2
+    assert "VNN-LIB properties only" in capsys.readouterr().err

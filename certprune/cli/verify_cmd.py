@@ -33,15 +33,20 @@ from certprune.types import EXIT_CODES, Verdict
               help="Fairness: run only this many partitions, spread over the domain (a quick look).")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="Torch threads for robustness and VNN-LIB properties (more only pays on an idle machine).")
+@click.option("--arithmetic", type=click.Choice(["float32", "real"]), default="float32", show_default=True,
+              help="VNN-LIB: what a proof is about. float32: the model as onnxruntime runs it. real: the exact "
+                   "real-valued network, as VNN-COMP's verifiers prove it (see the README).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(model, property_path, timeout, json_out, results_file, jobs, cluster, journal, resume, engine,
-            certificate, limit, threads, quiet) -> int:
+            certificate, limit, threads, arithmetic, quiet) -> int:
     """Prove or refute PROPERTY on MODEL. Exit 0 holds, 10 violated, 20 undecided, 2 input error."""
     if timeout is not None and timeout <= 0:
         raise PropertyError(f"--timeout must be > 0 seconds, got {timeout:g}")
     if limit is not None and limit <= 0:
         raise PropertyError(f"--limit must be a positive number of partitions, got {limit}")
     kind = property_kind(property_path)
+    if arithmetic != "float32" and kind != "vnnlib":
+        raise PropertyError(f"--arithmetic {arithmetic} applies to VNN-LIB properties only")
     if kind == "fairness":
         from certprune.cli.fairness_run import run_fairness
 
@@ -53,7 +58,7 @@ def command(model, property_path, timeout, json_out, results_file, jobs, cluster
     from certprune.cli.robustness_run import run_robustness, run_vnnlib
 
     if kind == "vnnlib":  # torch is imported only if the numpy fast path does not decide the instance
-        return run_vnnlib(model, property_path, timeout, json_out, results_file, threads)
+        return run_vnnlib(model, property_path, timeout, json_out, results_file, threads, arithmetic)
     import torch
 
     # Bound passes are many small tensor operations: on a shared machine a second thread that waits for a
