@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from certprune.deadline import Deadline
+from certprune.fastconv import Conv, apply, back, linear_map
 from certprune.floats import float32_box
 from certprune.runtime import OnnxRuntimeModel
 from certprune.spec.vnnlib import Disjunct, VnnlibProperty, check_matches
@@ -33,14 +34,21 @@ REL = 2.0**-15  # certprune.bounds.base.REL[torch.float32] (a test checks that t
 REL_REAL = 2.0**-30
 ARITHMETIC = {"float32": REL, "real": REL_REAL}
 MAX_NEURONS = 4096  # hidden units summed over layers; larger chains go straight to the full engine
+MAX_CONV_NEURONS = 32768  # the same with convolutions (fewer multiply-adds per unit)
 BUDGET = 2.0  # seconds of search before handing over to the full engine
+ELEMENTS = 1 << 22  # coefficients carried back at once (32 MB in float64): larger sets go in chunks
 BATCH = 256  # boxes bounded together (64 ran 1.3x slower per box on ACAS Xu prop_1, 512 no faster)
 COEFFICIENT_FLOOR, LOOKAHEAD_DIMS = 1e-3, 3  # as in bab.branching
+ATTACK_SHARE = 0.25  # of the budget at most for the attack: a large network still gets its whole-box bound
 INPUT_SPLIT_DIMS = 16  # more free inputs than this: only the whole box is bounded (as bab.search decides)
 
 
 class NotAChain(Exception):
     """The model is not a chain this module reads; the full engine takes it."""
+
+
+class _OutOfTime(Exception):
+    """The deadline passed inside a bound computation."""
 
 
 # ---- ONNX from the protobuf wire format: ModelProto.graph (7), GraphProto.node (1), initializer (5), input (11),
@@ -138,8 +146,10 @@ def _attribute(buf: bytes) -> tuple[str, object]:
             value = field
         elif number == 5:
             value = _tensor(field)[1]
-        elif number in (4, 7, 8):
-            value = ("other", field)  # strings and lists: no attribute of a supported node uses them
+        elif number == 8:  # ints: packed, or one field per value
+            value = (value if isinstance(value, list) else []) + _ints(wire, field)
+        elif number in (4, 7):
+            value = ("other", field)  # a string or floats: no attribute of a supported node needs them
     return name, value
 
 
@@ -163,17 +173,23 @@ def _value_info(buf: bytes) -> tuple[str, list]:
 
 @dataclass(frozen=True, eq=False)
 class Chain:
-    """y = W_L relu(... relu(W_1 x + b_1) ...) + b_L; ``weights[k]`` is (out, in) float32."""
+    """y = W_L relu(... relu(W_1 x + b_1) ...) + b_L; ``weights[k]`` is a float32 (out, in) matrix or a
+    ``fastconv.Conv`` (a convolution too large to unroll), on flat vectors."""
 
-    weights: tuple[np.ndarray, ...]
+    weights: tuple
     biases: tuple[np.ndarray, ...]
     input_shape: tuple[int, ...]  # one sample's, as the graph declares it
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds of one forward pass."""
+        return sum(w.size if isinstance(w, np.ndarray) else w.macs for w in self.weights)
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """float32 logits (P, n_out) of flat inputs (P, n) and each hidden layer's active mask."""
         masks = []
         for k, (w, b) in enumerate(zip(self.weights, self.biases)):
-            x = x @ w.T + b
+            x = apply(w, x) + b
             if k < len(self.weights) - 1:
                 masks.append(x > 0)
                 x = np.maximum(x, 0)
@@ -203,34 +219,51 @@ def read_chain(path: str | Path) -> Chain:
 def _build(nodes: Sequence[bytes], constants: dict, current: str, output: str, input_shape) -> Chain:
     """Walk the nodes along the activation: layers alternate dense and ReLU, dense first and last."""
     layers, size = [], int(np.prod(input_shape))  # ("dense", W, b, bias_added) or ("relu",)
-    shape = (1, *input_shape)  # of the activation, until the first dense layer
+    shape = (1, *input_shape)  # of the activation (batch first), until the first dense layer
+    image = tuple(input_shape)  # of the activation (one sample), as a convolution sees it
+    convolutions = 0
     for buf in nodes:
         op, ins, outs, attributes = _node(buf)
         if op == "Constant" and isinstance(attributes.get("value"), np.ndarray):
             constants[outs[0]] = attributes["value"]
             continue
         others = [constants.get(i) for i in ins if i != current]
+        if op == "Dropout" and outs and not attributes.get("training_mode"):
+            outs = outs[:1]  # inference: the identity (a second output, the mask, is not read on)
+            others = [o for o in others[:1] if o is not None and o.ndim == 0]  # ratio only
         if ins.count(current) != 1 or len(outs) != 1 or any(o is None for o in others):
             raise NotAChain(f"{op} node outside a chain")
         last = layers[-1][0] if layers else None
-        if op in ("Flatten", "Reshape", "Identity") and not layers and attributes.get("axis", 1) == 1:
+        if op in ("Flatten", "Reshape", "Identity", "Dropout") and (not layers or op != "Reshape") \
+                and attributes.get("axis", 1) == 1:
             if op == "Reshape" and [d for d in others[0].tolist() if d != 1] not in ([-1], [size]):
                 raise NotAChain("Reshape to a non-vector")
-            shape = shape if op == "Identity" else (1, size)
+            if op in ("Flatten", "Reshape"):  # flat vectors are channel-major already: nothing to do but the shape
+                shape, image = (1, int(np.prod(image))), (int(np.prod(image)),)
+        elif op == "Conv" and ins[0] == current and last in (None, "relu") and len(image) == 3:
+            conv, convolutions = _conv(attributes, others, image), convolutions + 1
+            image = conv.out_shape
+            bias = others[1].reshape(-1) if len(others) > 1 else np.zeros(image[0], np.float32)
+            layers.append(("dense", linear_map(conv), np.repeat(bias.astype(np.float32), image[1] * image[2]), True))
+            shape = (1, int(np.prod(image)))
         elif op in ("Sub", "Add") and not layers and ins[0] == current and not others[0].any() \
                 and np.broadcast_shapes(shape, others[0].shape) == shape:
             pass  # x - 0 or x + 0 (not broadcast to a larger shape): the identity, as ACAS Xu's normalisation
-        elif op == "MatMul" and ins[0] == current and others[0].ndim == 2 and last in (None, "relu"):
+        elif op == "MatMul" and ins[0] == current and others[0].ndim == 2 and last in (None, "relu") \
+                and (not layers or len(image) == 1):
             layers.append(("dense", others[0].T, np.zeros(others[0].shape[1], np.float32), False))
+            image = (others[0].shape[1],)
         elif op == "Add" and last == "dense" and not layers[-1][3] and others[0].size == len(layers[-1][2]) \
                 and others[0].shape[-1:] == (others[0].size,):
             layers[-1] = ("dense", layers[-1][1], others[0].reshape(-1).astype(np.float32), True)
-        elif op == "Gemm" and ins[0] == current and last in (None, "relu") and _plain_gemm(attributes):
+        elif op == "Gemm" and ins[0] == current and last in (None, "relu") and _plain_gemm(attributes) \
+                and (not layers or len(image) == 1):
             w = others[0] if attributes.get("transB", 0) else others[0].T
             c = others[1].reshape(-1) if len(others) > 1 else np.zeros(len(w), np.float32)
             if c.size != len(w):
                 raise NotAChain("Gemm bias of another size")
             layers.append(("dense", w, c.astype(np.float32), True))
+            image = (len(w),)
         elif op == "Relu" and last == "dense":
             layers.append(("relu",))
         else:
@@ -241,12 +274,30 @@ def _build(nodes: Sequence[bytes], constants: dict, current: str, output: str, i
     dense = [layer for layer in layers if layer[0] == "dense"]
     if len(dense) != len(layers) - len(dense) + 1 or dense[0][1].shape[1] != size:
         raise NotAChain("dense layers not separated by ReLUs, or of the wrong input size")
-    if sum(len(w) for _, w, _, _ in dense[:-1]) > MAX_NEURONS:
-        raise NotAChain(f"more than {MAX_NEURONS} hidden units")
-    weights = tuple(np.ascontiguousarray(w, dtype=np.float32) for _, w, _, _ in dense)
+    limit = MAX_CONV_NEURONS if convolutions else MAX_NEURONS
+    if sum(w.shape[0] for _, w, _, _ in dense[:-1]) > limit:
+        raise NotAChain(f"more than {limit} hidden units")
+    weights = tuple(np.ascontiguousarray(w, dtype=np.float32) if isinstance(w, np.ndarray) else w
+                    for _, w, _, _ in dense)
     if any(a.shape[0] != b.shape[1] for a, b in zip(weights, weights[1:])):
         raise NotAChain("layer sizes do not match")
     return Chain(weights, tuple(b for _, _, b, _ in dense), tuple(input_shape))
+
+
+def _conv(attributes: dict, others: list, image: tuple) -> Conv:
+    """A Conv node of one group, explicit padding, on an input of shape ``image`` (C, H, W)."""
+    weight = others[0]
+    if weight.ndim != 4 or weight.shape[1] != image[0] or attributes.get("group", 1) != 1 \
+            or attributes.get("auto_pad", ("other", b"NOTSET")) != ("other", b"NOTSET"):
+        raise NotAChain("Conv node of another kind (groups, padding rule or shape)")
+    pads = tuple(attributes.get("pads", [0, 0, 0, 0]))
+    strides, dilations = tuple(attributes.get("strides", [1, 1])), tuple(attributes.get("dilations", [1, 1]))
+    if len(pads) != 4 or len(strides) != 2 or len(dilations) != 2 or min(pads) < 0:
+        raise NotAChain("Conv node of another kind (groups, padding rule or shape)")
+    conv = Conv(weight.astype(np.float32), strides, (pads[0], pads[1], pads[2], pads[3]), dilations, tuple(image))
+    if min(conv.out_shape) < 1:
+        raise NotAChain("Conv node with an empty output")
+    return conv
 
 
 def _plain_gemm(attributes: dict) -> bool:
@@ -268,11 +319,12 @@ class Bounder:
     """CROWN lower bounds of ``C @ chain(x)`` over batches of input boxes, as ``bounds.CROWN`` computes them,
     widened by ``rel`` (``REL``: bounds of the float32 model; ``REL_REAL``: of the real-valued network)."""
 
-    def __init__(self, chain: Chain, C: np.ndarray, rel: float = REL) -> None:
-        self.rel = rel
+    def __init__(self, chain: Chain, C: np.ndarray, rel: float = REL, deadline: Deadline | None = None) -> None:
+        self.rel, self.deadline = rel, deadline  # past the deadline a bound stops halfway (_OutOfTime)
+        self.boxes = 0  # bounded so far
         self.W = [w.astype(np.float64) for w in chain.weights]
         self.b = [b.astype(np.float64) for b in chain.biases]
-        self.W_abs = [np.abs(w) for w in self.W]
+        self.W_abs = [w.abs() if isinstance(w, Conv) else np.abs(w) for w in self.W]
         self.b_abs = [np.abs(b) for b in self.b]
         self.C = np.asarray(C, dtype=np.float64)
 
@@ -282,14 +334,16 @@ class Bounder:
 
     def lower_linear(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``lower`` and the (B, R, n) input coefficients of CROWN's linear bounds (``Bounds.input_coefficients``)."""
+        self.boxes += len(lo)
         box = (lo, hi)
         x_lo, x_hi, x_mag = lo, hi, np.zeros_like(lo)
         relaxations = []
         for k in range(len(self.W)):
+            self._check_time()
             # interval step (ibp._dense): centre +- radius, widened by the sum of |terms| of the forward pass
-            centre = (x_lo + x_hi) / 2 @ self.W[k].T + self.b[k]
-            radius = (x_hi - x_lo) / 2 @ self.W_abs[k].T
-            mag = (np.maximum(np.abs(x_lo), np.abs(x_hi)) + x_mag) @ self.W_abs[k].T + self.b_abs[k]
+            centre = apply(self.W[k], (x_lo + x_hi) / 2) + self.b[k]
+            radius = apply(self.W_abs[k], (x_hi - x_lo) / 2)
+            mag = apply(self.W_abs[k], np.maximum(np.abs(x_lo), np.abs(x_hi)) + x_mag) + self.b_abs[k]
             z_lo, z_hi = widen_lower(centre - radius, mag, self.rel), widen_upper(centre + radius, mag, self.rel)
             if k == len(self.W) - 1:
                 break
@@ -306,18 +360,25 @@ class Bounder:
 
     def _tighten(self, k, box, relaxations, lo, hi, mag):
         unstable = (lo < 0) & (hi > 0)
-        index = np.flatnonzero(unstable.any(axis=0))
-        if index.size == 0:
-            return lo, hi
-        rows = np.zeros((2 * index.size, lo.shape[1]))
-        rows[np.arange(index.size), index] = 1
-        rows[np.arange(index.size) + index.size, index] = -1
-        bound, _ = self._rows(k, box, relaxations, rows, np.concatenate([mag[:, index]] * 2, axis=1))
         lo, hi = lo.copy(), hi.copy()
-        update = unstable[:, index]
-        lo[:, index] = np.where(update, np.maximum(lo[:, index], bound[:, :index.size]), lo[:, index])
-        hi[:, index] = np.where(update, np.minimum(hi[:, index], -bound[:, index.size:]), hi[:, index])
+        # the rows' coefficients are (boxes, 2 * neurons, layer width) on the way back: in chunks of neurons
+        chunk = max(1, ELEMENTS // (2 * len(lo) * max(w.shape[1] for w in self.W[:k + 1])))
+        every = np.flatnonzero(unstable.any(axis=0))
+        for start in range(0, every.size, chunk):
+            self._check_time()
+            index = every[start:start + chunk]
+            rows = np.zeros((2 * index.size, lo.shape[1]))
+            rows[np.arange(index.size), index] = 1
+            rows[np.arange(index.size) + index.size, index] = -1
+            bound, _ = self._rows(k, box, relaxations, rows, np.concatenate([mag[:, index]] * 2, axis=1))
+            update = unstable[:, index]
+            lo[:, index] = np.where(update, np.maximum(lo[:, index], bound[:, :index.size]), lo[:, index])
+            hi[:, index] = np.where(update, np.minimum(hi[:, index], -bound[:, index.size:]), hi[:, index])
         return lo, hi
+
+    def _check_time(self) -> None:
+        if self.deadline is not None and self.deadline.expired():
+            raise _OutOfTime()
 
     def _rows(self, k, box, relaxations, A, forward):
         """crown.lower_rows_linear: rows A on the output of dense layer k carried back to the input and minimised;
@@ -326,7 +387,7 @@ class Bounder:
         for j in range(k, -1, -1):
             bias = bias + _times(A, self.b[j])
             magnitude = magnitude + _times(np.abs(A), self.b_abs[j])
-            A = (A.reshape(-1, A.shape[-1]) @ self.W[j]).reshape(*A.shape[:-1], -1)  # one matrix product
+            A = back(A.reshape(-1, A.shape[-1]), self.W[j]).reshape(*A.shape[:-1], -1)  # one matrix product
             if j > 0:  # crown._relu: lower line where the coefficient is positive, upper line where negative
                 lower_slope, upper_slope, upper_bias = relaxations[j - 1]
                 positive = np.maximum(A, 0)
@@ -437,35 +498,42 @@ def decide(chain: Chain, disjunct: Disjunct, replay, deadline: Deadline, max_dom
     inner = tuple(np.asarray(v, np.float64).astype(np.float32) for v in (disjunct.lower, disjunct.upper))
     outer = tuple(v.astype(np.float64) for v in float32_box(disjunct.lower, disjunct.upper, outward=True))
     rng = np.random.default_rng(seed)
-    x = _attack(chain, spec, inner, replay, rng)
+    x = _attack(chain, spec, inner, replay, rng, deadline.share(ATTACK_SHARE))
     if x is not None:
         return Outcome(Verdict.FALSIFIED, x, 0, "fast-path attack")
-    bounder, domains = Bounder(chain, spec.C, rel), 0
+    bounder = Bounder(chain, spec.C, rel, deadline)
+    try:
+        return _split_search(chain, spec, inner, outer, replay, deadline, max_domains, bounder)
+    except _OutOfTime:
+        return Outcome(None, domains=bounder.boxes)
+
+
+def _split_search(chain, spec, inner, outer, replay, deadline, max_domains, bounder) -> Outcome:
+    """Input splitting with ``bounder``'s CROWN bounds until every box is proven, a box centre replays, or the
+    deadline or ``max_domains`` bounded boxes end it."""
     lo, hi = outer[0][None], outer[1][None]
     splits = int((outer[1] > outer[0]).sum()) <= INPUT_SPLIT_DIMS
     while len(lo):
-        if deadline.expired() or domains >= max_domains or (domains and not splits):
-            return Outcome(None, domains=domains)
+        if deadline.expired() or bounder.boxes >= max_domains or (bounder.boxes and not splits):
+            return Outcome(None, domains=bounder.boxes)
         batch_lo, batch_hi, lo, hi = lo[-BATCH:], hi[-BATCH:], lo[:-BATCH], hi[:-BATCH]
         lower, coefficients = bounder.lower_linear(batch_lo, batch_hi)
-        domains += len(batch_lo)
         open_ = spec.margin(lower) <= 0
         if not open_.any():
             continue
         batch_lo, batch_hi = batch_lo[open_], batch_hi[open_]
         x = _check_points(chain, spec, (batch_lo + batch_hi) / 2, inner, replay)
         if x is not None:
-            return Outcome(Verdict.FALSIFIED, x, domains, "fast-path split")
+            return Outcome(Verdict.FALSIFIED, x, bounder.boxes, "fast-path split")
         if deadline.expired():  # the look-ahead below bounds six times as many boxes
-            return Outcome(None, domains=domains)
+            return Outcome(None, domains=bounder.boxes)
         parents = lower[open_]  # hold on the halves too, and CROWN on a half can be looser
         children = _split(batch_lo, batch_hi, coefficients[open_], spec.open_rows(parents),
                           lambda a, b: spec.shortfall(np.maximum(bounder.lower(a, b), np.tile(parents, (2, 1)))))
-        domains += 2 * LOOKAHEAD_DIMS * len(batch_lo)
         if children is None:
-            return Outcome(None, domains=domains)
+            return Outcome(None, domains=bounder.boxes)
         lo, hi = np.concatenate([lo, children[0]]), np.concatenate([hi, children[1]])
-    return Outcome(Verdict.VERIFIED, None, domains, "fast-path CROWN input split")
+    return Outcome(Verdict.VERIFIED, None, bounder.boxes, "fast-path CROWN input split")
 
 
 def _split(lo: np.ndarray, hi: np.ndarray, coefficients: np.ndarray, rows: np.ndarray, shortfall):
@@ -509,16 +577,18 @@ def _check_points(chain: Chain, spec: Spec, points: np.ndarray, inner, replay) -
     return None
 
 
-def _attack(chain: Chain, spec: Spec, inner, replay, rng, steps: int = 80, work: float = 8e8):
+def _attack(chain: Chain, spec: Spec, inner, replay, rng, deadline: Deadline, steps: int = 80, work: float = 8e8):
     """Projected signed-gradient descent on the violation of the closest conjunction, from the centre and
-    random points (as many as ``work`` multiply-adds allow, 16 to 512); every point it passes is checked,
+    random points (as many as ``work`` multiply-adds allow, 4 to 512); every point it passes is checked,
     the first that replays is returned."""
     lo, hi = inner
-    restarts = int(np.clip(work / (steps * sum(w.size for w in chain.weights)), 16, 512))
+    restarts = int(np.clip(work / (steps * chain.macs), 4, 512))
     width = (hi - lo).astype(np.float32)
     x = (lo + rng.random((restarts, lo.size), dtype=np.float32) * width).astype(np.float32)
     x[0] = np.clip((lo.astype(np.float64) + hi) / 2, lo, hi)
     for step in range(steps):
+        if deadline.expired():
+            return None
         y, masks = chain.forward(x)
         gap, row = spec.violation(y)
         for i in np.flatnonzero(gap <= 0):
@@ -526,7 +596,7 @@ def _attack(chain: Chain, spec: Spec, inner, replay, rng, steps: int = 80, work:
                 return x[i]
         grad = spec.C[row].astype(np.float32)  # d(row of C @ y)/dy, then back through the layers
         for k in range(len(chain.weights) - 1, -1, -1):
-            grad = grad @ chain.weights[k]
+            grad = back(grad, chain.weights[k])
             if k > 0:
                 grad = grad * masks[k - 1]
         size = np.float32(0.25 * 0.93**step)

@@ -14,7 +14,7 @@ import onnxruntime  # noqa: F401 (the replay needs it; fail here rather than ins
 import pytest
 import torch
 
-from certprune import fastpath
+from certprune import fastconv, fastpath
 from certprune.bounds import CROWN
 from certprune.bounds.base import REL
 from certprune.deadline import Deadline
@@ -23,7 +23,7 @@ from certprune.onnx_io import load_onnx, save_onnx
 from certprune.runtime import OnnxRuntimeModel
 from certprune.spec.vnnlib import read_vnnlib
 from tests.conftest import ACASXU, MODELS, REPO
-from tests.netgen import random_network
+from tests.netgen import random_graph, random_network
 
 # Dev instances that 60 boxes decide (CROWN on a few boxes, or the attack).
 EASY = {("1_9", "prop_1"), ("1_4", "prop_3"), ("1_5", "prop_3"), ("1_6", "prop_3"),
@@ -57,15 +57,60 @@ def test_chain_is_what_load_onnx_reads(model, tmp_path):
 
 
 def test_other_models_are_left_to_the_full_engine(tmp_path):
-    conv = random_network(2, 3, (1, 6, 6), conv=True, seed=1)
-    save_onnx(conv, tmp_path / "conv.onnx")
+    graph = random_graph(1, kind="conv")
+    save_onnx(graph, tmp_path / "graph.onnx")
     with pytest.raises(fastpath.NotAChain):
-        fastpath.read_chain(tmp_path / "conv.onnx")
+        fastpath.read_chain(tmp_path / "graph.onnx")
     with pytest.raises(fastpath.NotAChain, match="Sub"):  # a normalisation that is not the identity
         fastpath.read_chain(MODELS / "mnist_mlp_100x2.onnx")
-    (tmp_path / "p.vnnlib").write_text(_box_property(36, 3))
-    result, details = fastpath.try_vnnlib(tmp_path / "conv.onnx", read_vnnlib(tmp_path / "p.vnnlib"), Deadline(10))
+    (tmp_path / "p.vnnlib").write_text(_box_property(math.prod(graph.input_shape), 3))
+    result, details = fastpath.try_vnnlib(tmp_path / "graph.onnx", read_vnnlib(tmp_path / "p.vnnlib"), Deadline(10))
     assert result is None and details["fast_path"].startswith("not taken")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_convolutional_chains_are_read_as_onnxruntime_runs_them(tmp_path, seed, monkeypatch):
+    """Convolutions (random kernels, strides, padding) as dense matrices, or applied offset by offset when too
+    large to unroll (forced here): the same products, and the chain's outputs are onnxruntime's."""
+    network = random_network(3, 4, (2, 7, 6), conv=True, seed=seed, outputs=3)
+    save_onnx(network, tmp_path / "m.onnx")
+    x = np.random.default_rng(seed).normal(size=(20, 84)).astype(np.float32)
+    expected = OnnxRuntimeModel(tmp_path / "m.onnx")(x.reshape(20, 2, 7, 6)).astype(np.float64)
+    unrolled = fastpath.read_chain(tmp_path / "m.onnx")
+    monkeypatch.setattr(fastconv, "UNROLL", 0)
+    applied = fastpath.read_chain(tmp_path / "m.onnx")
+    assert any(isinstance(w, fastconv.Conv) for w in applied.weights)
+    for chain in (unrolled, applied):
+        assert np.allclose(chain.forward(x)[0], expected, rtol=1e-5, atol=1e-5)
+    A = np.random.default_rng(seed).normal(size=(5, applied.weights[0].shape[0]))
+    assert np.allclose(fastconv.back(A, applied.weights[0]), A @ unrolled.weights[0])
+    assert isinstance(unrolled.weights[0], np.ndarray) and unrolled.weights[0].shape == applied.weights[0].shape
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_convolutional_bounds_are_crowns_and_hold(tmp_path, seed, monkeypatch):
+    """The fast path's CROWN on a convolutional chain (unrolled or not) is the full engine's, and sampled
+    onnxruntime outputs lie above it."""
+    rng = np.random.default_rng(seed)
+    network = random_network(3, 4, (2, 7, 6), conv=True, seed=seed, outputs=3)
+    save_onnx(network, tmp_path / "m.onnx")
+    C = rng.normal(size=(4, 3))
+    centre = rng.normal(size=(3, 84))
+    lo, hi = (centre - 0.05).astype(np.float32), (centre + 0.05).astype(np.float32)
+    shape = (3, 2, 7, 6)
+    theirs = CROWN().compute(network, torch.tensor(lo.reshape(shape)), torch.tensor(hi.reshape(shape)),
+                             C=torch.tensor(C, dtype=torch.float32)).output_lower.numpy()
+    runtime = OnnxRuntimeModel(tmp_path / "m.onnx")
+    for unroll in (fastconv.UNROLL, 0):
+        monkeypatch.setattr(fastconv, "UNROLL", unroll)
+        monkeypatch.setattr(fastpath, "ELEMENTS", fastpath.ELEMENTS if unroll else 50)  # rows in chunks too
+        chain = fastpath.read_chain(tmp_path / "m.onnx")
+        ours = fastpath.Bounder(chain, C).lower(lo.astype(np.float64), hi.astype(np.float64))
+        assert np.allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+        for b in range(3):
+            x = (lo[b] + rng.random((300, 84), dtype=np.float32) * (hi[b] - lo[b])).astype(np.float32)
+            y = runtime(x.reshape(300, 2, 7, 6)).astype(np.float64)
+            assert np.all(y @ C.T >= ours[b]), (seed, b)
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -1,0 +1,121 @@
+"""A 2-D convolution as a linear map of flat (C, H, W) vectors, in numpy, for the fast path (``fastpath``).
+
+The fast path's bounds need two products with a layer's matrix ``W`` (out, in): ``x @ W.T`` forward and
+``A @ W`` back. A small convolution is unrolled into that matrix once (BLAS then does the rest); a large one
+(collins_rul_cnn's window-40 network: 12,800 x 7,200) is applied offset by offset of its kernel, without the
+matrix. ``linear_map`` returns whichever fits; ``apply`` and ``back`` take either.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+UNROLL = 1 << 22  # matrix entries (32 MB in float64) up to which a convolution becomes a dense matrix
+
+
+@dataclass(frozen=True, eq=False)
+class Conv:
+    """ONNX Conv (one group): ``weight`` (C_out, C_in, kh, kw), ``pads`` (top, left, bottom, right), on inputs
+    of shape ``in_shape`` (C_in, H, W), channel-major flat vectors in and out."""
+
+    weight: np.ndarray
+    strides: tuple[int, int]
+    pads: tuple[int, int, int, int]
+    dilations: tuple[int, int]
+    in_shape: tuple[int, int, int]
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        _, h, w = self.in_shape
+        kh, kw = self.weight.shape[2:]
+        (sh, sw), (dh, dw), (t, left, b, r) = self.strides, self.dilations, self.pads
+        return (self.weight.shape[0], (h + t + b - dh * (kh - 1) - 1) // sh + 1,
+                (w + left + r - dw * (kw - 1) - 1) // sw + 1)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """As a matrix: (outputs, inputs)."""
+        return int(np.prod(self.out_shape)), int(np.prod(self.in_shape))
+
+    @property
+    def macs(self) -> int:
+        return int(self.weight.size * np.prod(self.out_shape[1:]))
+
+    def astype(self, dtype) -> "Conv":
+        return Conv(self.weight.astype(dtype), self.strides, self.pads, self.dilations, self.in_shape)
+
+    def abs(self) -> "Conv":
+        return Conv(np.abs(self.weight), self.strides, self.pads, self.dilations, self.in_shape)
+
+    def _windows(self):
+        """Per kernel offset (a, b): the slices of the padded input that meet output positions."""
+        _, ho, wo = self.out_shape
+        (sh, sw), (dh, dw) = self.strides, self.dilations
+        for a in range(self.weight.shape[2]):
+            for b in range(self.weight.shape[3]):
+                yield a, b, (slice(a * dh, a * dh + sh * (ho - 1) + 1, sh), slice(b * dw, b * dw + sw * (wo - 1) + 1, sw))
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """``x @ W.T`` for flat inputs x (B, in)."""
+        return self._sweep(x.reshape(len(x), *self.in_shape), self.weight.transpose(2, 3, 1, 0), self.in_shape[1:],
+                           forward=True)
+
+    def back(self, A: np.ndarray) -> np.ndarray:
+        """``A @ W`` for rows A (M, out)."""
+        return self._sweep(A.reshape(len(A), *self.out_shape), self.weight.transpose(2, 3, 0, 1), self.in_shape[1:],
+                           forward=False)
+
+    def _sweep(self, grid: np.ndarray, kernel: np.ndarray, size, forward: bool) -> np.ndarray:
+        """One matrix product per kernel offset, channels last (contiguous for BLAS): forward, each output
+        position gathers a window of the padded input; back, each scatters into it."""
+        (h, w), (t, left, b, r) = size, self.pads
+        last = np.ascontiguousarray(grid.transpose(0, 2, 3, 1))
+        dtype = np.result_type(grid, kernel)
+        if forward:
+            padded = np.zeros((len(grid), h + t + b, w + left + r, last.shape[-1]), dtype=dtype)
+            padded[:, t:t + h, left:left + w] = last
+            out = 0
+            for a, b_, (rows, cols) in self._windows():
+                out = out + padded[:, rows, cols] @ kernel[a, b_]
+            return np.ascontiguousarray(out.transpose(0, 3, 1, 2)).reshape(len(grid), -1)
+        c_in = kernel.shape[-1]
+        padded = np.zeros((len(grid), h + t + b, w + left + r, c_in), dtype=dtype)
+        # one matrix product for every offset at once: (positions, C_out) @ (C_out, offsets * C_in)
+        every = last.reshape(-1, last.shape[-1]) @ kernel.transpose(2, 0, 1, 3).reshape(kernel.shape[2], -1)
+        every = every.reshape(*last.shape[:-1], -1)
+        for index, (a, b_, (rows, cols)) in enumerate(self._windows()):
+            padded[:, rows, cols] += every[..., index * c_in:(index + 1) * c_in]
+        inner = padded[:, t:t + h, left:left + w]
+        return np.ascontiguousarray(inner.transpose(0, 3, 1, 2)).reshape(len(grid), -1)
+
+
+def linear_map(conv: Conv):
+    """The convolution as a dense (out, in) float32 matrix when it has at most ``UNROLL`` entries, else itself."""
+    out, size = conv.shape
+    if out * size > UNROLL:
+        return conv
+    c_in, h, w = conv.in_shape
+    c_out, ho, wo = conv.out_shape
+    (sh, sw), (dh, dw), (top, left, _, _) = conv.strides, conv.dilations, conv.pads
+    o, c, i, j = np.ix_(np.arange(c_out), np.arange(c_in), np.arange(ho), np.arange(wo))
+    matrix = np.zeros((out, size), dtype=np.float32)
+    for a in range(conv.weight.shape[2]):
+        for b in range(conv.weight.shape[3]):
+            # output (o, i, j) reads input (c, y, x) with this kernel entry, where (y, x) is inside the input
+            y, x = i * sh + a * dh - top, j * sw + b * dw - left
+            inside = np.broadcast_to((y >= 0) & (y < h) & (x >= 0) & (x < w), (c_out, c_in, ho, wo))
+            rows = np.broadcast_to((o * ho + i) * wo + j, inside.shape)[inside]
+            cols = np.broadcast_to((c * h + y) * w + x, inside.shape)[inside]
+            matrix[rows, cols] = np.broadcast_to(conv.weight[:, :, a, b][:, :, None, None], inside.shape)[inside]
+    return matrix
+
+
+def apply(w, x: np.ndarray) -> np.ndarray:
+    """``x @ w.T`` for a dense matrix or a Conv."""
+    return x @ w.T if isinstance(w, np.ndarray) else w.apply(x)
+
+
+def back(A: np.ndarray, w) -> np.ndarray:
+    """``A @ w`` for a dense matrix or a Conv, rows A (M, out)."""
+    return A @ w if isinstance(w, np.ndarray) else w.back(A)
