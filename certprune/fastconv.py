@@ -54,7 +54,8 @@ class Conv:
         (sh, sw), (dh, dw) = self.strides, self.dilations
         for a in range(self.weight.shape[2]):
             for b in range(self.weight.shape[3]):
-                yield a, b, (slice(a * dh, a * dh + sh * (ho - 1) + 1, sh), slice(b * dw, b * dw + sw * (wo - 1) + 1, sw))
+                rows = slice(a * dh, a * dh + sh * (ho - 1) + 1, sh)
+                yield a, b, (rows, slice(b * dw, b * dw + sw * (wo - 1) + 1, sw))
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """``x @ W.T`` for flat inputs x (B, in)."""

@@ -1,13 +1,14 @@
-"""A numpy-only first try at a VNN-LIB instance on a small dense ReLU chain, so easy ones never load torch.
+"""A numpy-only first try at a VNN-LIB instance on a small ReLU chain, so easy ones never load torch.
 
 Importing torch takes longer than deciding an easy ACAS Xu instance. For a model that is a plain chain
-(Flatten, MatMul + Add or Gemm, Relu; read from the protobuf wire format, without the ``onnx`` package)
-this module tries, within a short budget: a gradient attack whose candidates count only after onnxruntime
-replays them on the original file, then input splitting with CROWN bounds. The bounds carry the rounding
-margins of ``certprune.bounds`` (every bound widened by ``REL * (|value| + sum of |terms|)``, the terms of
-the float32 forward pass included, with the same recurrences as ``bounds/ibp.py``, ``linear.py`` and
+(Flatten, MatMul + Add, Gemm or Conv, Relu, Dropout; read from the protobuf wire format, without the ``onnx``
+package) this module tries, within a short budget: a gradient attack whose candidates count only after
+onnxruntime replays them on the original file, then input splitting with CROWN bounds. The bounds carry the
+rounding margins of ``certprune.bounds`` (every bound widened by ``REL * (|value| + sum of |terms|)``, the
+terms of the float32 forward pass included, with the same recurrences as ``bounds/ibp.py``, ``linear.py`` and
 ``crown.py``); they are evaluated in float64 on the float32 weights, whose own rounding is far below the
-margin. Any other model, or an instance not decided in the budget, goes to the full engine.
+margin. Convolutions are linear maps of flat vectors (``fastconv``). Any other model, or an instance not
+decided in the budget, goes to the full engine.
 """
 from __future__ import annotations
 
@@ -102,8 +103,8 @@ def _tensor(buf: bytes) -> tuple[str, np.ndarray]:
             dims += _ints(wire, value)
         elif number == 2:
             dtype = value
-        elif number in (4, 7):
-            parts += _ints(wire, value) if number == 7 else [value]
+        elif number in (4, 5, 7):  # float_data, int32_data (also bools), int64_data
+            parts += [value] if number == 4 else _ints(wire, value)
         elif number == 8:
             name = value.decode()
         elif number == 9:
@@ -116,6 +117,9 @@ def _tensor(buf: bytes) -> tuple[str, np.ndarray]:
     if dtype == 7:
         array = np.frombuffer(raw, dtype="<i8") if raw is not None else np.array(parts, dtype=np.int64)
         return name, array.astype(np.int64).reshape(dims)
+    if dtype == 9:
+        values = np.frombuffer(raw, dtype=np.uint8) if raw is not None else np.array(parts)
+        return name, values.astype(bool).reshape(dims)
     raise NotAChain(f"tensor {name} of ONNX data type {dtype}")
 
 
@@ -228,9 +232,10 @@ def _build(nodes: Sequence[bytes], constants: dict, current: str, output: str, i
             constants[outs[0]] = attributes["value"]
             continue
         others = [constants.get(i) for i in ins if i != current]
-        if op == "Dropout" and outs and not attributes.get("training_mode"):
-            outs = outs[:1]  # inference: the identity (a second output, the mask, is not read on)
-            others = [o for o in others[:1] if o is not None and o.ndim == 0]  # ratio only
+        if op == "Dropout" and outs:  # inference: the identity (a second output, the mask, must not be read)
+            if len(others) > 1 and (others[1] is None or bool(np.any(others[1]))):
+                raise NotAChain("Dropout in training mode")
+            outs, others = outs[:1], []
         if ins.count(current) != 1 or len(outs) != 1 or any(o is None for o in others):
             raise NotAChain(f"{op} node outside a chain")
         last = layers[-1][0] if layers else None

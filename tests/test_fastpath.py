@@ -250,3 +250,40 @@ def test_verify_says_what_a_proof_is_about(tmp_path, capsys):
     (tmp_path / "f.yaml").write_text("kind: fairness\n")
     assert main(["verify", str(model), "--property", str(tmp_path / "f.yaml"), "--arithmetic", "real"]) == 2
     assert "VNN-LIB properties only" in capsys.readouterr().err
+
+
+def _collins_like(path, training_mode=None):
+    """Conv (k x 1 kernels, as collins_rul_cnn) -> Relu -> Dropout -> Conv over the whole map -> Flatten."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = {"w1": rng.normal(size=(3, 1, 3, 1)), "b1": rng.normal(size=3), "w2": rng.normal(size=(2, 3, 4, 5)),
+               "b2": rng.normal(size=2), "ratio": np.array(0.5)}
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()]
+    dropout_inputs = ["r", "ratio"]
+    if training_mode is not None:
+        inits.append(numpy_helper.from_array(np.array(training_mode), "mode"))
+        dropout_inputs.append("mode")
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], kernel_shape=[3, 1], pads=[0, 0, 0, 0]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Dropout", dropout_inputs, ["d"]),
+             helper.make_node("Conv", ["d", "w2", "b2"], ["y4"]),
+             helper.make_node("Flatten", ["y4"], ["y"])]
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 6, 5])
+    graph = helper.make_graph(nodes, "collins_like", [x_info],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+
+
+def test_dropout_is_the_identity_at_inference_only(tmp_path):
+    _collins_like(tmp_path / "m.onnx")
+    chain = fastpath.read_chain(tmp_path / "m.onnx")
+    x = np.random.default_rng(1).normal(size=(7, 30)).astype(np.float32)
+    expected = OnnxRuntimeModel(tmp_path / "m.onnx")(x.reshape(7, 1, 6, 5))
+    assert np.allclose(chain.forward(x)[0], expected, rtol=1e-5, atol=1e-5)
+    _collins_like(tmp_path / "f.onnx", training_mode=False)
+    assert np.allclose(fastpath.read_chain(tmp_path / "f.onnx").forward(x)[0], expected, rtol=1e-5, atol=1e-5)
+    _collins_like(tmp_path / "t.onnx", training_mode=True)
+    with pytest.raises(fastpath.NotAChain, match="training mode"):
+        fastpath.read_chain(tmp_path / "t.onnx")
