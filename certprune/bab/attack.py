@@ -9,9 +9,11 @@ the two violations), many outputs, and disjunctions (the nearest conjunction). O
 coordinates are searched (VNN-LIB boxes often fix most inputs). A round tries random points first (the
 center, box corners, faces, uniform samples, the caller's starting points and the best points of earlier
 rounds), then descends (Adam, in coordinates scaled to the box) from the most promising of them and from
-fresh random starts, all restarts in one batch. A point is returned only after the network, run in float32, meets a
-conjunction exactly on its float32 input inside the box, and the caller's ``accept`` (the replay on the
-original model) agrees; ``replay_on_onnx`` is that replay for ONNX files.
+fresh random starts, all restarts in one batch; with several conjunctions the descents aim at each in turn
+(as alpha-beta-CROWN attacks every target at once) and some at the nearest. A point is returned only after
+the network, run in float32, meets a conjunction exactly on its float32 input inside the box, and the
+caller's ``accept`` (the replay on the original model) agrees; ``replay_on_onnx`` is that replay for ONNX
+files.
 """
 from __future__ import annotations
 
@@ -170,12 +172,13 @@ class Falsifier:
         for step in range(1, steps + 1):
             u = u.detach().requires_grad_(True)
             z = self._clip(self.lo + u * width)
-            losses = self.spec.loss(self.net(self.inputs(z)))
+            each = self.spec.each(self.net(self.inputs(z)))
+            losses = each.amin(dim=1)
             self._remember(z.detach(), losses.detach())
             found = self._first_confirmed(z.detach(), losses.detach())
             if found is not None or deadline.expired():
                 return found
-            (grad,) = torch.autograd.grad(losses.sum(), u)
+            (grad,) = torch.autograd.grad(self.spec.aimed(each).sum(), u)
             first.mul_(0.9).add_(grad, alpha=0.1)
             second.mul_(0.999).addcmul_(grad, grad, value=0.001)
             rate = step_size * (0.1 ** (step / steps))
@@ -233,12 +236,33 @@ class _Spec:
         self.A64, self.b64 = self.A.double().numpy(), np.concatenate([np.ravel(v) for v in b_list]).astype(np.float64)
         self.groups = np.cumsum([0] + [len(a) for a in A])
 
-    def loss(self, y: torch.Tensor) -> torch.Tensor:
-        """(B,) min over conjunctions of the largest row violation; -inf for a conjunction with no rows."""
+    @property
+    def conjunctions(self) -> int:
+        return len(self.groups) - 1
+
+    def each(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, K) per conjunction the largest row violation; -inf for a conjunction with no rows."""
         gap = y.flatten(start_dim=1) @ self.A.T - self.b
         per = [gap[:, s:e].amax(dim=1) if e > s else torch.full((len(gap),), -math.inf)
                for s, e in zip(self.groups[:-1], self.groups[1:])]
-        return torch.stack(per, dim=1).amin(dim=1)
+        return torch.stack(per, dim=1)
+
+    def loss(self, y: torch.Tensor) -> torch.Tensor:
+        """(B,) min over conjunctions of the largest row violation."""
+        return self.each(y).amin(dim=1)
+
+    def aimed(self, each: torch.Tensor) -> torch.Tensor:
+        """(B,) the loss each descent follows: with several conjunctions, descent r aims at conjunction
+        r mod (K + 1), and at the nearest one (``loss``) when that is K. Following only the nearest one
+        leaves the others unexplored: a targeted descent found an MNIST counterexample (class 1 to 3) in two
+        steps that the nearest-conjunction loss missed for 60 s."""
+        nearest = each.amin(dim=1)
+        k = each.shape[1]
+        if k < 2:
+            return nearest
+        aim = torch.arange(len(each)) % (k + 1)
+        own = each.gather(1, aim.clamp(max=k - 1).unsqueeze(1)).squeeze(1)
+        return torch.where(aim < k, own, nearest)
 
     def holds(self, y: np.ndarray) -> bool:
         """Exact check on one output (float64 arithmetic on the float32 outputs)."""
