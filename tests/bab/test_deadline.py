@@ -153,6 +153,25 @@ def test_milp_gets_only_the_time_that_remains(monkeypatch):
     assert limits and max(limits) <= 5 and clock.now <= 5
 
 
+def test_no_milp_starts_in_less_time_than_the_last_one_took(monkeypatch):
+    """A solver that overruns its time limit (as HiGHS can, by seconds) is not started again when less time
+    remains than its last call took."""
+    clock = FakeClock()
+    calls = []
+
+    def overrunning_milp(*args, time_limit=None, **kwargs):
+        calls.append(clock.now)
+        clock.advance(2)  # whatever its limit
+        return MilpResult(MilpStatus.TIMEOUT, reason="solver time limit")
+
+    monkeypatch.setattr(search_module, "solve_milp", overrunning_milp)
+    network, lower, upper, constraints = _hard_box()
+    settings = SearchSettings(timeout=5, input_split_dims=0, milp_max_unstable=1000, milp_time_limit=20)
+    result = verify_box(network, lower, upper, constraints, settings, deadline=Deadline(5, clock))
+    assert result.verdict in (Verdict.TIMEOUT, Verdict.VERIFIED)  # the search goes on by splitting
+    assert len(calls) >= 2 and clock.now <= 5
+
+
 def test_boxes_share_one_deadline(tmp_path, monkeypatch):
     clock = FakeClock()
     network, lower, upper, constraints = _hard_box()
