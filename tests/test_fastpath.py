@@ -287,3 +287,21 @@ def test_dropout_is_the_identity_at_inference_only(tmp_path):
     _collins_like(tmp_path / "t.onnx", training_mode=True)
     with pytest.raises(fastpath.NotAChain, match="training mode"):
         fastpath.read_chain(tmp_path / "t.onnx")
+
+
+def test_convolution_with_dilation_strides_and_uneven_padding():
+    """``fastconv`` against torch's convolution (padding applied first, as ONNX pads top, left, bottom, right)."""
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(4)
+    weight = rng.normal(size=(3, 2, 3, 2)).astype(np.float32)
+    conv = fastconv.Conv(weight, (2, 1), (1, 0, 2, 1), (2, 1), (2, 9, 7))
+    x = rng.normal(size=(4, 2 * 9 * 7)).astype(np.float32)
+    padded = F.pad(torch.tensor(x).reshape(4, 2, 9, 7), (0, 1, 1, 2))  # (left, right, top, bottom)
+    expected = F.conv2d(padded, torch.tensor(weight), stride=(2, 1), dilation=(2, 1)).reshape(4, -1).numpy()
+    assert conv.out_shape == tuple(F.conv2d(padded, torch.tensor(weight), stride=(2, 1), dilation=(2, 1)).shape[1:])
+    assert np.allclose(conv.apply(x), expected, atol=1e-5)
+    matrix = fastconv.linear_map(conv)
+    assert isinstance(matrix, np.ndarray) and np.allclose(x @ matrix.T, expected, atol=1e-5)
+    A = rng.normal(size=(5, matrix.shape[0]))
+    assert np.allclose(conv.back(A), A @ matrix.astype(np.float64))
