@@ -10,7 +10,7 @@ from certprune.cli.cluster_option import cluster_option
 from certprune.bab.certify import samples_from_data, samples_sha256
 from certprune.bab.search import SearchSettings
 from certprune.cli.robustness_run import run_samples
-from certprune.cli.verify_cmd import write_json
+from certprune.cli.results import write_json
 from certprune.errors import CertpruneError
 from certprune.journal import file_sha256, journal_header
 from certprune.onnx_io import load_onnx

@@ -6,7 +6,7 @@ from dataclasses import asdict
 import click
 import numpy as np
 
-from certprune.cli.verify_cmd import exit_code, write_json
+from certprune.cli.results import exit_code, write_json
 from certprune.deadline import Deadline, DeadlineExpired
 from certprune.fastpath import try_vnnlib
 from certprune.runtime import OnnxRuntimeModel

@@ -1,18 +1,11 @@
 """`certprune verify MODEL --property P`: VNN-LIB, robustness YAML or fairness YAML properties."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import click
 
-import numpy as np
-
 from certprune.cli.cluster_option import cluster_option
-
 from certprune.errors import PropertyError
 from certprune.spec.text import read_text
-from certprune.types import EXIT_CODES, Verdict
 
 
 @click.command("verify")
@@ -85,23 +78,4 @@ def property_kind(path: str) -> str:
         raise PropertyError(f"{path}: key 'kind' must be 'fairness' or 'robustness' (got {kind!r}); "
                             "VNN-LIB files must end in .vnnlib")
     return kind
-
-
-def exit_code(verdict: Verdict) -> int:
-    return EXIT_CODES[verdict]
-
-
-def write_json(path: str | None, payload: dict) -> None:
-    if path:
-        Path(path).write_text(json.dumps(payload, indent=2, default=_plain) + "\n")
-
-
-def _plain(value):
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, Verdict):
-        return value.value
-    raise TypeError(type(value).__name__)
 
