@@ -471,20 +471,24 @@ class Spec:
                 need[g] = True
         return need if need.any() else np.ones_like(need)
 
-    def violation(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def violation(self, y: np.ndarray, aim: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(P,) how far each output is from meeting some conjunction (<= 0: it meets one), and the row to
-        push down: the worst row of the closest conjunction (original rows only, not the sums)."""
+        push down: the worst row (original rows only, not the sums) of the closest conjunction, or of
+        conjunction ``aim[p]`` where that is >= 0 (as ``bab.attack``'s descents aim at each in turn)."""
         gap = y.astype(np.float64) @ self.C.T - self.rhs
-        best, row = np.full(len(y), np.inf), np.zeros(len(y), dtype=int)
+        worst, rows = [], []
         for g in self.groups:
             width = g.stop - g.start - (1 if g.stop - g.start > 1 else 0)
-            if width == 0:
-                return np.full(len(y), -np.inf), row  # an empty conjunction: every output meets it
+            if width == 0:  # an empty conjunction: every output meets it
+                return np.full(len(y), -np.inf), np.zeros(len(y), dtype=int)
             part = gap[:, g.start:g.start + width]
-            worst = part.max(axis=1)
-            better = worst < best
-            best, row = np.where(better, worst, best), np.where(better, g.start + part.argmax(axis=1), row)
-        return best, row
+            worst.append(part.max(axis=1))
+            rows.append(g.start + part.argmax(axis=1))
+        worst, rows = np.stack(worst, axis=1), np.stack(rows, axis=1)
+        pick = worst.argmin(axis=1)
+        if aim is not None:
+            pick = np.where(aim >= 0, aim, pick)
+        return worst.min(axis=1), rows[np.arange(len(y)), pick]
 
 
 @dataclass
@@ -583,19 +587,25 @@ def _check_points(chain: Chain, spec: Spec, points: np.ndarray, inner, replay) -
 
 
 def _attack(chain: Chain, spec: Spec, inner, replay, rng, deadline: Deadline, steps: int = 80, work: float = 8e8):
-    """Projected signed-gradient descent on the violation of the closest conjunction, from the centre and
-    random points (as many as ``work`` multiply-adds allow, 4 to 512); every point it passes is checked,
-    the first that replays is returned."""
+    """Projected signed-gradient descent on the violation of the closest conjunction (with K > 1 of them,
+    restart r aims at conjunction r mod (K + 1) instead, unless that is K), from the centre and random points
+    (as many as ``work`` multiply-adds allow, 4 to 512); every point it passes is checked, the first that
+    replays is returned."""
     lo, hi = inner
     restarts = int(np.clip(work / (steps * chain.macs), 4, 512))
     width = (hi - lo).astype(np.float32)
     x = (lo + rng.random((restarts, lo.size), dtype=np.float32) * width).astype(np.float32)
     x[0] = np.clip((lo.astype(np.float64) + hi) / 2, lo, hi)
+    conjunctions = len(spec.groups)
+    aim = None  # with several conjunctions, restart r aims at conjunction r mod (K + 1), the nearest when K
+    if conjunctions > 1:
+        aim = np.arange(restarts) % (conjunctions + 1)
+        aim[aim == conjunctions] = -1
     for step in range(steps):
         if deadline.expired():
             return None
         y, masks = chain.forward(x)
-        gap, row = spec.violation(y)
+        gap, row = spec.violation(y, aim)
         for i in np.flatnonzero(gap <= 0):
             if replay(x[i]):
                 return x[i]
