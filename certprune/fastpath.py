@@ -519,47 +519,61 @@ def decide(chain: Chain, disjunct: Disjunct, replay, deadline: Deadline, max_dom
 
 def _split_search(chain, spec, inner, outer, replay, deadline, max_domains, bounder) -> Outcome:
     """Input splitting with ``bounder``'s CROWN bounds until every box is proven, a box centre replays, or the
-    deadline or ``max_domains`` bounded boxes end it."""
-    lo, hi = outer[0][None], outer[1][None]
+    deadline or ``max_domains`` bounded boxes end it. A box is bounded once: the look-ahead that chooses how
+    to halve its parent bounds it, and only boxes those bounds leave open are queued, with them."""
+    queue = [outer[0][None], outer[1][None], *bounder.lower_linear(outer[0][None], outer[1][None])]
     splits = int((outer[1] > outer[0]).sum()) <= INPUT_SPLIT_DIMS
-    while len(lo):
-        if deadline.expired() or bounder.boxes >= max_domains or (bounder.boxes and not splits):
+    while len(queue[0]):
+        if deadline.expired() or bounder.boxes >= max_domains:
             return Outcome(None, domains=bounder.boxes)
-        batch_lo, batch_hi, lo, hi = lo[-BATCH:], hi[-BATCH:], lo[:-BATCH], hi[:-BATCH]
-        lower, coefficients = bounder.lower_linear(batch_lo, batch_hi)
+        lo, hi, lower, coefficients = (a[-BATCH:] for a in queue)
+        queue = [a[:-BATCH] for a in queue]
         open_ = spec.margin(lower) <= 0
         if not open_.any():
             continue
-        batch_lo, batch_hi = batch_lo[open_], batch_hi[open_]
-        x = _check_points(chain, spec, (batch_lo + batch_hi) / 2, inner, replay)
+        lo, hi, lower, coefficients = lo[open_], hi[open_], lower[open_], coefficients[open_]
+        x = _check_points(chain, spec, (lo + hi) / 2, inner, replay)
         if x is not None:
             return Outcome(Verdict.FALSIFIED, x, bounder.boxes, "fast-path split")
-        if deadline.expired():  # the look-ahead below bounds six times as many boxes
+        if deadline.expired() or not splits:  # the look-ahead below bounds six times as many boxes
             return Outcome(None, domains=bounder.boxes)
-        parents = lower[open_]  # hold on the halves too, and CROWN on a half can be looser
-        children = _split(batch_lo, batch_hi, coefficients[open_], spec.open_rows(parents),
-                          lambda a, b: spec.shortfall(np.maximum(bounder.lower(a, b), np.tile(parents, (2, 1)))))
+        parents = np.tile(lower, (2, 1))  # hold on the halves too, and CROWN on a half can be looser
+
+        def bound(a, b):
+            half_lower, half_coefficients = bounder.lower_linear(a, b)
+            return np.maximum(half_lower, parents), half_coefficients
+
+        children = _split(lo, hi, coefficients, spec.open_rows(lower), bound, spec.shortfall)
         if children is None:
             return Outcome(None, domains=bounder.boxes)
-        lo, hi = np.concatenate([lo, children[0]]), np.concatenate([hi, children[1]])
+        keep = spec.margin(children[2]) <= 0
+        queue = [np.concatenate([a, c[keep]]) for a, c in zip(queue, children)]
     return Outcome(Verdict.VERIFIED, None, bounder.boxes, "fast-path CROWN input split")
 
 
-def _split(lo: np.ndarray, hi: np.ndarray, coefficients: np.ndarray, rows: np.ndarray, shortfall):
-    """Each box halved as ``bab.branching.choose_input_dims_sb`` chooses with its look-ahead (``shortfall(lo,
-    hi)`` as ``bab.branching.shortfall_of``); None when a box cannot be halved (its chosen coordinate is a single
-    float)."""
+def _split(lo: np.ndarray, hi: np.ndarray, coefficients: np.ndarray, rows: np.ndarray, bound, shortfall):
+    """Each box halved as ``bab.branching.choose_input_dims_sb`` chooses with its look-ahead: ``bound(lo, hi)``
+    gives the lower bounds (2B, R) and input coefficients of the halves along one candidate dimension per box,
+    ``shortfall(lower)`` their ``bab.branching.shortfall_of``. Returns both halves of every box (first halves,
+    then second halves) with their bounds and coefficients, or None when a box cannot be halved (its chosen
+    coordinate is a single float)."""
     width = hi - lo
     score = (np.maximum(np.abs(coefficients[:, rows]), COEFFICIENT_FLOOR) * width[:, None, :]).sum(axis=1)
     score = np.where(width > 0, score, -1.0)
     count = max(1, min(LOOKAHEAD_DIMS, int((width > 0).sum(axis=1).min())))
     candidates = np.argsort(-score, axis=1, kind="stable")[:, :count]
-    gains = []
+    gains, tried = [], []
     for column in candidates.T:
-        halves = shortfall(*_halves(lo, hi, column))
+        tried.append(bound(*_halves(lo, hi, column)))
+        halves = shortfall(tried[-1][0])
         gains.append(halves[: len(lo)] + halves[len(lo):])
-    dim = candidates[np.arange(len(lo)), np.argmax(np.stack(gains, axis=1), axis=1)]
-    return _halves(lo, hi, dim, exact=True)
+    best = np.argmax(np.stack(gains, axis=1), axis=1)
+    halves = _halves(lo, hi, candidates[np.arange(len(lo)), best], exact=True)
+    if halves is None:
+        return None
+    which, boxes = np.concatenate([best, best]), np.arange(2 * len(lo))
+    return (*halves, np.stack([t[0] for t in tried])[which, boxes],
+            np.stack([np.broadcast_to(t[1], (2 * len(lo), *t[1].shape[-2:])) for t in tried])[which, boxes])
 
 
 def _halves(lo: np.ndarray, hi: np.ndarray, dim: np.ndarray, exact: bool = False):

@@ -142,6 +142,10 @@ def test_fast_path_splits_as_the_engine_chooses():
     ours = choose_input_dims_sb(torch.from_numpy(lo), torch.from_numpy(hi), torch.from_numpy(coefficients),
                                 torch.from_numpy(rows), shortfall=lambda a, b: torch.from_numpy(shortfall(a.numpy(),
                                                                                                            b.numpy())))
-    left, right = fastpath._split(lo, hi, coefficients, rows, shortfall)
+    def bound(a, b):  # the shortfall as the "bound", so that the numpy side sees the same numbers
+        return shortfall(a, b)[:, None], np.zeros((len(a), 1, 5))
+
+    left, right, lower, _ = fastpath._split(lo, hi, coefficients, rows, bound, lambda lower: lower[:, 0])
     halved = np.argmax(np.abs((right - left)[:20] - (hi - lo)), axis=1)
     assert halved.tolist() == ours.tolist()
+    assert np.array_equal(lower[:, 0], shortfall(left, right))  # each half keeps the bounds it was tried with
