@@ -28,12 +28,20 @@ def choose_input_dims_sb(lower: torch.Tensor, upper: torch.Tensor, coefficients:
     (``choose_input_dims``) left 3_3 and 2_2 undecided after 400,000; prop_3 on 1_1 7,344 (the gradient:
     2,927; the score alone, or a look-ahead on the proof margin instead of the shortfall: over 200,000).
     """
+    return lookahead_choice(lower, upper, coefficients, rows, shortfall)[0]
+
+
+def lookahead_choice(lower: torch.Tensor, upper: torch.Tensor, coefficients: torch.Tensor, rows: torch.Tensor,
+                     shortfall: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
+    """``choose_input_dims_sb``'s dimensions (B,), and per box which of the ``shortfall`` calls (in call
+    order: one per candidate rank) tried them, so that the caller can keep the bounds it computed there
+    (None without ``shortfall``)."""
     width = (upper - lower).flatten(1)
     per_row = coefficients[:, rows].abs().clamp_min(COEFFICIENT_FLOOR)
     score = (per_row * width.unsqueeze(1)).sum(dim=1)
     score = torch.where(width > 0, score, -1.0)  # a fixed coordinate cannot be halved
     if shortfall is None:
-        return score.argmax(dim=1)
+        return score.argmax(dim=1), None
     count = min(LOOKAHEAD_DIMS, int((width > 0).sum(dim=1).min()))
     candidates = score.topk(max(count, 1), dim=1).indices  # (B, k)
     gains = []
@@ -41,7 +49,7 @@ def choose_input_dims_sb(lower: torch.Tensor, upper: torch.Tensor, coefficients:
         halves = shortfall(*bisect(lower, upper, column))  # first halves, then second halves
         gains.append(halves[: len(lower)] + halves[len(lower):])
     best = torch.stack(gains, dim=1).argmax(dim=1)
-    return candidates.gather(1, best.unsqueeze(1)).squeeze(1)
+    return candidates.gather(1, best.unsqueeze(1)).squeeze(1), best
 
 
 def shortfall_of(output_lower: torch.Tensor, rhs: torch.Tensor, refuted: torch.Tensor) -> torch.Tensor:

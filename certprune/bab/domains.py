@@ -4,7 +4,7 @@ memory stays small."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 
@@ -106,42 +106,57 @@ class DomainStack:
         return ReluDomains.cat(parts)
 
 
+class Known(NamedTuple):
+    """Bounds of queued boxes: lower bounds (B, K) of the specification rows and CROWN's input coefficients
+    (B, K, n) (``Bounds.output_lower`` and ``Bounds.input_coefficients``)."""
+
+    output_lower: torch.Tensor
+    input_coefficients: torch.Tensor
+
+
 class BoxQueue:
-    """Input boxes waiting to be bounded, in batches; a batch may carry split patterns (B, N_i) per layer."""
+    """Input boxes waiting to be bounded, in batches; a batch may carry split patterns (B, N_i) per layer, or
+    the bounds the look-ahead that made it already computed (``Known``): such boxes are not bounded again."""
 
     def __init__(self, relu_sizes: Sequence[int]) -> None:
         self.relu_sizes = tuple(relu_sizes)
-        self.batches: list[tuple[torch.Tensor, torch.Tensor, Pattern | None]] = []
+        self.batches: list[tuple[torch.Tensor, torch.Tensor, Pattern | None, Known | None]] = []
         self.count = 0
 
     def __len__(self) -> int:
         return self.count
 
-    def push(self, lower: torch.Tensor, upper: torch.Tensor, patterns: Pattern | None = None) -> None:
+    def push(self, lower: torch.Tensor, upper: torch.Tensor, patterns: Pattern | None = None,
+             known: "Known | None" = None) -> None:
         if len(lower):
-            self.batches.append((lower, upper, patterns))
+            self.batches.append((lower, upper, patterns, known))
             self.count += len(lower)
 
-    def take(self, size: int) -> tuple[torch.Tensor, torch.Tensor, Pattern | None]:
-        """Up to ``size`` boxes from the newest batches; patterns are None when none of them has any."""
-        lowers, uppers, patterns, count = [], [], [], 0
-        while self.batches and count < size:
-            lower, upper, pattern = self.batches.pop()
+    def take(self, size: int) -> tuple[torch.Tensor, torch.Tensor, Pattern | None, "Known | None"]:
+        """Up to ``size`` boxes from the newest batches, all with known bounds or all without; patterns are
+        None when none of them has any."""
+        lowers, uppers, patterns, knowns, count = [], [], [], [], 0
+        while self.batches and count < size and (not knowns or (self.batches[-1][3] is None) == (knowns[0] is None)):
+            lower, upper, pattern, known = self.batches.pop()
             room = size - count
             if len(lower) > room:
                 rest = None if pattern is None else tuple(p[room:] for p in pattern)
-                self.batches.append((lower[room:], upper[room:], rest))
+                later = None if known is None else Known(*(k[room:] for k in known))
+                self.batches.append((lower[room:], upper[room:], rest, later))
                 lower, upper = lower[:room], upper[:room]
                 pattern = None if pattern is None else tuple(p[:room] for p in pattern)
+                known = None if known is None else Known(*(k[:room] for k in known))
             lowers.append(lower)
             uppers.append(upper)
             patterns.append(pattern)
+            knowns.append(known)
             count += len(lower)
         self.count -= count
+        known = None if knowns[0] is None else Known(*(torch.cat(parts) for parts in zip(*knowns)))
         if all(p is None for p in patterns):
-            return torch.cat(lowers), torch.cat(uppers), None
+            return torch.cat(lowers), torch.cat(uppers), None, known
         filled = [p if p is not None else self._free(len(l)) for p, l in zip(patterns, lowers)]
-        return torch.cat(lowers), torch.cat(uppers), tuple(torch.cat(layer) for layer in zip(*filled))
+        return torch.cat(lowers), torch.cat(uppers), tuple(torch.cat(layer) for layer in zip(*filled)), known
 
     def _free(self, count: int) -> Pattern:
         return tuple(torch.zeros(count, n, dtype=torch.int8) for n in self.relu_sizes)

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from certprune.bab.attack import Falsifier
-from certprune.bab.branching import choose_input_dims, choose_input_dims_sb, choose_relus, shortfall_of
-from certprune.bab.domains import BoxQueue, DomainStack, Pattern, ReluDomains, bisect, select_bounds
+from certprune.bab.branching import choose_input_dims, choose_relus, lookahead_choice, shortfall_of
+from certprune.bab.domains import BoxQueue, DomainStack, Known, Pattern, ReluDomains, bisect, select_bounds
 from certprune.bounds import CROWN, IBP, AlphaCROWN, Bounds
 from certprune.bounds.floaterror import Rounding, float32_error
 from certprune.bounds.rounding import forward_error
@@ -388,45 +388,67 @@ def _timed(search: _Search, kind: str, count: int, started: float) -> None:
 
 def _box_batch(search: _Search, boxes: BoxQueue, shapes) -> None:
     """Bound a batch of boxes: closed by the bounds, decided by the model (single inputs), or bisected along
-    the dimension whose width most moves the bound."""
+    the dimension whose width most moves the bound. Halves chosen by the look-ahead keep the bounds it
+    computed for them (they are not bounded again), and only those left open are queued."""
     started = search.deadline.clock()
-    lower, upper, patterns = boxes.take(search.batch_size("box"))
-    search.domains += len(lower)
+    lower, upper, patterns, known = boxes.take(search.batch_size("box"))
     found = search.confirm((lower + upper) / 2)
     if found is not None:
         raise _Found(found, "input-split")
-    if patterns is None:
-        bounds = CROWN(deadline=search.deadline).compute(search.network, lower, upper, C=search.C)
+    if known is not None:
+        output_lower, coefficients, infeasible = known.output_lower, known.input_coefficients, None
     else:
-        splits = [p.reshape(len(lower), *s) for p, s in zip(patterns, shapes)]
-        bounds = _beta(search, fixed=False).compute(search.network, lower, upper, C=search.C, splits=splits,
-                                                    prior=_expand(search.root, len(lower)))
+        search.domains += len(lower)
+        if patterns is None:
+            bounds = CROWN(deadline=search.deadline).compute(search.network, lower, upper, C=search.C)
+        else:
+            splits = [p.reshape(len(lower), *s) for p, s in zip(patterns, shapes)]
+            bounds = _beta(search, fixed=False).compute(search.network, lower, upper, C=search.C, splits=splits,
+                                                        prior=_expand(search.root, len(lower)))
+        output_lower, coefficients, infeasible = bounds.output_lower, bounds.input_coefficients, bounds.infeasible
     points = (lower == upper).flatten(1).all(dim=1)
     for index in torch.nonzero(points).flatten().tolist():
         if search.counterexample_at(lower[index]):
             raise _Found(lower[index].numpy(), "input-split")
-    open_ = ~search.refuted(bounds) & ~points  # a point box is its one float32 input, checked just now
+    closed = refuted(output_lower, search.rhs, search.groups)
+    if infeasible is not None:
+        closed |= infeasible
+    open_ = ~closed & ~points  # a point box is its one float32 input, checked just now
     if open_.any():
         lower, upper = lower[open_], upper[open_]
-        if bounds.input_coefficients is not None:
-            parents = bounds.output_lower[open_]
-            dims = choose_input_dims_sb(lower, upper, bounds.input_coefficients[open_], _needed_rows(search, parents),
-                                        shortfall=lambda lo, hi: _box_shortfall(search, lo, hi, parents.repeat(2, 1)))
+        if coefficients is not None:
+            _split_by_lookahead(search, boxes, lower, upper, output_lower[open_], coefficients[open_])
         else:
             dims = choose_input_dims(search.network, lower, upper, search.C, search.rhs, search.groups)
-        halves = None if patterns is None else tuple(torch.cat([p[open_]] * 2) for p in patterns)
-        boxes.push(*bisect(lower, upper, dims), halves)
+            boxes.push(*bisect(lower, upper, dims), None if patterns is None else tuple(torch.cat([p[open_]] * 2)
+                                                                                       for p in patterns))
     _timed(search, "box", len(open_), started)
 
 
-def _box_shortfall(search: _Search, lower: torch.Tensor, upper: torch.Tensor, inherited: torch.Tensor) -> torch.Tensor:
-    """(B,) how far CROWN's bounds of boxes, or the ``inherited`` (B, K) lower bounds of the boxes they lie in
-    where better (CROWN on a part can be looser than on the whole), are from a proof: the branching
-    heuristic's look-ahead."""
+def _split_by_lookahead(search: _Search, boxes: BoxQueue, lower, upper, parents, coefficients) -> None:
+    """Halve open boxes as ``choose_input_dims_sb`` chooses, queueing the halves its look-ahead leaves open
+    with the bounds it computed for them."""
+    tried = []
+
+    def shortfall(lo, hi):
+        tried.append(_box_bounds(search, lo, hi, parents.repeat(2, 1)))
+        return shortfall_of(tried[-1].output_lower, search.rhs,
+                            refuted(tried[-1].output_lower, search.rhs, search.groups))
+
+    dims, column = lookahead_choice(lower, upper, coefficients, _needed_rows(search, parents), shortfall)
+    which, rows = torch.cat([column, column]), torch.arange(2 * len(lower))
+    known = Known(*(torch.stack(parts)[which, rows] for parts in zip(*tried)))
+    keep = ~refuted(known.output_lower, search.rhs, search.groups)
+    halves = bisect(lower, upper, dims)
+    boxes.push(halves[0][keep], halves[1][keep], None, Known(*(k[keep] for k in known)))
+
+
+def _box_bounds(search: _Search, lower: torch.Tensor, upper: torch.Tensor, inherited: torch.Tensor) -> Known:
+    """CROWN's bounds of boxes, or the ``inherited`` (B, K) lower bounds of the boxes they lie in where better
+    (CROWN on a part can be looser than on the whole), with CROWN's input coefficients: the look-ahead."""
     search.domains += len(lower)
     bounds = CROWN(deadline=search.deadline).compute(search.network, lower, upper, C=search.C)
-    output_lower = torch.maximum(bounds.output_lower, inherited)
-    return shortfall_of(output_lower, search.rhs, refuted(output_lower, search.rhs, search.groups))
+    return Known(torch.maximum(bounds.output_lower, inherited), bounds.input_coefficients)
 
 
 def _beta(search: _Search, fixed: bool) -> AlphaCROWN:

@@ -149,3 +149,21 @@ def test_fast_path_splits_as_the_engine_chooses():
     halved = np.argmax(np.abs((right - left)[:20] - (hi - lo)), axis=1)
     assert halved.tolist() == ours.tolist()
     assert np.array_equal(lower[:, 0], shortfall(left, right))  # each half keeps the bounds it was tried with
+
+
+def test_queued_boxes_keep_their_bounds_and_are_taken_apart_from_others():
+    """Boxes queued with the look-ahead's bounds come back with them; a batch never mixes them with boxes
+    that still need bounding (whose bounds the engine computes), and a batch cut in two keeps each part's."""
+    from certprune.bab.domains import BoxQueue, Known
+
+    queue = BoxQueue([3])
+    queue.push(torch.zeros(2, 4), torch.ones(2, 4))  # to be bounded
+    known = Known(torch.tensor([[1.0], [2.0], [3.0]]), torch.arange(12.0).reshape(3, 1, 4))
+    queue.push(torch.zeros(3, 4), torch.ones(3, 4), None, known)
+    lower, upper, patterns, got = queue.take(2)
+    assert len(lower) == 2 and patterns is None and got.output_lower.flatten().tolist() == [1.0, 2.0]
+    assert got.input_coefficients.shape == (2, 1, 4)
+    lower, _, _, got = queue.take(10)  # the one known box left, not the unknown batch behind it
+    assert len(lower) == 1 and got.output_lower.flatten().tolist() == [3.0]
+    lower, _, _, got = queue.take(10)
+    assert len(lower) == 2 and got is None and len(queue) == 0
