@@ -297,7 +297,7 @@ def _conv(attributes: dict, others: list, image: tuple) -> Conv:
         raise NotAChain("Conv node of another kind (groups, padding rule or shape)")
     pads = tuple(attributes.get("pads", [0, 0, 0, 0]))
     strides, dilations = tuple(attributes.get("strides", [1, 1])), tuple(attributes.get("dilations", [1, 1]))
-    if len(pads) != 4 or len(strides) != 2 or len(dilations) != 2 or min(pads) < 0:
+    if len(pads) != 4 or len(strides) != 2 or len(dilations) != 2 or min(pads) < 0 or min(strides + dilations) < 1:
         raise NotAChain("Conv node of another kind (groups, padding rule or shape)")
     conv = Conv(weight.astype(np.float32), strides, (pads[0], pads[1], pads[2], pads[3]), dilations, tuple(image))
     if min(conv.out_shape) < 1:
