@@ -657,7 +657,8 @@ def try_vnnlib(model: str | Path, prop: VnnlibProperty, deadline: Deadline, budg
         outcome = decide(chain, disjunct, replay, within, max_domains, rel=ARITHMETIC[arithmetic])
         boxes.append({"box": f"box{index}", "verdict": outcome.verdict.value if outcome.verdict else "open",
                       "decided_by": outcome.decided_by, "domains": outcome.domains})
-        details = {"boxes": boxes, "fast_path": f"{time.perf_counter() - started:.3f} s", "arithmetic": arithmetic}
+        seconds = time.perf_counter() - started
+        details = {"boxes": boxes, "fast_path": f"{seconds:.3f} s", "arithmetic": arithmetic}
         if outcome.verdict is Verdict.FALSIFIED:
             y = runtime[0].run_flat(outcome.x)
             example = Counterexample(outcome.x.ravel(), y, replayed=True)
