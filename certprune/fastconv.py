@@ -58,37 +58,48 @@ class Conv:
                 yield a, b, (rows, slice(b * dw, b * dw + sw * (wo - 1) + 1, sw))
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        """``x @ W.T`` for flat inputs x (B, in)."""
-        return self._sweep(x.reshape(len(x), *self.in_shape), self.weight.transpose(2, 3, 1, 0), self.in_shape[1:],
-                           forward=True)
+        """``x @ W.T`` for flat inputs x (B, in): each output position gathers a window of the padded input,
+        one matrix product per kernel offset, channels last (contiguous for BLAS)."""
+        kernel = self.weight.transpose(2, 3, 1, 0)  # (kh, kw, C_in, C_out)
+        padded = self._padded(len(x), self.in_shape[0], np.result_type(x, kernel))
+        rows, cols = self._inside()
+        padded[:, rows, cols] = _channels_last(x.reshape(len(x), *self.in_shape))
+        out = 0
+        for a, b, window in self._windows():
+            out = out + padded[:, window[0], window[1]] @ kernel[a, b]
+        return _channels_first(out)
 
     def back(self, A: np.ndarray) -> np.ndarray:
-        """``A @ W`` for rows A (M, out)."""
-        return self._sweep(A.reshape(len(A), *self.out_shape), self.weight.transpose(2, 3, 0, 1), self.in_shape[1:],
-                           forward=False)
+        """``A @ W`` for rows A (M, out): each output position scatters into a window of the padded input, with
+        one matrix product for every kernel offset at once, (positions, C_out) @ (C_out, offsets * C_in)."""
+        c_in = self.in_shape[0]
+        grid = _channels_last(A.reshape(len(A), *self.out_shape))
+        kernel = self.weight.transpose(0, 2, 3, 1).reshape(self.weight.shape[0], -1)  # (C_out, kh * kw * C_in)
+        every = (grid.reshape(-1, grid.shape[-1]) @ kernel).reshape(*grid.shape[:-1], -1)
+        padded = self._padded(len(A), c_in, np.result_type(A, kernel))
+        for index, (_, _, window) in enumerate(self._windows()):
+            padded[:, window[0], window[1]] += every[..., index * c_in:(index + 1) * c_in]
+        rows, cols = self._inside()
+        return _channels_first(padded[:, rows, cols])
 
-    def _sweep(self, grid: np.ndarray, kernel: np.ndarray, size, forward: bool) -> np.ndarray:
-        """One matrix product per kernel offset, channels last (contiguous for BLAS): forward, each output
-        position gathers a window of the padded input; back, each scatters into it."""
-        (h, w), (t, left, b, r) = size, self.pads
-        last = np.ascontiguousarray(grid.transpose(0, 2, 3, 1))
-        dtype = np.result_type(grid, kernel)
-        if forward:
-            padded = np.zeros((len(grid), h + t + b, w + left + r, last.shape[-1]), dtype=dtype)
-            padded[:, t:t + h, left:left + w] = last
-            out = 0
-            for a, b_, (rows, cols) in self._windows():
-                out = out + padded[:, rows, cols] @ kernel[a, b_]
-            return np.ascontiguousarray(out.transpose(0, 3, 1, 2)).reshape(len(grid), -1)
-        c_in = kernel.shape[-1]
-        padded = np.zeros((len(grid), h + t + b, w + left + r, c_in), dtype=dtype)
-        # one matrix product for every offset at once: (positions, C_out) @ (C_out, offsets * C_in)
-        every = last.reshape(-1, last.shape[-1]) @ kernel.transpose(2, 0, 1, 3).reshape(kernel.shape[2], -1)
-        every = every.reshape(*last.shape[:-1], -1)
-        for index, (a, b_, (rows, cols)) in enumerate(self._windows()):
-            padded[:, rows, cols] += every[..., index * c_in:(index + 1) * c_in]
-        inner = padded[:, t:t + h, left:left + w]
-        return np.ascontiguousarray(inner.transpose(0, 3, 1, 2)).reshape(len(grid), -1)
+    def _padded(self, count: int, channels: int, dtype) -> np.ndarray:
+        """Zeros shaped like ``count`` padded inputs, channels last."""
+        (_, h, w), (t, left, b, r) = self.in_shape, self.pads
+        return np.zeros((count, h + t + b, w + left + r, channels), dtype=dtype)
+
+    def _inside(self) -> tuple[slice, slice]:
+        """The rows and columns of the padded input that are the input."""
+        (_, h, w), (t, left, _, _) = self.in_shape, self.pads
+        return slice(t, t + h), slice(left, left + w)
+
+
+def _channels_last(grid: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(grid.transpose(0, 2, 3, 1))
+
+
+def _channels_first(grid: np.ndarray) -> np.ndarray:
+    """(B, H, W, C) as flat channel-major vectors (B, C * H * W)."""
+    return np.ascontiguousarray(grid.transpose(0, 3, 1, 2)).reshape(len(grid), -1)
 
 
 def linear_map(conv: Conv):

@@ -236,10 +236,6 @@ class _Spec:
         self.A64, self.b64 = self.A.double().numpy(), np.concatenate([np.ravel(v) for v in b_list]).astype(np.float64)
         self.groups = np.cumsum([0] + [len(a) for a in A])
 
-    @property
-    def conjunctions(self) -> int:
-        return len(self.groups) - 1
-
     def each(self, y: torch.Tensor) -> torch.Tensor:
         """(B, K) per conjunction the largest row violation; -inf for a conjunction with no rows."""
         gap = y.flatten(start_dim=1) @ self.A.T - self.b
