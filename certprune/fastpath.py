@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from certprune.deadline import Deadline
+from certprune.fastalpha import optimised_lower
 from certprune.fastconv import Conv, apply, back, linear_map
 from certprune.floats import float32_box
 from certprune.runtime import OnnxRuntimeModel
@@ -42,6 +43,8 @@ BATCH = 256  # boxes bounded together (64 ran 1.3x slower per box on ACAS Xu pro
 COEFFICIENT_FLOOR, LOOKAHEAD_DIMS = 1e-3, 3  # as in bab.branching
 ATTACK_SHARE = 0.25  # of the budget at most for the attack: a large network still gets its whole-box bound
 INPUT_SPLIT_DIMS = 16  # more free inputs than this: only the whole box is bounded (as bab.search decides)
+ALPHA_DEPTH = 10  # halvings after which a box CROWN leaves open gets alpha-CROWN's slopes
+ALPHA_STEPS = 20  # of its Adam (0: never)
 
 
 class NotAChain(Exception):
@@ -339,6 +342,17 @@ class Bounder:
 
     def lower_linear(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``lower`` and the (B, R, n) input coefficients of CROWN's linear bounds (``Bounds.input_coefficients``)."""
+        return self.bound(lo, hi)[:2]
+
+    def bound(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, "Layers"]:
+        """``lower_linear`` and the ``layers`` it was computed from (alpha-CROWN starts from them)."""
+        layers = self.layers(lo, hi)
+        crown, coefficients = self.rows(layers, self.C)
+        coefficients = np.broadcast_to(coefficients, (len(lo), *coefficients.shape[-2:]))
+        return np.maximum(crown, layers.interval), coefficients, layers
+
+    def layers(self, lo: np.ndarray, hi: np.ndarray) -> "Layers":
+        """Every ReLU's bounds and relaxation over boxes (B, n), and the output's interval bound of the rows."""
         self.boxes += len(lo)
         box = (lo, hi)
         x_lo, x_hi, x_mag = lo, hi, np.zeros_like(lo)
@@ -359,9 +373,14 @@ class Bounder:
         # crown.output_bounds and ibp.spec_interval; the result is the larger of the two
         C_abs = np.abs(self.C)
         forward = (np.maximum(np.abs(z_lo), np.abs(z_hi)) + mag) @ C_abs.T
-        crown, coefficients = self._rows(k, box, relaxations, self.C, forward)
         interval = widen_lower((z_lo + z_hi) / 2 @ self.C.T - (z_hi - z_lo) / 2 @ C_abs.T, forward, self.rel)
-        return np.maximum(crown, interval), np.broadcast_to(coefficients, (len(lo), *coefficients.shape[-2:]))
+        return Layers(box, relaxations, forward, interval)
+
+    def rows(self, layers: "Layers", A: np.ndarray, lower_slopes=None, trace: list | None = None):
+        """(B, R) widened CROWN lower bounds of rows A (R, K) on the output and their input coefficients;
+        ``lower_slopes`` (per ReLU layer, (B, R, width)) replace the relaxations' lower slopes (alpha-CROWN),
+        ``trace`` collects the rows' coefficients arriving at each ReLU layer, last layer first."""
+        return self._rows(len(self.W) - 1, layers.box, layers.relaxations, A, layers.forward, lower_slopes, trace)
 
     def _tighten(self, k, box, relaxations, lo, hi, mag):
         unstable = (lo < 0) & (hi > 0)
@@ -385,7 +404,7 @@ class Bounder:
         if self.deadline is not None and self.deadline.expired():
             raise _OutOfTime()
 
-    def _rows(self, k, box, relaxations, A, forward):
+    def _rows(self, k, box, relaxations, A, forward, lower_slopes=None, trace=None):
         """crown.lower_rows_linear: rows A on the output of dense layer k carried back to the input and minimised;
         also the input coefficients."""
         bias = magnitude = 0.0
@@ -395,16 +414,44 @@ class Bounder:
             A = back(A.reshape(-1, A.shape[-1]), self.W[j]).reshape(*A.shape[:-1], -1)  # one matrix product
             if j > 0:  # crown._relu: lower line where the coefficient is positive, upper line where negative
                 lower_slope, upper_slope, upper_bias = relaxations[j - 1]
+                lower_slope = lower_slope[:, None, :] if lower_slopes is None else lower_slopes[j - 1]
+                if trace is not None:
+                    trace.append(A)
                 positive = np.maximum(A, 0)
                 with_all, with_positive = _times(A, upper_bias), _times(positive, upper_bias)
                 term = with_all - with_positive
-                A = A * upper_slope[:, None, :] + positive * (lower_slope - upper_slope)[:, None, :]
+                A = A * upper_slope[:, None, :] + positive * (lower_slope - upper_slope[:, None, :])
                 bias, magnitude = bias + term, magnitude - term + 2 * with_positive
         lo, hi = box  # linear.concretize
         A_abs = np.abs(A)
         value = _times(A, (lo + hi) / 2) - _times(A_abs, (hi - lo) / 2) + bias
         size = _times(A_abs, np.maximum(np.abs(lo), np.abs(hi))) + magnitude
         return widen_lower(value, size + forward, self.rel), A
+
+
+@dataclass(frozen=True)
+class Layers:
+    """What ``Bounder.layers`` found over a batch of boxes: the boxes, each ReLU layer's relaxation (lower
+    slope, upper slope, upper bias; (B, width) each), and the rows' forward magnitude and interval bound."""
+
+    box: tuple[np.ndarray, np.ndarray]
+    relaxations: list
+    forward: np.ndarray
+    interval: np.ndarray
+
+    def take(self, index: np.ndarray) -> "Layers":
+        """The same for the boxes ``index`` only."""
+        return Layers(tuple(v[index] for v in self.box), [tuple(v[index] for v in r) for r in self.relaxations],
+                      self.forward[index], self.interval[index])
+
+    @staticmethod
+    def pick(tried: Sequence["Layers"], which: np.ndarray) -> "Layers":
+        """Box i's layers from ``tried[which[i]]`` (each over the same number of boxes)."""
+        boxes = np.arange(len(which))
+        stack = lambda parts: np.stack(parts)[which, boxes]  # noqa: E731
+        return Layers(tuple(stack(v) for v in zip(*(t.box for t in tried))),
+                      [tuple(stack(v) for v in zip(*r)) for r in zip(*(t.relaxations for t in tried))],
+                      stack([t.forward for t in tried]), stack([t.interval for t in tried]))
 
 
 def _times(A: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -520,9 +567,12 @@ def decide(chain: Chain, disjunct: Disjunct, replay, deadline: Deadline, max_dom
 def _split_search(chain, spec, inner, outer, replay, deadline, max_domains, bounder) -> Outcome:
     """Input splitting with ``bounder``'s CROWN bounds until every box is proven, a box centre replays, or the
     deadline or ``max_domains`` bounded boxes end it. A box is bounded once: the look-ahead that chooses how
-    to halve its parent bounds it, and only boxes those bounds leave open are queued, with them."""
+    to halve its parent bounds it, and only boxes those bounds leave open are queued, with them. A half that
+    CROWN leaves open after ``ALPHA_DEPTH`` halvings gets alpha-CROWN's optimised slopes (``fastalpha``) before
+    it is queued: on small boxes the relaxation, not the box, is what keeps a near tie open."""
     queue = [outer[0][None], outer[1][None], *bounder.lower_linear(outer[0][None], outer[1][None])]
     splits = int((outer[1] > outer[0]).sum()) <= INPUT_SPLIT_DIMS
+    widths = np.where(outer[1] > outer[0], outer[1] - outer[0], 1.0)
     while len(queue[0]):
         if deadline.expired() or bounder.boxes >= max_domains:
             return Outcome(None, domains=bounder.boxes)
@@ -540,23 +590,31 @@ def _split_search(chain, spec, inner, outer, replay, deadline, max_domains, boun
         parents = np.tile(lower, (2, 1))  # hold on the halves too, and CROWN on a half can be looser
 
         def bound(a, b):
-            half_lower, half_coefficients = bounder.lower_linear(a, b)
-            return np.maximum(half_lower, parents), half_coefficients
+            half_lower, half_coefficients, layers = bounder.bound(a, b)
+            return np.maximum(half_lower, parents), half_coefficients, layers
 
         children = _split(lo, hi, coefficients, spec.open_rows(lower), bound, spec.shortfall)
         if children is None:
             return Outcome(None, domains=bounder.boxes)
+        *children, layers = children
         keep = spec.margin(children[2]) <= 0
+        halvings = np.log2(widths / np.maximum(children[1] - children[0], np.finfo(float).tiny)).sum(axis=1)
+        deep = np.flatnonzero(keep & (halvings >= ALPHA_DEPTH - 0.5))
+        if deep.size and ALPHA_STEPS:
+            # only to close boxes: queued with CROWN's bounds, the look-ahead's comparisons stay CROWN's
+            alpha = optimised_lower(bounder, layers.take(deep), ALPHA_STEPS, floor=children[2][deep],
+                                    margin=spec.margin)
+            keep[deep] = spec.margin(alpha) <= 0
         queue = [np.concatenate([a, c[keep]]) for a, c in zip(queue, children)]
     return Outcome(Verdict.VERIFIED, None, bounder.boxes, "fast-path CROWN input split")
 
 
 def _split(lo: np.ndarray, hi: np.ndarray, coefficients: np.ndarray, rows: np.ndarray, bound, shortfall):
     """Each box halved as ``bab.branching.choose_input_dims_sb`` chooses with its look-ahead: ``bound(lo, hi)``
-    gives the lower bounds (2B, R) and input coefficients of the halves along one candidate dimension per box,
-    ``shortfall(lower)`` their ``bab.branching.shortfall_of``. Returns both halves of every box (first halves,
-    then second halves) with their bounds and coefficients, or None when a box cannot be halved (its chosen
-    coordinate is a single float)."""
+    gives the lower bounds (2B, R), input coefficients and ``Layers`` of the halves along one candidate
+    dimension per box, ``shortfall(lower)`` their ``bab.branching.shortfall_of``. Returns both halves of every
+    box (first halves, then second halves) with their bounds, coefficients and layers, or None when a box
+    cannot be halved (its chosen coordinate is a single float)."""
     width = hi - lo
     score = (np.maximum(np.abs(coefficients[:, rows]), COEFFICIENT_FLOOR) * width[:, None, :]).sum(axis=1)
     score = np.where(width > 0, score, -1.0)
@@ -573,7 +631,8 @@ def _split(lo: np.ndarray, hi: np.ndarray, coefficients: np.ndarray, rows: np.nd
         return None
     which, boxes = np.concatenate([best, best]), np.arange(2 * len(lo))
     return (*halves, np.stack([t[0] for t in tried])[which, boxes],
-            np.stack([np.broadcast_to(t[1], (2 * len(lo), *t[1].shape[-2:])) for t in tried])[which, boxes])
+            np.stack([np.broadcast_to(t[1], (2 * len(lo), *t[1].shape[-2:])) for t in tried])[which, boxes],
+            Layers.pick([t[2] for t in tried], which))
 
 
 def _halves(lo: np.ndarray, hi: np.ndarray, dim: np.ndarray, exact: bool = False):
