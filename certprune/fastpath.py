@@ -335,6 +335,7 @@ class Bounder:
         self.W_abs = [w.abs() if isinstance(w, Conv) else np.abs(w) for w in self.W]
         self.b_abs = [np.abs(b) for b in self.b]
         self.C = np.asarray(C, dtype=np.float64)
+        self.relu_widths = [w.shape[0] for w in self.W[:-1]]  # (out, in) matrices and Conv alike
 
     def lower(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """(B, R) widened lower bounds of the rows of C over boxes (B, n)."""
@@ -344,19 +345,25 @@ class Bounder:
         """``lower`` and the (B, R, n) input coefficients of CROWN's linear bounds (``Bounds.input_coefficients``)."""
         return self.bound(lo, hi)[:2]
 
-    def bound(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, "Layers"]:
-        """``lower_linear`` and the ``layers`` it was computed from (alpha-CROWN starts from them)."""
-        layers = self.layers(lo, hi)
+    def bound(self, lo: np.ndarray, hi: np.ndarray, prior: np.ndarray | None = None):
+        """``lower_linear`` and the ``Layers`` it was computed from (alpha-CROWN starts from them)."""
+        layers = self.layers(lo, hi, prior)
         crown, coefficients = self.rows(layers, self.C)
         coefficients = np.broadcast_to(coefficients, (len(lo), *coefficients.shape[-2:]))
         return np.maximum(crown, layers.interval), coefficients, layers
 
-    def layers(self, lo: np.ndarray, hi: np.ndarray) -> "Layers":
-        """Every ReLU's bounds and relaxation over boxes (B, n), and the output's interval bound of the rows."""
+    def layers(self, lo: np.ndarray, hi: np.ndarray, prior: np.ndarray | None = None) -> "Layers":
+        """Every ReLU's bounds and relaxation over boxes (B, n), and the output's interval bound of the rows.
+
+        ``prior`` (B, 2 * ReLUs; ``Layers.flat``): bounds of every ReLU's input that hold on boxes containing
+        these, e.g. the boxes they were split from. They are intersected with the intervals, so a neuron they
+        show stable is not back-substituted again (on ACAS Xu most of those the intervals leave unstable)."""
         self.boxes += len(lo)
+        if prior is not None:
+            prior = np.split(prior, np.cumsum([w for w in self.relu_widths for _ in (0, 1)])[:-1], axis=1)
         box = (lo, hi)
         x_lo, x_hi, x_mag = lo, hi, np.zeros_like(lo)
-        relaxations = []
+        relaxations, pre = [], []
         for k in range(len(self.W)):
             self._check_time()
             # interval step (ibp._dense): centre +- radius, widened by the sum of |terms| of the forward pass
@@ -366,15 +373,18 @@ class Bounder:
             z_lo, z_hi = widen_lower(centre - radius, mag, self.rel), widen_upper(centre + radius, mag, self.rel)
             if k == len(self.W) - 1:
                 break
+            if prior is not None:
+                z_lo, z_hi = np.maximum(z_lo, prior[2 * k]), np.minimum(z_hi, prior[2 * k + 1])
             if k > 0:  # crown._tighten: back-substitute the neurons the intervals leave unstable
                 z_lo, z_hi = self._tighten(k, box, relaxations, z_lo, z_hi, mag)
             relaxations.append(_relax(z_lo, z_hi))
+            pre.append((z_lo, z_hi))
             x_lo, x_hi, x_mag = np.maximum(z_lo, 0), np.maximum(z_hi, 0), np.zeros_like(z_lo)
         # crown.output_bounds and ibp.spec_interval; the result is the larger of the two
         C_abs = np.abs(self.C)
         forward = (np.maximum(np.abs(z_lo), np.abs(z_hi)) + mag) @ C_abs.T
         interval = widen_lower((z_lo + z_hi) / 2 @ self.C.T - (z_hi - z_lo) / 2 @ C_abs.T, forward, self.rel)
-        return Layers(box, relaxations, forward, interval)
+        return Layers(box, relaxations, forward, interval, pre)
 
     def rows(self, layers: "Layers", A: np.ndarray, lower_slopes=None, trace: list | None = None):
         """(B, R) widened CROWN lower bounds of rows A (R, K) on the output and their input coefficients;
@@ -383,21 +393,24 @@ class Bounder:
         return self._rows(len(self.W) - 1, layers.box, layers.relaxations, A, layers.forward, lower_slopes, trace)
 
     def _tighten(self, k, box, relaxations, lo, hi, mag):
+        """crown._tighten per box: each box carries back only the neurons its own bounds leave unstable (its
+        row block is padded with empty rows to the batch's largest count), both sides at once."""
         unstable = (lo < 0) & (hi > 0)
         lo, hi = lo.copy(), hi.copy()
+        order = np.argsort(~unstable, axis=1, kind="stable")[:, :int(unstable.sum(axis=1).max(initial=0))]
+        boxes = np.arange(len(lo))[:, None]
         # the rows' coefficients are (boxes, 2 * neurons, layer width) on the way back: in chunks of neurons
         chunk = max(1, ELEMENTS // (2 * len(lo) * max(w.shape[1] for w in self.W[:k + 1])))
-        every = np.flatnonzero(unstable.any(axis=0))
-        for start in range(0, every.size, chunk):
+        for start in range(0, order.shape[1], chunk):
             self._check_time()
-            index = every[start:start + chunk]
-            rows = np.zeros((2 * index.size, lo.shape[1]))
-            rows[np.arange(index.size), index] = 1
-            rows[np.arange(index.size) + index.size, index] = -1
-            bound, _ = self._rows(k, box, relaxations, rows, np.concatenate([mag[:, index]] * 2, axis=1))
-            update = unstable[:, index]
-            lo[:, index] = np.where(update, np.maximum(lo[:, index], bound[:, :index.size]), lo[:, index])
-            hi[:, index] = np.where(update, np.minimum(hi[:, index], -bound[:, index.size:]), hi[:, index])
+            index = order[:, start:start + chunk]
+            count, update = index.shape[1], unstable[boxes, index]
+            rows = np.zeros((len(lo), 2 * count, lo.shape[1]))
+            rows[boxes, np.arange(count), index] = update
+            rows[boxes, np.arange(count) + count, index] = -update.astype(np.float64)
+            bound, _ = self._rows(k, box, relaxations, rows, np.concatenate([mag[boxes, index]] * 2, axis=1))
+            lo[boxes, index] = np.where(update, np.maximum(lo[boxes, index], bound[:, :count]), lo[boxes, index])
+            hi[boxes, index] = np.where(update, np.minimum(hi[boxes, index], -bound[:, count:]), hi[boxes, index])
         return lo, hi
 
     def _check_time(self) -> None:
@@ -438,11 +451,17 @@ class Layers:
     relaxations: list
     forward: np.ndarray
     interval: np.ndarray
+    pre: list  # every ReLU layer's input bounds, (lower, upper), (B, width) each
 
     def take(self, index: np.ndarray) -> "Layers":
         """The same for the boxes ``index`` only."""
         return Layers(tuple(v[index] for v in self.box), [tuple(v[index] for v in r) for r in self.relaxations],
-                      self.forward[index], self.interval[index])
+                      self.forward[index], self.interval[index], [tuple(v[index] for v in r) for r in self.pre])
+
+    def flat(self) -> np.ndarray:
+        """(B, 2 * ReLUs): the ReLU input bounds in one array, a ``prior`` for ``Bounder.layers``."""
+        return np.concatenate([v for bounds in self.pre for v in bounds] or [np.zeros((len(self.interval), 0))],
+                              axis=1)
 
     @staticmethod
     def pick(tried: Sequence["Layers"], which: np.ndarray) -> "Layers":
@@ -451,7 +470,8 @@ class Layers:
         stack = lambda parts: np.stack(parts)[which, boxes]  # noqa: E731
         return Layers(tuple(stack(v) for v in zip(*(t.box for t in tried))),
                       [tuple(stack(v) for v in zip(*r)) for r in zip(*(t.relaxations for t in tried))],
-                      stack([t.forward for t in tried]), stack([t.interval for t in tried]))
+                      stack([t.forward for t in tried]), stack([t.interval for t in tried]),
+                      [tuple(stack(v) for v in zip(*r)) for r in zip(*(t.pre for t in tried))])
 
 
 def _times(A: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -570,27 +590,30 @@ def _split_search(chain, spec, inner, outer, replay, deadline, max_domains, boun
     to halve its parent bounds it, and only boxes those bounds leave open are queued, with them. A half that
     CROWN leaves open after ``ALPHA_DEPTH`` halvings gets alpha-CROWN's optimised slopes (``fastalpha``) before
     it is queued: on small boxes the relaxation, not the box, is what keeps a near tie open."""
-    queue = [outer[0][None], outer[1][None], *bounder.lower_linear(outer[0][None], outer[1][None])]
+    lower, coefficients, layers = bounder.bound(outer[0][None], outer[1][None])
+    priors = sum(bounder.relu_widths) <= MAX_NEURONS  # queue the ReLU bounds (small chains: memory)
+    queue = [outer[0][None], outer[1][None], lower, coefficients, layers.flat() if priors else np.zeros((1, 0))]
     splits = int((outer[1] > outer[0]).sum()) <= INPUT_SPLIT_DIMS
     widths = np.where(outer[1] > outer[0], outer[1] - outer[0], 1.0)
     while len(queue[0]):
         if deadline.expired() or bounder.boxes >= max_domains:
             return Outcome(None, domains=bounder.boxes)
-        lo, hi, lower, coefficients = (a[-BATCH:] for a in queue)
+        lo, hi, lower, coefficients, prior = (a[-BATCH:] for a in queue)
         queue = [a[:-BATCH] for a in queue]
         open_ = spec.margin(lower) <= 0
         if not open_.any():
             continue
-        lo, hi, lower, coefficients = lo[open_], hi[open_], lower[open_], coefficients[open_]
+        lo, hi, lower, coefficients, prior = lo[open_], hi[open_], lower[open_], coefficients[open_], prior[open_]
         x = _check_points(chain, spec, (lo + hi) / 2, inner, replay)
         if x is not None:
             return Outcome(Verdict.FALSIFIED, x, bounder.boxes, "fast-path split")
         if deadline.expired() or not splits:  # the look-ahead below bounds six times as many boxes
             return Outcome(None, domains=bounder.boxes)
         parents = np.tile(lower, (2, 1))  # hold on the halves too, and CROWN on a half can be looser
+        inherited = np.tile(prior, (2, 1)) if priors else None  # the same for the ReLU bounds
 
         def bound(a, b):
-            half_lower, half_coefficients, layers = bounder.bound(a, b)
+            half_lower, half_coefficients, layers = bounder.bound(a, b, inherited)
             return np.maximum(half_lower, parents), half_coefficients, layers
 
         children = _split(lo, hi, coefficients, spec.open_rows(lower), bound, spec.shortfall)
@@ -605,6 +628,7 @@ def _split_search(chain, spec, inner, outer, replay, deadline, max_domains, boun
             alpha = optimised_lower(bounder, layers.take(deep), ALPHA_STEPS, floor=children[2][deep],
                                     margin=spec.margin)
             keep[deep] = spec.margin(alpha) <= 0
+        children.append(layers.flat() if priors else np.zeros((len(keep), 0)))
         queue = [np.concatenate([a, c[keep]]) for a, c in zip(queue, children)]
     return Outcome(Verdict.VERIFIED, None, bounder.boxes, "fast-path CROWN input split")
 
