@@ -386,11 +386,13 @@ class Bounder:
         interval = widen_lower((z_lo + z_hi) / 2 @ self.C.T - (z_hi - z_lo) / 2 @ C_abs.T, forward, self.rel)
         return Layers(box, relaxations, forward, interval, pre)
 
-    def rows(self, layers: "Layers", A: np.ndarray, lower_slopes=None, trace: list | None = None):
-        """(B, R) widened CROWN lower bounds of rows A (R, K) on the output and their input coefficients;
-        ``lower_slopes`` (per ReLU layer, (B, R, width)) replace the relaxations' lower slopes (alpha-CROWN),
-        ``trace`` collects the rows' coefficients arriving at each ReLU layer, last layer first."""
-        return self._rows(len(self.W) - 1, layers.box, layers.relaxations, A, layers.forward, lower_slopes, trace)
+    def rows(self, layers: "Layers", A: np.ndarray, lower_slopes=None, trace: list | None = None, forward=None):
+        """(B, R) widened CROWN lower bounds of rows A ((R, K), or (B, R, K) per box) on the output and their
+        input coefficients; ``lower_slopes`` (per ReLU layer, (B, R, width)) replace the relaxations' lower
+        slopes (alpha-CROWN), ``trace`` collects the rows' coefficients arriving at each ReLU layer, last layer
+        first; ``forward``: the rows' forward magnitude when they are not C's (``Layers.forward``)."""
+        forward = layers.forward if forward is None else forward
+        return self._rows(len(self.W) - 1, layers.box, layers.relaxations, A, forward, lower_slopes, trace)
 
     def _tighten(self, k, box, relaxations, lo, hi, mag):
         """crown._tighten per box: each box carries back only the neurons its own bounds leave unstable (its
@@ -529,6 +531,12 @@ class Spec:
         gap = np.minimum(lower - self.rhs, 0.0)[:, finite].sum(axis=1)
         return np.where(self.margin(lower) > 0, 0.0, gap)
 
+    def best_rows(self, lower: np.ndarray) -> np.ndarray:
+        """(B, conjunctions): per box, the row of each conjunction nearest to refuting it (alpha-CROWN's
+        target: one refuted row refutes its conjunction)."""
+        gap = lower - self.rhs
+        return np.stack([g.start + gap[:, g].argmax(axis=1) for g in self.groups if g.stop > g.start], axis=1)
+
     def open_rows(self, lower: np.ndarray) -> np.ndarray:
         """(R,) bool: the rows of every conjunction that some box's bounds do not yet refute (all rows if none)."""
         need = np.zeros(len(self.rhs), dtype=bool)
@@ -625,8 +633,8 @@ def _split_search(chain, spec, inner, outer, replay, deadline, max_domains, boun
         deep = np.flatnonzero(keep & (halvings >= ALPHA_DEPTH - 0.5))
         if deep.size and ALPHA_STEPS:
             # only to close boxes: queued with CROWN's bounds, the look-ahead's comparisons stay CROWN's
-            alpha = optimised_lower(bounder, layers.take(deep), ALPHA_STEPS, floor=children[2][deep],
-                                    margin=spec.margin)
+            alpha = optimised_lower(bounder, layers.take(deep), ALPHA_STEPS, rows=spec.best_rows(children[2][deep]),
+                                    floor=children[2][deep], margin=spec.margin)
             keep[deep] = spec.margin(alpha) <= 0
         children.append(layers.flat() if priors else np.zeros((len(keep), 0)))
         queue = [np.concatenate([a, c[keep]]) for a, c in zip(queue, children)]

@@ -62,11 +62,17 @@ def test_optimised_bounds_hold_and_are_never_below_crowns(tmp_path, seed):
     alpha = fastalpha.optimised_lower(bounder, bounder.layers(lo, hi), steps=20)
     assert np.all(alpha >= crown)
     assert np.mean(alpha > crown + 1e-6) > 0.3  # it does optimise
+    # one row per box optimised (the search's choice): the others keep the floor given
+    rows = rng.integers(0, len(C), size=(len(lo), 1))
+    one = fastalpha.optimised_lower(bounder, bounder.layers(lo, hi), steps=20, rows=rows, floor=crown)
+    chosen = np.zeros_like(crown, dtype=bool)
+    chosen[np.arange(len(lo)), rows[:, 0]] = True
+    assert np.all(one[~chosen] == crown[~chosen]) and np.all(one[chosen] == pytest.approx(alpha[chosen]))
     runtime = OnnxRuntimeModel(tmp_path / "m.onnx")
     for b in range(len(lo)):
         x = (lo[b] + rng.random((300, 4)) * (hi[b] - lo[b])).astype(np.float32)
         for y in (runtime(x).astype(np.float64), chain.forward(x)[0].astype(np.float64)):
-            assert np.all(y @ C.T >= alpha[b]), (seed, b)
+            assert np.all(y @ C.T >= alpha[b]) and np.all(y @ C.T >= one[b]), (seed, b)
     # an exact optimum (HiGHS, its point evaluated forward in float64) is never below the bound
     for b, r in ((0, 0), (1, 2)):
         pre = [(r_lo[0], r_hi[0]) for r_lo, r_hi in _pre_bounds(bounder, lo[b:b + 1], hi[b:b + 1])]
