@@ -143,9 +143,11 @@ def test_fast_path_splits_as_the_engine_chooses():
                                 torch.from_numpy(rows), shortfall=lambda a, b: torch.from_numpy(shortfall(a.numpy(),
                                                                                                            b.numpy())))
     def bound(a, b):  # the shortfall as the "bound", so that the numpy side sees the same numbers
-        return shortfall(a, b)[:, None], np.zeros((len(a), 1, 5))
+        nothing = np.zeros((len(a), 1))
+        return shortfall(a, b)[:, None], np.zeros((len(a), 1, 5)), fastpath.Layers((a, b), [], nothing, nothing, [])
 
-    left, right, lower, _ = fastpath._split(lo, hi, coefficients, rows, bound, lambda lower: lower[:, 0])
+    left, right, lower, _, layers = fastpath._split(lo, hi, coefficients, rows, bound, lambda lower: lower[:, 0])
+    assert np.array_equal(layers.box[0], left) and np.array_equal(layers.box[1], right)
     halved = np.argmax(np.abs((right - left)[:20] - (hi - lo)), axis=1)
     assert halved.tolist() == ours.tolist()
     assert np.array_equal(lower[:, 0], shortfall(left, right))  # each half keeps the bounds it was tried with
