@@ -602,7 +602,7 @@ def _split_search(chain, spec, inner, outer, replay, deadline, max_domains, boun
     priors = sum(bounder.relu_widths) <= MAX_NEURONS  # queue the ReLU bounds (small chains: memory)
     queue = [outer[0][None], outer[1][None], lower, coefficients, layers.flat() if priors else np.zeros((1, 0))]
     splits = int((outer[1] > outer[0]).sum()) <= INPUT_SPLIT_DIMS
-    widths = np.where(outer[1] > outer[0], outer[1] - outer[0], 1.0)
+    free = outer[1] > outer[0]  # fixed coordinates are never halved
     while len(queue[0]):
         if deadline.expired() or bounder.boxes >= max_domains:
             return Outcome(None, domains=bounder.boxes)
@@ -629,7 +629,7 @@ def _split_search(chain, spec, inner, outer, replay, deadline, max_domains, boun
             return Outcome(None, domains=bounder.boxes)
         *children, layers = children
         keep = spec.margin(children[2]) <= 0
-        halvings = np.log2(widths / np.maximum(children[1] - children[0], np.finfo(float).tiny)).sum(axis=1)
+        halvings = np.log2((outer[1] - outer[0])[free] / (children[1] - children[0])[:, free]).sum(axis=1)
         deep = np.flatnonzero(keep & (halvings >= ALPHA_DEPTH - 0.5))
         if deep.size and ALPHA_STEPS:
             # only to close boxes: queued with CROWN's bounds, the look-ahead's comparisons stay CROWN's
