@@ -7,8 +7,9 @@ onnxruntime replays them on the original file, then input splitting with CROWN b
 rounding margins of ``certprune.bounds`` (every bound widened by ``REL * (|value| + sum of |terms|)``, the
 terms of the float32 forward pass included, with the same recurrences as ``bounds/ibp.py``, ``linear.py`` and
 ``crown.py``); they are evaluated in float64 on the float32 weights, whose own rounding is far below the
-margin. Convolutions are linear maps of flat vectors (``fastconv``). Any other model, or an instance not
-decided in the budget, goes to the full engine.
+margin. Convolutions are linear maps of flat vectors (``fastconv``); boxes CROWN leaves open deep in the
+search get alpha-CROWN's optimised slopes (``fastalpha``). Any other model, or an instance not decided in the
+budget, goes to the full engine.
 """
 from __future__ import annotations
 
