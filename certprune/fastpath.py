@@ -600,10 +600,12 @@ def _split_search(chain, spec, inner, outer, replay, deadline, max_domains, boun
     CROWN leaves open after ``ALPHA_DEPTH`` halvings gets alpha-CROWN's optimised slopes (``fastalpha``) before
     it is queued: on small boxes the relaxation, not the box, is what keeps a near tie open."""
     lower, coefficients, layers = bounder.bound(outer[0][None], outer[1][None])
-    priors = sum(bounder.relu_widths) <= MAX_NEURONS  # queue the ReLU bounds (small chains: memory)
-    queue = [outer[0][None], outer[1][None], lower, coefficients, layers.flat() if priors else np.zeros((1, 0))]
-    splits = int((outer[1] > outer[0]).sum()) <= INPUT_SPLIT_DIMS
+    # ReLU bounds are queued (inherited) and alpha-CROWN runs on small chains only: a large convolutional one
+    # would hold (boxes x neurons) arrays per look-ahead candidate
+    small = sum(bounder.relu_widths) <= MAX_NEURONS
+    queue = [outer[0][None], outer[1][None], lower, coefficients, layers.flat() if small else np.zeros((1, 0))]
     free = outer[1] > outer[0]  # fixed coordinates are never halved
+    splits = int(free.sum()) <= INPUT_SPLIT_DIMS
     while len(queue[0]):
         if deadline.expired() or bounder.boxes >= max_domains:
             return Outcome(None, domains=bounder.boxes)
@@ -619,11 +621,11 @@ def _split_search(chain, spec, inner, outer, replay, deadline, max_domains, boun
         if deadline.expired() or not splits:  # the look-ahead below bounds six times as many boxes
             return Outcome(None, domains=bounder.boxes)
         parents = np.tile(lower, (2, 1))  # hold on the halves too, and CROWN on a half can be looser
-        inherited = np.tile(prior, (2, 1)) if priors else None  # the same for the ReLU bounds
+        inherited = np.tile(prior, (2, 1)) if small else None  # the same for the ReLU bounds
 
         def bound(a, b):
             half_lower, half_coefficients, layers = bounder.bound(a, b, inherited)
-            return np.maximum(half_lower, parents), half_coefficients, layers
+            return np.maximum(half_lower, parents), half_coefficients, layers if small else None
 
         children = _split(lo, hi, coefficients, spec.open_rows(lower), bound, spec.shortfall)
         if children is None:
@@ -632,19 +634,19 @@ def _split_search(chain, spec, inner, outer, replay, deadline, max_domains, boun
         keep = spec.margin(children[2]) <= 0
         halvings = np.log2((outer[1] - outer[0])[free] / (children[1] - children[0])[:, free]).sum(axis=1)
         deep = np.flatnonzero(keep & (halvings >= ALPHA_DEPTH - 0.5))
-        if deep.size and ALPHA_STEPS:
+        if deep.size and ALPHA_STEPS and small:
             # only to close boxes: queued with CROWN's bounds, the look-ahead's comparisons stay CROWN's
             alpha = optimised_lower(bounder, layers.take(deep), ALPHA_STEPS, rows=spec.best_rows(children[2][deep]),
                                     floor=children[2][deep], margin=spec.margin)
             keep[deep] = spec.margin(alpha) <= 0
-        children.append(layers.flat() if priors else np.zeros((len(keep), 0)))
+        children.append(layers.flat() if small else np.zeros((len(keep), 0)))
         queue = [np.concatenate([a, c[keep]]) for a, c in zip(queue, children)]
     return Outcome(Verdict.VERIFIED, None, bounder.boxes, "fast-path CROWN input split")
 
 
 def _split(lo: np.ndarray, hi: np.ndarray, coefficients: np.ndarray, rows: np.ndarray, bound, shortfall):
     """Each box halved as ``bab.branching.choose_input_dims_sb`` chooses with its look-ahead: ``bound(lo, hi)``
-    gives the lower bounds (2B, R), input coefficients and ``Layers`` of the halves along one candidate
+    gives the lower bounds (2B, R), input coefficients and ``Layers`` (or None) of the halves along one candidate
     dimension per box, ``shortfall(lower)`` their ``bab.branching.shortfall_of``. Returns both halves of every
     box (first halves, then second halves) with their bounds, coefficients and layers, or None when a box
     cannot be halved (its chosen coordinate is a single float)."""
@@ -665,7 +667,7 @@ def _split(lo: np.ndarray, hi: np.ndarray, coefficients: np.ndarray, rows: np.nd
     which, boxes = np.concatenate([best, best]), np.arange(2 * len(lo))
     return (*halves, np.stack([t[0] for t in tried])[which, boxes],
             np.stack([np.broadcast_to(t[1], (2 * len(lo), *t[1].shape[-2:])) for t in tried])[which, boxes],
-            Layers.pick([t[2] for t in tried], which))
+            None if tried[0][2] is None else Layers.pick([t[2] for t in tried], which))
 
 
 def _halves(lo: np.ndarray, hi: np.ndarray, dim: np.ndarray, exact: bool = False):
