@@ -109,3 +109,27 @@ def test_alpha_closes_boxes_crown_leaves_open_in_the_search(monkeypatch):
         assert result is not None and result.verdict.value == "verified"
         boxes[steps] = sum(b["domains"] for b in details["boxes"])
     assert boxes[fastpath.ALPHA_STEPS] < boxes[0]
+
+
+def test_fixed_coordinates_do_not_count_as_halvings(monkeypatch):
+    """Depth is counted over the free coordinates: prop_4's box, one of them fixed, gets alpha only on halves
+    halved ALPHA_DEPTH times (a fixed coordinate once counted as 1022 halvings and sent every half to it)."""
+    prop = read_vnnlib(ACASXU / "vnnlib" / "prop_4.vnnlib")
+    model = ACASXU / "onnx" / "ACASXU_run2a_1_2_batch_2000.onnx"
+    box = prop.disjuncts[0]
+    free = np.asarray(box.upper) > np.asarray(box.lower)
+    assert not free.all()
+    depths = []
+    original = fastpath.optimised_lower
+
+    def spy(bounder, layers, *args, **kwargs):
+        lo, hi = layers.box
+        widths = (np.asarray(box.upper) - np.asarray(box.lower))[free]
+        depths.extend(np.log2(widths / (hi - lo)[:, free]).sum(axis=1).round(3))
+        return original(bounder, layers, *args, **kwargs)
+
+    monkeypatch.setattr(fastpath, "optimised_lower", spy)
+    monkeypatch.setattr(fastpath, "ALPHA_DEPTH", 3)
+    result, _ = fastpath.try_vnnlib(model, prop, Deadline(math.inf), budget=math.inf, max_domains=50_000)
+    assert result is not None
+    assert depths and min(depths) >= 3 - 0.5 - 1e-6
