@@ -45,11 +45,10 @@ def optimised_lower(bounder, layers, steps: int = 20, lr: float = LR, rows: np.n
     result = result.copy()
     active = np.arange(len(result))
     for step in range(steps + 1):
-        bounder._check_time()
+        bounder.check_time()
         trace: list = []
         bound, coefficients = bounder.rows(layers, A, slopes, trace, forward)
-        mine = result[active[:, None], rows]
-        result[active[:, None], rows] = np.maximum(mine, bound)
+        result[active[:, None], rows] = np.maximum(result[active[:, None], rows], bound)
         if step == steps:
             break
         if margin is not None:

@@ -366,7 +366,7 @@ class Bounder:
         x_lo, x_hi, x_mag = lo, hi, np.zeros_like(lo)
         relaxations, pre = [], []
         for k in range(len(self.W)):
-            self._check_time()
+            self.check_time()
             # interval step (ibp._dense): centre +- radius, widened by the sum of |terms| of the forward pass
             centre = apply(self.W[k], (x_lo + x_hi) / 2) + self.b[k]
             radius = apply(self.W_abs[k], (x_hi - x_lo) / 2)
@@ -405,7 +405,7 @@ class Bounder:
         # the rows' coefficients are (boxes, 2 * neurons, layer width) on the way back: in chunks of neurons
         chunk = max(1, ELEMENTS // (2 * len(lo) * max(w.shape[1] for w in self.W[:k + 1])))
         for start in range(0, order.shape[1], chunk):
-            self._check_time()
+            self.check_time()
             index = order[:, start:start + chunk]
             count, update = index.shape[1], unstable[boxes, index]
             rows = np.zeros((len(lo), 2 * count, lo.shape[1]))
@@ -416,7 +416,8 @@ class Bounder:
             hi[boxes, index] = np.where(update, np.minimum(hi[boxes, index], -bound[:, count:]), hi[boxes, index])
         return lo, hi
 
-    def _check_time(self) -> None:
+    def check_time(self) -> None:
+        """Past the deadline a bound stops halfway (fastalpha checks it per step too)."""
         if self.deadline is not None and self.deadline.expired():
             raise _OutOfTime()
 
