@@ -94,9 +94,25 @@ def choose_relus(scores, bounds, unstable: list[torch.Tensor]) -> tuple[torch.Te
     flat = torch.where(value > 0, choice, loose.argmax(dim=1))
     if not bool(torch.cat(unstable, dim=1).any(dim=1).all()):
         raise ValueError("no unstable neuron left to split")
-    sizes = torch.tensor([m.shape[1] for m in unstable])
+    return flat_to_layer(flat, [m.shape[1] for m in unstable])
+
+
+def candidate_relus(scores, bounds, unstable: list[torch.Tensor], k: int) -> torch.Tensor:
+    """(B, k) flat neuron indices (over the layers' concatenation) of each domain's ``k`` best candidates in
+    ``choose_relus``'s order: positive scores first, largest first, then the loosest triangles. Where a domain
+    has fewer than ``k`` unstable neurons the last columns repeat its best one."""
+    score = torch.cat([torch.where(m, s.flatten(1), -1.0) for s, m in zip(scores, unstable)], dim=1)
+    loose = torch.cat([torch.where(m, _intercept(bounds, i), -1.0) for i, m in enumerate(unstable)], dim=1)
+    key = torch.where(score > 0, score + loose.amax(dim=1, keepdim=True) + 1, loose)
+    value, index = key.topk(min(k, key.shape[1]), dim=1)
+    return torch.where(value >= 0, index, index[:, :1])
+
+
+def flat_to_layer(flat: torch.Tensor, sizes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(layer, neuron within it) of flat indices over the concatenation of layers of ``sizes``."""
+    sizes = torch.tensor(sizes)
     ends = sizes.cumsum(0)
-    layer = torch.bucketize(flat, ends, right=True)
+    layer = torch.bucketize(flat.contiguous(), ends, right=True)
     return layer, flat - (ends - sizes)[layer]
 
 

@@ -37,6 +37,12 @@ class ReluDomains:
     def children(self, layer: torch.Tensor, neuron: torch.Tensor) -> "ReluDomains":
         """Both children of every domain, split on its (layer, flat neuron): the active ones first, then the
         inactive ones, each with the parent's bounds and slopes (kept in bfloat16 while queued)."""
+        twice = torch.cat([torch.arange(len(self))] * 2)
+        slopes = None if self.slopes is None else self.slopes.select(twice).stored()
+        return ReluDomains(self.child_splits(layer, neuron), select_bounds(self.prior, twice), slopes)
+
+    def child_splits(self, layer: torch.Tensor, neuron: torch.Tensor) -> Pattern:
+        """The split patterns of ``children``: the active ones first, then the inactive ones."""
         m = len(self)
         sides = torch.cat([torch.ones(m, dtype=torch.int8), -torch.ones(m, dtype=torch.int8)])
         rows, layer, neuron = torch.arange(2 * m), layer.repeat(2), neuron.repeat(2)
@@ -46,9 +52,7 @@ class ReluDomains:
             here = layer == i
             child[rows[here], neuron[here]] = sides[here]
             splits.append(child)
-        twice = torch.cat([torch.arange(m)] * 2)
-        slopes = None if self.slopes is None else self.slopes.select(twice).stored()
-        return ReluDomains(tuple(splits), select_bounds(self.prior, twice), slopes)
+        return tuple(splits)
 
     @staticmethod
     def cat(parts: Sequence["ReluDomains"]) -> "ReluDomains":

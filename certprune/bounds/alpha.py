@@ -12,10 +12,10 @@ from typing import Optional
 
 import torch
 
-from certprune.bounds.base import BoundMethod, Bounds, Problem, check_kinds, check_prior, finish, prepare
-from certprune.bounds.crown import (DEFAULT_CHUNK, RULES, Relaxation, Sweep, both_sides, lower_rows,
-                                    neuron_states, output_bounds, sweep)
-from certprune.bounds.ibp import spec_interval
+from certprune.bounds.base import BoundMethod, Bounds, Problem, check_kinds, check_prior, finish, prepare, settle
+from certprune.bounds.crown import (DEFAULT_CHUNK, RULES, PoolRelaxation, Relaxation, Sweep, both_sides, lower_rows,
+                                    neuron_states, output_bounds, relax, sweep)
+from certprune.bounds.ibp import Interval, spec_interval
 from certprune.deadline import Deadline
 
 
@@ -249,6 +249,38 @@ class AlphaCROWN(BoundMethod):
                 adam.ascend(params.mask(torch.autograd.grad(bound.sum(), params.tensors)))
                 params.project()
         return best, kept
+
+
+def inherited_bounds(network, lower: torch.Tensor, upper: torch.Tensor, C, prior: Bounds, start: Slopes,
+                     parent: torch.Tensor, splits) -> Bounds:
+    """Bounds of split domains in one backward pass, without ascent: the cheap bound of a branching look-ahead.
+
+    ``lower``, ``upper``, ``prior`` and ``start`` are those of m parent domains; ``parent`` (n,) names the
+    parent of each of n children and ``splits`` their split patterns, each its parent's and more. A child keeps
+    its parent's ReLU input bounds clamped by its splits, its parent's slopes and multipliers (a new split's
+    multiplier is the parent's value there), and its parent's logit interval, all of which hold on the child
+    (a subset); any slopes in [0, 1] and multipliers >= 0 are sound, so this bounds each child. The parents'
+    intervals are propagated once, not once per child. Upper bounds are the parents'."""
+    parents = prepare(network, lower, upper, C)
+    check_prior(parents, prior)
+    check_kinds(network, RULES, "AlphaCROWN")
+    with torch.no_grad():
+        swept = sweep(parents, prior, DEFAULT_CHUNK, tighten=False)
+        problem = prepare(network, lower[parent], upper[parent], C, splits)
+        infeasible = swept.infeasible[parent]
+        pre = [settle(problem, i, low[parent], high[parent], None, infeasible) for i, (low, high) in enumerate(swept.pre)]
+        relaxations = {pos: PoolRelaxation(*(t[parent] for t in r)) for pos, r in swept.relaxations.items()
+                       if isinstance(r, PoolRelaxation)}
+        relaxations.update({pos: relax(low, high) for pos, (low, high) in zip(problem.relu_positions, pre)})
+        output = Interval(*(t[parent] for t in swept.output))
+        result = Sweep(pre, relaxations, output, infeasible)
+        params = _Parameters(problem, result, problem.rows, True, start.select(parent))
+        bound = output_bounds(problem, result, params.relaxations(), problem.spec)
+        interval_lower, _ = spec_interval(problem.spec, output)
+        inherited = Bounds(prior.output_lower[parent], prior.output_upper[parent], (), (), prior.infeasible[parent],
+                           prior.method)
+        return finish(problem, pre, torch.maximum(bound, interval_lower), inherited.output_upper, infeasible,
+                      inherited, "beta-crown look-ahead")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from certprune.bab.branching import choose_relus
+from certprune.bab.branching import candidate_relus, choose_relus, flat_to_layer
 from certprune.bab.domains import DomainStack, ReluDomains
 from certprune.bounds import Bounds
 from certprune.bounds.alpha import Slopes
@@ -33,6 +33,20 @@ def test_zero_scores_fall_back_to_the_loosest_triangle():
     bounds = _bounds([[[-1.0, -1.0, -4.0]]], [[[1.0, 3.0, 0.5]]])
     layer, neuron = choose_relus((torch.zeros(1, 3),), bounds, [torch.ones(1, 3, dtype=torch.bool)])
     assert (int(layer), int(neuron)) == (0, 1)
+
+
+def test_candidates_in_choose_relus_order_then_the_loosest_triangles():
+    # scores 0.5 (flat 0) and 2.0 (flat 4); zero scores ranked by the intercept: flat 3 (0.75) before flat 1 (0.5)
+    bounds = _bounds([[[-1.0, -1.0]], [[-1.0, -1.0, -1.0]]], [[[1.0, 1.0]], [[3.0, 1.0, 1.0]]])
+    scores = (torch.tensor([[0.5, 0.0]]), torch.tensor([[0.0, 2.0, 0.0]]))
+    unstable = [torch.ones(1, 2, dtype=torch.bool), torch.tensor([[True, True, False]])]
+    flat = candidate_relus(scores, bounds, unstable, 4)
+    assert flat.tolist() == [[3, 0, 2, 1]]
+    layer, neuron = flat_to_layer(flat[0], [2, 3])
+    assert layer.tolist() == [1, 0, 1, 0] and neuron.tolist() == [1, 0, 0, 1]
+    assert tuple(map(int, choose_relus(scores, bounds, unstable))) == (1, 1)  # the first candidate
+    # fewer unstable neurons than candidates: the best one repeats
+    assert candidate_relus(scores, bounds, unstable, 5).tolist() == [[3, 0, 2, 1, 3]]
 
 
 def test_no_unstable_neuron_is_an_error():

@@ -39,7 +39,14 @@ def test_relu_splitting_agrees_with_milp(tmp_path, chunk):
     assert verdicts.count("relu-split") >= 2, verdicts
 
 
-def _run(tmp_path, seed: int) -> str | None:
+def test_relu_splitting_with_lookahead_agrees_with_milp(tmp_path):
+    """The same with the filtered-smart-branching look-ahead, which also closes children it refutes."""
+    verdicts = [_run(tmp_path, seed, relu_lookahead=3) for seed in range(6)]
+    assert all(v in (None, "attack", "relu-split") for v in verdicts), verdicts
+    assert verdicts.count("relu-split") >= 2, verdicts
+
+
+def _run(tmp_path, seed: int, relu_lookahead: int = 1) -> str | None:
     """What decided the search (None: undecided); 'wrong' where its verdict is not the MILP's."""
     network, lower, upper, rows, best = _case(seed)
     rng = np.random.default_rng(1000 + seed)
@@ -48,7 +55,8 @@ def _run(tmp_path, seed: int) -> str | None:
     constraints = tuple((-row[None, :], np.array([-b])) for row in rows)  # -(y_j - y_0) <= -b
     # a budget of domains, not seconds, so that a loaded machine changes nothing but the falsifier's share
     settings = SearchSettings(timeout=60, max_domains=3000, input_split_dims=0, milp_max_unstable=-1,
-                              fixed_intermediate_above=0, attack_restarts=0 if seed % 2 else 32, seed=seed)
+                              fixed_intermediate_above=0, attack_restarts=0 if seed % 2 else 32, seed=seed,
+                              relu_lookahead=relu_lookahead)
     save_onnx(network, tmp_path / f"{seed}.onnx")
     result = verify_one(network, tmp_path / f"{seed}.onnx", Instance("box", lower, upper, constraints), settings)
     if result.verdict not in DECIDED:

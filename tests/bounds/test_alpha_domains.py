@@ -9,6 +9,7 @@ import torch
 
 from certprune.bab.domains import select_bounds
 from certprune.bounds import CROWN, AlphaCROWN
+from certprune.bounds.alpha import Slopes, inherited_bounds
 from certprune.network import Dense, Network, ReLU
 from tests.netgen import random_network
 
@@ -93,3 +94,25 @@ def test_without_start_the_bound_is_alpha_crowns():
     bounds, _, _ = method.domains(network, lower, upper, C=C)
     assert torch.allclose(plain.output_lower, bounds.output_lower)
     assert np.isfinite(bounds.output_lower.numpy()).all()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_inherited_bounds_hold_on_the_children_whatever_the_slopes(seed):
+    """The look-ahead's one-pass bound (random slopes in [0, 1] and multipliers >= 0 standing for a parent's)
+    stays below each child's exact minimum and never below the prior."""
+    network, lower, upper, C = _case(seed)
+    root, slopes, _ = AlphaCROWN(iterations=5).domains(network, lower, upper, C=C)
+    splits = _children(root)
+    gen = torch.Generator().manual_seed(seed)
+    start = Slopes(tuple(torch.rand(a.shape, generator=gen, dtype=a.dtype) for a in slopes.alpha),
+                   tuple(3 * torch.rand(b.shape, generator=gen, dtype=b.dtype) for b in slopes.beta))
+    chain = dense_chain(network)
+    exact = [[exact_minimum(chain, lower[0].numpy(), upper[0].numpy(), c, [s[b].numpy() for s in splits])
+              for c in C.numpy()] for b in range(2)]
+    for begin in (slopes, start):  # the parent's own slopes (tight) and random ones
+        child = inherited_bounds(network, lower, upper, C, root, begin, torch.tensor([0, 0]), splits)
+        assert torch.all(child.output_lower >= root.output_lower)
+        for b in range(2):
+            for r in range(len(C)):
+                if exact[b][r] is not None:  # None: an empty child, any bound holds
+                    assert float(child.output_lower[b, r]) <= exact[b][r][0] + TOLERANCE
