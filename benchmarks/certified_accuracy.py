@@ -43,10 +43,17 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--out", default="benchmark-results/certified", help="journal folder")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a SearchSettings field, e.g. relu_lookahead=5 (repeatable)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     Path(args.out).mkdir(parents=True, exist_ok=True)
+    defaults = SearchSettings()
+    try:
+        fields = {k: type(getattr(defaults, k))(v) for k, v in (item.split("=", 1) for item in args.set)}
+    except (ValueError, AttributeError) as error:
+        parser.error(f"--set: {error}")
     x, y = load_mnist("test")
     x, y = x[: args.n].numpy().astype(np.float64), y[: args.n].numpy()
     images = [int(i) for i in args.images.split(",")] if args.images else range(args.n)
@@ -59,11 +66,12 @@ def main() -> None:
         network = load_onnx(path)
         pixels = x.reshape(len(x), *network.input_shape)
         for eps in args.eps:
-            header = {"model": name, "eps": eps, "n": args.n, "timeout": args.timeout, "images": args.images}
+            header = {"model": name, "eps": eps, "n": args.n, "timeout": args.timeout, "images": args.images,
+                      **({"settings": args.set} if args.set else {})}
             journal = Journal(Path(args.out) / f"{name}_eps{eps:g}.jsonl", header)
             started = time.perf_counter()
             report = certify(network, path, samples(network, pixels, y, eps, args.timeout, images),
-                             SearchSettings(timeout=args.timeout), journal=journal, resume=True)
+                             SearchSettings(timeout=args.timeout, **fields), journal=journal, resume=True)
             t = report.totals()
             print(f"{name:<16} {eps:>5g} {t['verified']:>9} {t['crown_verified']:>9} {t['falsified']:>10} "
                   f"{t['unknown'] + t['timeout']:>8} {t['misclassified']:>10} {report.seconds:>8.1f}"
