@@ -88,13 +88,9 @@ def choose_relus(scores, bounds, unstable: list[torch.Tensor]) -> tuple[torch.Te
     ``bounds.alpha._scores``). Where every score is zero (no open row depends on an unstable neuron through
     its upper line), the loosest triangle relaxation, largest u * (-l) / (u - l), decides instead.
     """
-    score = torch.cat([torch.where(m, s.flatten(1), -1.0) for s, m in zip(scores, unstable)], dim=1)
-    loose = torch.cat([torch.where(m, _intercept(bounds, i), -1.0) for i, m in enumerate(unstable)], dim=1)
-    value, choice = score.max(dim=1)
-    flat = torch.where(value > 0, choice, loose.argmax(dim=1))
     if not bool(torch.cat(unstable, dim=1).any(dim=1).all()):
         raise ValueError("no unstable neuron left to split")
-    return flat_to_layer(flat, [m.shape[1] for m in unstable])
+    return flat_to_layer(candidate_relus(scores, bounds, unstable, 1)[:, 0], [m.shape[1] for m in unstable])
 
 
 def candidate_relus(scores, bounds, unstable: list[torch.Tensor], k: int) -> torch.Tensor:

@@ -182,8 +182,8 @@ class _Search:
 
     def record(self) -> dict:
         return {"timeout": self.settings.timeout, "decided_by": self.decided_by, "domains": self.domains,
-                "milp_calls": self.milp_calls, "lookahead_bounds": self.lookahead_bounds, "attack_rounds": self.falsifier.rounds,
-                "attack_seconds": round(self.attack_seconds, 3), "open": dict(self.open)}
+                "milp_calls": self.milp_calls, "lookahead_bounds": self.lookahead_bounds,
+                "attack_rounds": self.falsifier.rounds, "attack_seconds": round(self.attack_seconds, 3), "open": dict(self.open)}
 
 
 def verify_box(network: Network, lower: np.ndarray, upper: np.ndarray, constraints: Sequence[Constraint],
@@ -507,11 +507,9 @@ def _bound_domains(search: _Search, batch: ReluDomains, lower, upper, splits):
     depth = max(int((s != 0).sum(dim=1).max()) for s in batch.splits) if batch.splits else 0
     fixed = search.outer[0].numel() > search.settings.fixed_intermediate_above and depth > search.settings.tighten_depth
     need = _needed_rows(search, batch.prior.output_lower)
-    prior, start = batch.prior, batch.slopes
-    prior = Bounds(prior.output_lower[:, need], prior.output_upper[:, need], prior.pre_lower, prior.pre_upper,
-                   prior.infeasible, prior.method)
+    start = batch.slopes
     bounds, slopes, scores = _beta(search, fixed).domains(
-        search.network, lower, upper, C=search.C[need], splits=splits, prior=prior,
+        search.network, lower, upper, C=search.C[need], splits=splits, prior=_rows_of(batch.prior, need),
         start=None if start is None else start.rows(need), target=search.rhs[need])
     out_lower, out_upper = batch.prior.output_lower.clone(), batch.prior.output_upper.clone()
     out_lower[:, need], out_upper[:, need] = bounds.output_lower, bounds.output_upper
@@ -519,6 +517,12 @@ def _bound_domains(search: _Search, batch: ReluDomains, lower, upper, splits):
     out_lower[bounds.infeasible], out_upper[bounds.infeasible] = torch.inf, -torch.inf
     bounds = Bounds(out_lower, out_upper, bounds.pre_lower, bounds.pre_upper, bounds.infeasible, bounds.method)
     return bounds, slopes.into_rows(need, start), scores
+
+
+def _rows_of(bounds: Bounds, rows: torch.Tensor) -> Bounds:
+    """The bounds of some specification rows only (a prior for a pass over those rows)."""
+    return Bounds(bounds.output_lower[:, rows], bounds.output_upper[:, rows], bounds.pre_lower, bounds.pre_upper,
+                  bounds.infeasible, bounds.method)
 
 
 def _needed_rows(search: _Search, output_lower: torch.Tensor) -> torch.Tensor:
@@ -540,7 +544,8 @@ def _expand(bounds: Bounds, count: int) -> Bounds:
                   tuple(map(grow, bounds.pre_upper)), grow(bounds.infeasible), bounds.method)
 
 
-def _children(search: _Search, batch: ReluDomains, bounds, slopes, scores, unstable, index: torch.Tensor) -> ReluDomains:
+def _children(search: _Search, batch: ReluDomains, bounds, slopes, scores, unstable,
+              index: torch.Tensor) -> ReluDomains:
     """Both children of each domain ``index``, inheriting its bounds and slopes, split on its best-scored neuron;
     or, with ``relu_lookahead`` k > 1, on the best of its k best-scored neurons by a look-ahead
     (``_lookahead_children``)."""
@@ -562,8 +567,7 @@ def _lookahead_children(search: _Search, parents: ReluDomains, scores, unstable)
     candidates = candidate_relus(scores, parents.prior, unstable, search.settings.relu_lookahead)
     need = _needed_rows(search, parents.prior.output_lower)
     prior = parents.prior
-    needed = Bounds(prior.output_lower[:, need], prior.output_upper[:, need], prior.pre_lower, prior.pre_upper,
-                    prior.infeasible, prior.method)
+    needed = _rows_of(prior, need)
     lower = search.outer[0].unsqueeze(0).expand(m, *search.outer[0].shape)
     upper = search.outer[1].unsqueeze(0).expand(m, *search.outer[1].shape)
     shapes, start = _relu_input_shapes(search.network), parents.slopes.rows(need)

@@ -268,7 +268,8 @@ def inherited_bounds(network, lower: torch.Tensor, upper: torch.Tensor, C, prior
         swept = sweep(parents, prior, DEFAULT_CHUNK, tighten=False)
         problem = prepare(network, lower[parent], upper[parent], C, splits)
         infeasible = swept.infeasible[parent]
-        pre = [settle(problem, i, low[parent], high[parent], None, infeasible) for i, (low, high) in enumerate(swept.pre)]
+        pre = [settle(problem, i, low[parent], high[parent], None, infeasible)
+               for i, (low, high) in enumerate(swept.pre)]
         relaxations = {pos: PoolRelaxation(*(t[parent] for t in r)) for pos, r in swept.relaxations.items()
                        if isinstance(r, PoolRelaxation)}
         relaxations.update({pos: relax(low, high) for pos, (low, high) in zip(problem.relu_positions, pre)})
