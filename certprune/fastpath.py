@@ -219,15 +219,19 @@ def read_chain(path: str | Path) -> Chain:
     if len(inputs) != 1 or len(outputs) != 1:
         raise NotAChain("not one input and one output")
     name, dims = inputs[0]
+    if len(dims) == 1 and dims[0] is not None:  # one vector without a batch dimension (as VNN-COMP's test nets)
+        return _build(graph.get(1, []), constants, name, outputs[0], tuple(dims), unbatched=True)
     if len(dims) < 2 or dims[0] not in (1, None) or any(d is None for d in dims[1:]):
         raise NotAChain(f"input shape {dims}")
     return _build(graph.get(1, []), constants, name, outputs[0], tuple(dims[1:]))
 
 
-def _build(nodes: Sequence[bytes], constants: dict, current: str, output: str, input_shape) -> Chain:
-    """Walk the nodes along the activation: layers alternate dense and ReLU, dense first and last."""
+def _build(nodes: Sequence[bytes], constants: dict, current: str, output: str, input_shape,
+           unbatched: bool = False) -> Chain:
+    """Walk the nodes along the activation: layers alternate dense and ReLU, dense first; a final ReLU is
+    followed by an identity layer. ``unbatched``: the activation is one vector, so ``MatMul(W, x)`` is W x."""
     layers, size = [], int(np.prod(input_shape))  # ("dense", W, b, bias_added) or ("relu",)
-    shape = (1, *input_shape)  # of the activation (batch first), until the first dense layer
+    shape = tuple(input_shape) if unbatched else (1, *input_shape)  # of the activation, until the first dense layer
     image = tuple(input_shape)  # of the activation (one sample), as a convolution sees it
     convolutions = 0
     for buf in nodes:
@@ -243,6 +247,8 @@ def _build(nodes: Sequence[bytes], constants: dict, current: str, output: str, i
         if ins.count(current) != 1 or len(outs) != 1 or any(o is None for o in others):
             raise NotAChain(f"{op} node outside a chain")
         last = layers[-1][0] if layers else None
+        if unbatched and op in ("Flatten", "Reshape", "Conv"):
+            raise NotAChain(f"{op} node on an input without a batch dimension")
         if op in ("Flatten", "Reshape", "Identity", "Dropout") and (not layers or op != "Reshape") \
                 and attributes.get("axis", 1) == 1:
             if op == "Reshape" and [d for d in others[0].tolist() if d != 1] not in ([-1], [size]):
@@ -262,6 +268,9 @@ def _build(nodes: Sequence[bytes], constants: dict, current: str, output: str, i
                 and (not layers or len(image) == 1):
             layers.append(("dense", others[0].T, np.zeros(others[0].shape[1], np.float32), False))
             image = (others[0].shape[1],)
+        elif op == "MatMul" and unbatched and ins[1] == current and others[0].ndim == 2 and last in (None, "relu"):
+            layers.append(("dense", others[0], np.zeros(others[0].shape[0], np.float32), False))  # W x
+            image = (others[0].shape[0],)
         elif op == "Add" and last == "dense" and not layers[-1][3] and others[0].size == len(layers[-1][2]) \
                 and others[0].shape[-1:] == (others[0].size,):
             layers[-1] = ("dense", layers[-1][1], others[0].reshape(-1).astype(np.float32), True)
@@ -278,6 +287,9 @@ def _build(nodes: Sequence[bytes], constants: dict, current: str, output: str, i
         else:
             raise NotAChain(f"{op} node")
         current = outs[0]
+    if layers and layers[-1][0] == "relu":  # the graph's output is a ReLU: y = I relu(...) + 0, exactly
+        width = len(layers[-2][2])
+        layers.append(("dense", np.eye(width, dtype=np.float32), np.zeros(width, np.float32), True))
     if current != output or not layers or layers[-1][0] != "dense":
         raise NotAChain("the chain does not end in a dense layer at the graph output")
     dense = [layer for layer in layers if layer[0] == "dense"]

@@ -305,3 +305,61 @@ def test_convolution_with_dilation_strides_and_uneven_padding():
     assert isinstance(matrix, np.ndarray) and np.allclose(x @ matrix.T, expected, atol=1e-5)
     A = rng.normal(size=(5, matrix.shape[0]))
     assert np.allclose(conv.back(A), A @ matrix.astype(np.float64))
+
+
+def _unbatched(path, seed: int, w_first: bool):
+    """Rank-1 input and output, no batch dimension (as VNN-COMP's test_tiny / test_small): W x + b (or x W + b)
+    -> Relu -> ... -> a final Relu at the graph output (as test_nano)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    sizes, nodes, inits, current = [2, 6, 5, 3], [], [], "x"
+    for k, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        w = rng.normal(size=(n_out, n_in)).astype(np.float32)
+        inits += [numpy_helper.from_array(w if w_first else w.T.copy(), f"W{k}"),
+                  numpy_helper.from_array(rng.normal(size=n_out).astype(np.float32), f"B{k}")]
+        nodes += [helper.make_node("MatMul", [f"W{k}", current] if w_first else [current, f"W{k}"], [f"M{k}"]),
+                  helper.make_node("Add", [f"M{k}", f"B{k}"], [f"H{k}"]),
+                  helper.make_node("Relu", [f"H{k}"], [f"R{k}"])]
+        current = f"R{k}"
+    graph = helper.make_graph(nodes, "unbatched", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info(current, TensorProto.FLOAT, [3])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("w_first", [True, False])
+def test_unbatched_chains_ending_in_relu_are_read_and_decided_as_sampling_says(tmp_path, seed, w_first):
+    """The chain computes onnxruntime's outputs; on thresholds just below and just above the minimum of Y_0
+    over [-1, 1]^2 found by a dense grid, the fast path proves the first and falsifies the second."""
+    _unbatched(tmp_path / "m.onnx", seed, w_first)
+    chain, runtime = fastpath.read_chain(tmp_path / "m.onnx"), OnnxRuntimeModel(tmp_path / "m.onnx")
+    assert chain.input_shape == (2,) and np.array_equal(chain.weights[-1], np.eye(3, dtype=np.float32))
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, 301, dtype=np.float32)] * 2), -1).reshape(-1, 2)
+    y = runtime(grid).astype(np.float64)
+    assert np.allclose(chain.forward(grid)[0], y, rtol=1e-5, atol=1e-5)
+    lowest = y[:, 0].min()
+    for threshold, expected in ((lowest - 0.05, "verified"), (lowest + 0.05, "falsified")):
+        lines = [f"(declare-const X_{i} Real)" for i in range(2)] + [f"(declare-const Y_{j} Real)" for j in range(3)]
+        lines += [f"(assert (>= X_{i} -1))\n(assert (<= X_{i} 1))" for i in range(2)]
+        (tmp_path / "p.vnnlib").write_text("\n".join(lines + [f"(assert (<= Y_0 {threshold:.6f}))"]) + "\n")
+        result, details = fastpath.try_vnnlib(tmp_path / "m.onnx", read_vnnlib(tmp_path / "p.vnnlib"),
+                                              Deadline(math.inf), budget=math.inf)
+        assert result is not None and result.verdict.value == expected, (threshold, details)
+        if expected == "falsified":
+            assert runtime.run_flat(result.counterexample.inputs)[0] <= threshold
+
+
+def test_a_matrix_times_a_batched_input_is_not_a_chain(tmp_path):
+    """``MatMul(W, x)`` is W x only for a vector: on a (1, n) input it is another product, left to the engine."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((3, 1), np.float32), "W")
+    graph = helper.make_graph([helper.make_node("MatMul", ["W", "x"], ["y"])], "wx",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "wx.onnx")
+    with pytest.raises(fastpath.NotAChain):
+        fastpath.read_chain(tmp_path / "wx.onnx")
