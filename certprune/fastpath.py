@@ -247,7 +247,7 @@ def _build(nodes: Sequence[bytes], constants: dict, current: str, output: str, i
         if ins.count(current) != 1 or len(outs) != 1 or any(o is None for o in others):
             raise NotAChain(f"{op} node outside a chain")
         last = layers[-1][0] if layers else None
-        if unbatched and op in ("Flatten", "Reshape", "Conv"):
+        if unbatched and op in ("Flatten", "Reshape", "Conv", "Gemm"):  # Gemm and Conv take batched inputs only
             raise NotAChain(f"{op} node on an input without a batch dimension")
         if op in ("Flatten", "Reshape", "Identity", "Dropout") and (not layers or op != "Reshape") \
                 and attributes.get("axis", 1) == 1:
