@@ -46,6 +46,7 @@ ATTACK_SHARE = 0.25  # of the budget at most for the attack: a large network sti
 INPUT_SPLIT_DIMS = 16  # more free inputs than this: only the whole box is bounded (as bab.search decides)
 ALPHA_DEPTH = 10  # halvings after which a box CROWN leaves open gets alpha-CROWN's slopes
 ALPHA_STEPS = 20  # of its Adam (0: never)
+CORNER_ROWS = 3  # per open box, the rows farthest from a proof whose bound's minimising corner is checked
 
 
 class NotAChain(Exception):
@@ -628,7 +629,8 @@ def _split_search(chain, spec, inner, outer, replay, deadline, max_domains, boun
         if not open_.any():
             continue
         lo, hi, lower, coefficients, prior = lo[open_], hi[open_], lower[open_], coefficients[open_], prior[open_]
-        x = _check_points(chain, spec, (lo + hi) / 2, inner, replay)
+        x = _check_points(chain, spec, np.concatenate([(lo + hi) / 2, _corners(lo, hi, coefficients, lower - spec.rhs)]),
+                          inner, replay)
         if x is not None:
             return Outcome(Verdict.FALSIFIED, x, bounder.boxes, "fast-path split")
         if deadline.expired() or not splits:  # the look-ahead below bounds six times as many boxes
@@ -694,6 +696,15 @@ def _halves(lo: np.ndarray, hi: np.ndarray, dim: np.ndarray, exact: bool = False
     left_hi[rows, dim] = mid
     right_lo[rows, dim] = mid
     return np.concatenate([lo, right_lo]), np.concatenate([left_hi, hi])
+
+
+def _corners(lo: np.ndarray, hi: np.ndarray, coefficients: np.ndarray, gap: np.ndarray) -> np.ndarray:
+    """(B * k, n): per box, the corners where the linear lower bounds of its ``CORNER_ROWS`` rows farthest from
+    a proof are least (``bab.search.bound_corners``)."""
+    k = min(CORNER_ROWS, gap.shape[1])
+    rows = np.argsort(gap, axis=1, kind="stable")[:, :k]
+    A = np.take_along_axis(coefficients, rows[:, :, None], axis=1)
+    return np.where(A > 0, lo[:, None, :], hi[:, None, :]).reshape(-1, lo.shape[1])
 
 
 def _check_points(chain: Chain, spec: Spec, points: np.ndarray, inner, replay) -> np.ndarray | None:

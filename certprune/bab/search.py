@@ -84,6 +84,9 @@ class SearchSettings:
     seed: int = 0
 
 
+CORNER_ROWS = 3  # per open box, the rows farthest from a proof whose bound's minimising corner is checked
+
+
 class _Found(Exception):
     """A replayed counterexample, raised from deep inside a step to end the search."""
 
@@ -333,7 +336,30 @@ def _bound_whole_box(search: _Search, methods: list):
         if bool(search.refuted(bounds)[0]):
             search.decided_by = type(method).__name__
             return Verdict.VERIFIED
+        if bounds.input_coefficients is not None:
+            _check_corners(search, lower, upper, bounds.output_lower, bounds.input_coefficients)
     return None
+
+
+def _check_corners(search: _Search, lower: torch.Tensor, upper: torch.Tensor, output_lower: torch.Tensor,
+                   coefficients: torch.Tensor) -> None:
+    """Raises _Found when a corner where a linear lower bound is least (``bound_corners``) is a counterexample."""
+    found = search.confirm(bound_corners(lower, upper, coefficients, output_lower - search.rhs))
+    if found is not None:
+        raise _Found(found, "bound corner")
+
+
+def bound_corners(lower: torch.Tensor, upper: torch.Tensor, coefficients: torch.Tensor, gap: torch.Tensor,
+                  rows: int = CORNER_ROWS) -> torch.Tensor:
+    """(B * k, *shape): per box, the input corners where the linear lower bounds (coefficients (B, K, n)) of its
+    k rows farthest from a proof (least ``gap``, (B, K)) are least: the relaxation's own worst cases. Where the
+    outputs plateau (mnist_fc's networks) signed-gradient descent stalls far from a counterexample that such a
+    corner is; nnenum likewise executes its LP's optimal point (its "abstract counterexample")."""
+    k = min(rows, gap.shape[1])
+    chosen = gap.topk(k, dim=1, largest=False).indices
+    A = coefficients.gather(1, chosen.unsqueeze(-1).expand(-1, -1, coefficients.shape[-1]))
+    corners = torch.where(A > 0, lower.flatten(1).unsqueeze(1), upper.flatten(1).unsqueeze(1))
+    return corners.reshape(-1, *lower.shape[1:])
 
 
 def _attack_share(search: _Search, margin: float) -> float:
@@ -426,6 +452,7 @@ def _box_batch(search: _Search, boxes: BoxQueue, shapes) -> None:
     if open_.any():
         lower, upper = lower[open_], upper[open_]
         if coefficients is not None:
+            _check_corners(search, lower, upper, output_lower[open_], coefficients[open_])
             _split_by_lookahead(search, boxes, lower, upper, output_lower[open_], coefficients[open_])
         else:
             dims = choose_input_dims(search.network, lower, upper, search.C, search.rhs, search.groups)
