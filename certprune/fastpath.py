@@ -46,6 +46,7 @@ ATTACK_SHARE = 0.25  # of the budget at most for the attack: a large network sti
 INPUT_SPLIT_DIMS = 16  # more free inputs than this: only the whole box is bounded (as bab.search decides)
 ALPHA_DEPTH = 10  # halvings after which a box CROWN leaves open gets alpha-CROWN's slopes
 ALPHA_STEPS = 20  # of its Adam (0: never)
+PARITY = 1e-4  # relative to the output scale: onnxruntime and the chain may sum in other orders, no more
 CORNER_ROWS = 3  # per open box, the rows farthest from a proof whose bound's minimising corner is checked
 
 
@@ -698,6 +699,20 @@ def _halves(lo: np.ndarray, hi: np.ndarray, dim: np.ndarray, exact: bool = False
     return np.concatenate([lo, right_lo]), np.concatenate([left_hi, hi])
 
 
+def _agrees_with_runtime(chain: Chain, runtime: OnnxRuntimeModel, prop: VnnlibProperty) -> bool:
+    """Whether onnxruntime, running the file, computes what the chain read from it does (at each box's centre and
+    corners, within float32 summation-order differences): a proof about the chain is one about the file."""
+    points = []
+    for disjunct in prop.disjuncts:
+        lo, hi = (np.asarray(v, np.float64).ravel().astype(np.float32) for v in (disjunct.lower, disjunct.upper))
+        points += [lo, hi, ((lo.astype(np.float64) + hi) / 2).astype(np.float32)]
+    x = np.stack(points)
+    ours = chain.forward(x)[0].astype(np.float64)
+    theirs = runtime(x.reshape(len(x), *chain.input_shape)).astype(np.float64)
+    scale = 1.0 + np.abs(theirs).max()
+    return theirs.shape == ours.shape and bool(np.all(np.abs(ours - theirs) <= PARITY * scale))
+
+
 def _corners(lo: np.ndarray, hi: np.ndarray, coefficients: np.ndarray, gap: np.ndarray) -> np.ndarray:
     """(B * k, n): per box, the corners where the linear lower bounds of its ``CORNER_ROWS`` rows farthest from
     a proof are least (``bab.search.bound_corners``)."""
@@ -783,5 +798,10 @@ def try_vnnlib(model: str | Path, prop: VnnlibProperty, deadline: Deadline, budg
             return Result(Verdict.FALSIFIED, counterexample=example, seconds=deadline.elapsed(), settings=details), details
         if outcome.verdict is None:
             return None, details
+    if not runtime:
+        runtime.append(OnnxRuntimeModel(model))  # a file onnxruntime cannot run is refused (ModelError), not proven
+    if not _agrees_with_runtime(chain, runtime[0], prop):
+        details["fast_path"] = "not taken: onnxruntime's outputs differ from the weights read from the file"
+        return None, details
     certificate = Certificate("fast-path input splitting", {"boxes": boxes, "arithmetic": arithmetic})
     return Result(Verdict.VERIFIED, certificate=certificate, seconds=deadline.elapsed(), settings=details), details

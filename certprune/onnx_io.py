@@ -77,6 +77,7 @@ def load_onnx(path: str | Path, deadline: Deadline | None = None) -> Network:
     graph = model.graph
     constants = _initializers(graph)
     graph_input = _single_input(graph, constants)
+    _check_float32(graph_input, graph.output)
     batch, shape = _input_shape(graph_input)
     builder = _Graph(input_shape=shape, fixed_batch=batch)
     env: dict[str, object] = dict(constants)
@@ -127,6 +128,16 @@ def _single_input(graph: onnx.GraphProto, constants: dict) -> onnx.ValueInfoProt
         names = ", ".join(f"'{i.name}'" for i in inputs)
         raise ModelError(f"model has {len(inputs)} inputs ({names}); certprune supports exactly one")
     return inputs[0]
+
+
+def _check_float32(graph_input: onnx.ValueInfoProto, outputs) -> None:
+    """A proof is about the float32 model that onnxruntime runs; a model of another precision is another model."""
+    for value in [graph_input, *outputs]:
+        elem = value.type.tensor_type.elem_type
+        if elem not in (onnx.TensorProto.UNDEFINED, onnx.TensorProto.FLOAT):
+            name = onnx.TensorProto.DataType.Name(elem) if elem in onnx.TensorProto.DataType.values() else str(elem)
+            raise ModelError(f"'{value.name}' is a tensor of {name}; certprune verifies float32 models "
+                             "(export the model in float32, e.g. model.float() before torch.onnx.export)")
 
 
 def _input_shape(value: onnx.ValueInfoProto) -> tuple[int | None, tuple[int, ...]]:

@@ -119,3 +119,40 @@ def test_concat_along_the_batch_is_named(tmp_path):
     path = _save(tmp_path, nodes, [_x()], _weights())
     with pytest.raises(UnsupportedLayerError, match="Concat along the batch dimension.*'stack'"):
         load_onnx(path)
+
+
+def _verify_error(capsys, path, tmp_path) -> str:
+    """``certprune verify`` with a VNN-LIB box on the 4-input, 3-output model: one line, exit 2."""
+    lines = [f"(declare-const X_{i} Real)" for i in range(4)] + [f"(declare-const Y_{j} Real)" for j in range(3)]
+    lines += [f"(assert (>= X_{i} 0))\n(assert (<= X_{i} 1))" for i in range(4)] + ["(assert (<= Y_0 -100))"]
+    (tmp_path / "p.vnnlib").write_text("\n".join(lines) + "\n")
+    code = main(["verify", str(path), "--property", str(tmp_path / "p.vnnlib"), "--timeout", "10"])
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    assert "Traceback" not in captured.err
+    return captured.err.strip()
+
+
+def test_a_file_onnxruntime_cannot_run_is_never_proven(tmp_path, capsys):
+    """A file that still parses (here: no opset import, as a truncated file's tail can lose it) holds weights
+    the numpy fast path could prove the property on; what onnxruntime cannot run is refused, not verified."""
+    nodes = [helper.make_node("Gemm", ["x", "W", "b"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["y"])]
+    path = _save(tmp_path, nodes, [_x()], _weights())
+    model = onnx.load(str(path))
+    del model.opset_import[:]
+    onnx.save(model, str(path))
+    assert "onnxruntime cannot load" in _verify_error(capsys, path, tmp_path)
+
+
+def test_a_float64_model_is_named(tmp_path, capsys):
+    """Float32 bounds and replays are about the float32 model; a DOUBLE one is another model: named, exit 2."""
+    nodes = [helper.make_node("Gemm", ["x", "W", "b"], ["y"], transB=1)]
+    inits = [numpy_helper.from_array(np.ones((3, 4)), "W"), numpy_helper.from_array(np.zeros(3), "b")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["batch", 3])], inits)
+    path = tmp_path / "double.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(ModelError, match="DOUBLE"):
+        load_onnx(path)
+    assert "tensor of DOUBLE" in _cli_error(capsys, path)
+    assert "tensor of DOUBLE" in _verify_error(capsys, path, tmp_path)

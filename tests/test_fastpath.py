@@ -363,3 +363,18 @@ def test_a_matrix_times_a_batched_input_is_not_a_chain(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "wx.onnx")
     with pytest.raises(fastpath.NotAChain):
         fastpath.read_chain(tmp_path / "wx.onnx")
+
+
+def test_a_proof_needs_onnxruntime_to_agree_with_the_weights_read(tmp_path):
+    """The fast path proves things about the chain it read; before it says so, onnxruntime runs the file at the
+    boxes' centres and corners and must agree. A chain that differs (one weight moved) is refused."""
+    save_onnx(random_network(2, 6, (4,), seed=1, outputs=3), tmp_path / "m.onnx")
+    (tmp_path / "p.vnnlib").write_text(_box_property(4, 3))
+    chain, runtime = fastpath.read_chain(tmp_path / "m.onnx"), OnnxRuntimeModel(tmp_path / "m.onnx")
+    prop = read_vnnlib(tmp_path / "p.vnnlib")
+    assert fastpath._agrees_with_runtime(chain, runtime, prop)
+    weights = list(chain.weights)
+    weights[1] = weights[1].copy()
+    weights[1][0, 0] += 0.01
+    moved = fastpath.Chain(tuple(weights), chain.biases, chain.input_shape)
+    assert not fastpath._agrees_with_runtime(moved, runtime, prop)
