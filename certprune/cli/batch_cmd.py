@@ -7,6 +7,7 @@ import click
 
 from certprune.bab.batch import batch_header, run_batch
 from certprune.cli.cluster_option import cluster_option
+from certprune.cli.params import SECONDS
 from certprune.journal import Journal
 from certprune.types import EXIT_CODES, Verdict
 
@@ -16,7 +17,7 @@ from certprune.types import EXIT_CODES, Verdict
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="CSV of results.")
 @click.option("--journal", type=click.Path(dir_okay=False), default=None, help="JSONL journal for resuming.")
 @click.option("--resume", is_flag=True)
-@click.option("--timeout", type=float, default=None, help="Override every row's timeout (seconds).")
+@click.option("--timeout", type=SECONDS, default=None, help="Override every row's timeout (seconds).")
 @cluster_option("the instances (one per task)")
 def command(instances, out, journal, resume, timeout, cluster) -> int:
     """Verify a VNN-COMP instances CSV; exit 10 if any instance is sat, 20 if any is undecided."""

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from certprune.bounds import CROWN, IBP, AlphaCROWN
+from certprune.cli.params import FINITE
 from certprune.errors import CertpruneError
 from certprune.onnx_io import load_onnx
 
@@ -20,7 +21,7 @@ METHODS = {"ibp": IBP, "crown": CROWN, "alpha": AlphaCROWN}
 @click.option("--center", type=click.Path(dir_okay=False), help="A .npy input; the box is center +- eps.")
 @click.option("--box", "box_path", type=click.Path(dir_okay=False),
               help='A JSON file {"lower": [...], "upper": [...]} (flat or shaped like the input).')
-@click.option("--eps", type=float, default=0.0, show_default=True, help="L-inf radius around --center.")
+@click.option("--eps", type=FINITE, default=0.0, show_default=True, help="L-inf radius around --center.")
 @click.option("--method", type=click.Choice(sorted(METHODS)), default="crown", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def command(model, center, box_path, eps, method, as_json) -> int:

@@ -5,26 +5,26 @@ from dataclasses import asdict
 
 import click
 
-from certprune.cli.cluster_option import cluster_option
-
 from certprune.bab.certify import samples_from_data, samples_sha256
 from certprune.bab.search import SearchSettings
-from certprune.cli.robustness_run import run_samples
+from certprune.cli.cluster_option import cluster_option
+from certprune.cli.data_options import data_options, load
+from certprune.cli.params import FINITE, SECONDS
 from certprune.cli.results import write_json
+from certprune.cli.robustness_run import run_samples
 from certprune.errors import CertpruneError
 from certprune.journal import file_sha256, journal_header
 from certprune.onnx_io import load_onnx
-from certprune.cli.data_options import data_options, load
 
 
 @click.command("certify")
 @click.argument("model", type=click.Path(dir_okay=False))
 @data_options(default="mnist")
-@click.option("--eps", type=float, required=True,
+@click.option("--eps", type=FINITE, required=True,
               help="L-inf radius: pixels for mnist, a fraction of each feature's domain width for the built-in "
                    "tables, input units for your own file.")
 @click.option("-n", "count", type=int, default=100, show_default=True, help="First N test samples.")
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds per sample.")
+@click.option("--timeout", type=SECONDS, default=60.0, show_default=True, help="Seconds per sample.")
 @click.option("--journal", type=click.Path(dir_okay=False), default=None, help="JSONL journal for resuming.")
 @click.option("--resume", is_flag=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)

@@ -6,16 +6,17 @@ import json
 import click
 import numpy as np
 
+from certprune.cli.params import FINITE, ordered_range
+from certprune.errors import EXIT_USAGE
 from certprune.onnx_io import load_onnx
 from certprune.parity import PARITY_TOLERANCE, check_parity, input_range
-from certprune.errors import EXIT_USAGE
 
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--samples", default=64, show_default=True, help="Random inputs for the parity check.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--range", "value_range", nargs=2, type=float, default=None,
+@click.option("--range", "value_range", nargs=2, type=FINITE, default=None, callback=ordered_range,
               help="Input range LO HI for the parity inputs (default: the model's metadata, else 0 1).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def inspect(model: str, samples: int, seed: int, value_range, as_json: bool) -> int:

@@ -12,15 +12,16 @@ from certprune.prune import (
 )
 from certprune.prune import protocol
 from certprune.cli.data_options import data_options, load
+from certprune.cli.params import FINITE
 
 
 @click.command("prune")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--method", type=click.Choice(sorted(CRITERIA) + [UNSTRUCTURED]), required=True,
               help="Importance criterion (units removed by surgery) or unstructured weight magnitude masks.")
-@click.option("--sparsity", type=float, required=True, help="Share of hidden units (or weights) to remove, in [0, 1).")
+@click.option("--sparsity", type=FINITE, required=True, help="Share of hidden units (or weights) to remove, in [0, 1).")
 @data_options()
-@click.option("--eps", type=float, default=0.0, show_default=True,
+@click.option("--eps", type=FINITE, default=0.0, show_default=True,
               help="L-inf radius: pixels for mnist, a fraction of each feature's domain for the built-in tables, "
                    "input units for your own file.")
 @click.option("--train", "regime", type=click.Choice(sorted(REGIMES)), default=None,
@@ -31,18 +32,18 @@ from certprune.cli.data_options import data_options, load
               help="Adversarial training with PGD of this many steps (0: FGSM).")
 @click.option("--finetune-epochs", "--epochs", "epochs", type=int, default=0, show_default=True,
               help="Training epochs per round (and of round 0).")
-@click.option("--warmup", type=float, default=None, help="Epochs at eps 0 [default: 5% of --epochs].")
-@click.option("--ramp", type=float, default=None, help="Epochs of the eps ramp [default: 40% of --epochs].")
-@click.option("--reg-weight", "nrs_weight", type=float, default=None,
+@click.option("--warmup", type=FINITE, default=None, help="Epochs at eps 0 [default: 5% of --epochs].")
+@click.option("--ramp", type=FINITE, default=None, help="Epochs of the eps ramp [default: 40% of --epochs].")
+@click.option("--reg-weight", "nrs_weight", type=FINITE, default=None,
               help="Weight of the NRS regulariser [default with --method nrs: 1e-3 certified, 1e-2 otherwise; 0].")
-@click.option("--slim-weight", type=float, default=None, help="L1 weight on BatchNorm scales [default: 1e-4 for slimming].")
-@click.option("--rs-lambda", type=float, default=0.0, show_default=True, help="Weight of the RS stability loss.")
+@click.option("--slim-weight", type=FINITE, default=None, help="L1 weight on BatchNorm scales [default: 1e-4 for slimming].")
+@click.option("--rs-lambda", type=FINITE, default=0.0, show_default=True, help="Weight of the RS stability loss.")
 @click.option("--rs-bounds", type=click.Choice(["ibp", "crown"]), default="ibp", show_default=True,
               help="Bounds of the RS loss (crown: dense networks).")
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lr", type=FINITE, default=1e-3, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--rounds", type=int, default=1, show_default=True, help="Pruning rounds (without --rate).")
-@click.option("--rate", type=float, default=None, help="Share of what is left removed per round (the lottery "
+@click.option("--rate", type=FINITE, default=None, help="Share of what is left removed per round (the lottery "
               "protocol: 0.11 of units, 0.2 of weights); rounds follow from the sparsity.")
 @click.option("--lottery", is_flag=True, help="The reference protocol: random init trained first, --rate 0.11 "
               "(0.2 unstructured), rewinding, global ranking for nrs/slimming/random.")

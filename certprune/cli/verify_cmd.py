@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from certprune.cli.cluster_option import cluster_option
+from certprune.cli.params import SECONDS
 from certprune.errors import PropertyError
 from certprune.spec.text import read_text
 
@@ -12,7 +13,7 @@ from certprune.spec.text import read_text
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--property", "property_path", required=True, type=click.Path(dir_okay=False),
               help="A .vnnlib file, or a YAML property (kind: robustness or kind: fairness).")
-@click.option("--timeout", type=float, default=None, help="Seconds (per instance or per partition).")
+@click.option("--timeout", type=SECONDS, default=None, help="Seconds (per instance or per partition).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write a JSON report.")
 @click.option("--results-file", type=click.Path(dir_okay=False), default=None,
               help="VNN-COMP results file: sat/unsat/unknown/timeout and the counterexample.")

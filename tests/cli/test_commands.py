@@ -100,3 +100,18 @@ def test_bounds_json(tmp_path, capsys):
 def test_user_errors_are_one_line_with_exit_2(capsys, args, message):
     assert main(args) == 2
     assert message in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("args", [
+    ["verify", MNIST, "--property", str(PROPERTIES / "mnist_robustness.yaml"), "--timeout", "nan"],
+    ["certify", MNIST, "--eps", "nan", "-n", "1"],
+    ["certify", MNIST, "--eps", "inf", "-n", "1"],
+    ["inspect", MNIST, "--range", "1", "0"],
+    ["inspect", MNIST, "--range", "nan", "1"],
+    ["bounds", MNIST, "--box", "box.json", "--eps", "nan"],
+])
+def test_numbers_no_command_can_use_are_usage_errors(args, capsys):
+    """NaN anywhere, infinite sizes, a range out of order: click's usage error (exit 2), before any work."""
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and ("not a finite number" in err or "LO must be below HI" in err), err
