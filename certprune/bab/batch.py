@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterator
 
-from certprune.bab.instances import verify_instances, vnnlib_instances
 from certprune.bab.search import SearchSettings
-from certprune.errors import PropertyError
+from certprune.deadline import Deadline
+from certprune.decide import decide_vnnlib
+from certprune.errors import CertpruneError, PropertyError
 from certprune.journal import Journal, file_sha256, journal_header
-from certprune.onnx_io import load_onnx
 from certprune.spec.text import read_text
 from certprune.spec.vnnlib import read_vnnlib
 
@@ -31,7 +32,13 @@ def read_instances(path: str | Path) -> list[dict]:
             timeout = float(row[2])
         except ValueError:
             raise PropertyError(f"{path} line {line_number}: timeout {row[2]!r} is not a number") from None
-        rows.append({"onnx": str(path.parent / row[0].strip()), "vnnlib": str(path.parent / row[1].strip()),
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise PropertyError(f"{path} line {line_number}: timeout {row[2]!r} is not a positive number")
+        files = {"onnx": path.parent / row[0].strip(), "vnnlib": path.parent / row[1].strip()}
+        for kind, file in files.items():
+            if not file.is_file():  # before any row runs: a typo should not cost the rows above it
+                raise PropertyError(f"{path} line {line_number}: {kind} file not found: {file}")
+        rows.append({"onnx": str(files["onnx"]), "vnnlib": str(files["vnnlib"]),
                      "timeout": timeout, "expected": row[3].strip() if len(row) > 3 else ""})
     return rows
 
@@ -89,14 +96,21 @@ def _emit(record: dict, journal: Journal | None, on_row) -> dict:
 
 
 def _decide_row(item: tuple[int, dict], timeout_override: float | None) -> dict:
+    """As ``certprune verify`` decides the row (``decide_vnnlib``); a model or property this row cannot use
+    (an unsupported operator, a property of the wrong size) ends as result "error" with the message, and the
+    batch goes on."""
     position, row = item
-    network = load_onnx(row["onnx"])
-    instances = vnnlib_instances(network, read_vnnlib(row["vnnlib"]))
     timeout = timeout_override or row["timeout"]
-    result = verify_instances(network, row["onnx"], instances, SearchSettings(timeout=timeout))
+    deadline = Deadline(timeout)
+    record = {"row": position, **row, "timeout": timeout}
+    try:
+        result = decide_vnnlib(row["onnx"], read_vnnlib(row["vnnlib"]), deadline)
+    except CertpruneError as error:
+        return {**record, "verdict": "error", "result": "error", "seconds": round(deadline.elapsed(), 3),
+                "correct": not row["expected"], "error": str(error)}
     word = RESULT_WORDS[result.verdict.value]
-    return {"row": position, **row, "timeout": timeout, "verdict": result.verdict.value, "result": word,
-            "seconds": round(result.seconds, 3), "correct": (not row["expected"]) or word == row["expected"]}
+    return {**record, "verdict": result.verdict.value, "result": word, "seconds": round(result.seconds, 3),
+            "correct": (not row["expected"]) or word == row["expected"]}
 
 
 def _decide_rows(timeout_override: float | None, items: list) -> list[dict]:

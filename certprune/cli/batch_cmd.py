@@ -20,21 +20,24 @@ from certprune.types import EXIT_CODES, Verdict
 @click.option("--timeout", type=SECONDS, default=None, help="Override every row's timeout (seconds).")
 @cluster_option("the instances (one per task)")
 def command(instances, out, journal, resume, timeout, cluster) -> int:
-    """Verify a VNN-COMP instances CSV; exit 10 if any instance is sat, 20 if any is undecided."""
+    """Verify a VNN-COMP instances CSV; exit 10 if any instance is sat, 20 if any is undecided (or ended in an
+    error: a row whose model or property cannot be used is reported and the batch goes on)."""
     log = Journal(journal, batch_header(instances, timeout)) if journal else None
     click.echo(f"{'onnx':<40} {'vnnlib':<16} {'result':<8} {'expected':<9} {'seconds':>8}")
     records = []
     for record in run_batch(instances, log, resume, timeout, cluster=cluster):
         records.append(record)
         click.echo(f"{record['onnx'].split('/')[-1][:40]:<40} {record['vnnlib'].split('/')[-1][:16]:<16} "
-                   f"{record['result']:<8} {record['expected']:<9} {record['seconds']:>8.2f}")
+                   f"{record['result']:<8} {record['expected']:<9} {record['seconds']:>8.2f}"
+                   + (f"  {record['error']}" if "error" in record else ""))
     records.sort(key=lambda r: r.get("row", 0))
     wrong = sum(1 for r in records if not r["correct"])
     click.echo(f"{len(records)} instances, {wrong} disagreeing with expected, "
                f"{sum(r['seconds'] for r in records):.1f} s in total")
     if out:
         with open(out, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(records[0]) if records else ["onnx"])
+            fields = list(dict.fromkeys(key for record in records for key in record)) or ["onnx"]
+            writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             writer.writerows(records)
     verdicts = {r["verdict"] for r in records}

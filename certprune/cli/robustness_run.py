@@ -7,19 +7,11 @@ import click
 import numpy as np
 
 from certprune.cli.results import exit_code, write_json
-from certprune.deadline import Deadline, DeadlineExpired
-from certprune.fastpath import try_vnnlib
+from certprune.deadline import Deadline
+from certprune.decide import decide_vnnlib
 from certprune.runtime import OnnxRuntimeModel
 from certprune.spec.vnnlib import read_vnnlib
-from certprune.types import Result, Verdict
-
-# The full engine (torch, onnx, scipy) is imported inside the functions that need it: a VNN-LIB instance the
-# numpy fast path decides never loads it.
-
-# With --arithmetic real: the fast path's share of the timeout. ACAS Xu 1_1 prop_5 (a near tie that only
-# real arithmetic proves) took 21 s of 60 on a loaded machine; 1_9 prop_7 (sat) needs the full engine's
-# falsifier, which a fast path holding all 60 s never reached.
-REAL_SHARE = 0.5
+from certprune.types import Verdict
 
 VNNCOMP_WORDS = {Verdict.FALSIFIED: "sat", Verdict.VERIFIED: "unsat", Verdict.UNKNOWN: "unknown",
                  Verdict.TIMEOUT: "timeout"}
@@ -27,26 +19,9 @@ VNNCOMP_WORDS = {Verdict.FALSIFIED: "sat", Verdict.VERIFIED: "unsat", Verdict.UN
 
 def run_vnnlib(model: str, property_path: str, timeout: float | None, json_out: str | None,
                results_file: str | None, threads: int = 1, arithmetic: str = "float32") -> int:
-    """The numpy fast path first (``certprune.fastpath``: small dense chains, a short budget), then the full
-    engine with what is left of the timeout.
-
-    With ``arithmetic="real"`` the fast path, whose float64 bounds can then drop the float32 model's rounding
-    margin, gets half the timeout (``REAL_SHARE``); the full engine, with the rest, keeps its float32 margins,
-    which hold for the real-valued network too (they are wider than it needs), and its stronger falsifier."""
+    """Decided as ``certprune.decide.decide_vnnlib`` decides it (the fast path, then the full engine)."""
     deadline = Deadline(timeout or 60.0)  # loading and reading count against the timeout too
-    prop = read_vnnlib(property_path)
-    if arithmetic == "real":
-        result, fast = try_vnnlib(model, prop, deadline, budget=REAL_SHARE * deadline.remaining(),
-                                  max_domains=10**12, arithmetic="real")
-    else:
-        result, fast = try_vnnlib(model, prop, deadline)
-    if result is None:
-        if deadline.expired():  # the full engine's imports alone take seconds
-            result = Result(Verdict.TIMEOUT, seconds=deadline.elapsed())
-        else:
-            result = _full_engine(model, prop, deadline, threads)
-        result = Result(result.verdict, result.counterexample, result.certificate, result.seconds,
-                        {**result.settings, "fast_path": fast})
+    result = decide_vnnlib(model, read_vnnlib(property_path), deadline, threads, arithmetic)
     word = VNNCOMP_WORDS[result.verdict]
     about = " (proven for the real-valued network)" if arithmetic == "real" and word == "unsat" else ""
     click.echo(f"{result.verdict.value} ({word}) in {deadline.elapsed():.2f} s{about}")
@@ -69,25 +44,6 @@ def run_vnnlib(model: str, property_path: str, timeout: float | None, json_out: 
                           "counterexample": None if result.counterexample is None
                           else {"x": result.counterexample.inputs, "y": result.counterexample.outputs}})
     return exit_code(result.verdict)
-
-
-def _full_engine(model: str, prop, deadline: Deadline, threads: int) -> Result:
-    import torch
-
-    from certprune.bab.instances import verify_instances, vnnlib_instances
-    from certprune.bab.search import SearchSettings
-    from certprune.onnx_io import load_onnx
-
-    # Bound passes are many small tensor operations: on a shared machine a second thread that waits for a
-    # core makes each one far slower (30x measured on 2 busy cores), so one thread is the default.
-    torch.set_num_threads(threads)
-    settings = SearchSettings(timeout=deadline.ends - deadline.started)
-    try:
-        network = load_onnx(model, deadline)
-        instances = vnnlib_instances(network, prop)
-        return verify_instances(network, model, instances, settings, deadline)
-    except DeadlineExpired as expired:
-        return Result(Verdict.TIMEOUT, seconds=deadline.elapsed(), settings={"decided_by": str(expired)})
 
 
 def run_robustness(model: str, property_path: str, timeout: float | None, json_out: str | None,

@@ -82,6 +82,29 @@ def test_batch_table_and_csv(tmp_path, acasxu_dir):
     assert [r["result"] for r in rows] == ["unsat", "sat"]
 
 
+def test_batch_decides_as_verify_does_and_reports_a_bad_row_without_stopping(tmp_path, acasxu_dir, capsys):
+    """The same engine as ``verify`` (its fast path decides 1_1 prop_3 here); a row whose property does not fit
+    the model ends as "error" with the message, the other rows run and the CSV has them all; a missing file is
+    named before anything runs."""
+    wrong = tmp_path / "two_inputs.vnnlib"
+    wrong.write_text("(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n"
+                     "(assert (>= X_0 0))\n(assert (<= X_0 1))\n(assert (>= X_1 0))\n(assert (<= X_1 1))\n"
+                     "(assert (<= Y_0 0))\n")
+    instances = tmp_path / "instances.csv"
+    instances.write_text(f"{acas('1_1')},{wrong},60,unsat\n"
+                         f"{acas('1_1')},{acasxu_dir / 'vnnlib' / 'prop_3.vnnlib'},60,unsat\n")
+    out = tmp_path / "results.csv"
+    assert main(["batch", str(instances), "--out", str(out)]) == 20
+    rows = list(csv.DictReader(out.open()))
+    assert [r["result"] for r in rows] == ["error", "unsat"]
+    assert rows[0]["error"] and rows[0]["correct"] == "False" and not rows[1]["error"]
+    capsys.readouterr()
+    instances.write_text(f"{acas('1_1')},{acasxu_dir / 'vnnlib' / 'prop_3.vnnlib'},60,unsat\n"
+                         f"{tmp_path / 'missing.onnx'},{wrong},60,unsat\n")
+    assert main(["batch", str(instances), "--out", str(out)]) == 2
+    assert "line 2: onnx file not found" in one_error_line(capsys)
+
+
 def test_bounds_json(tmp_path, capsys):
     centre = tmp_path / "x.npy"
     np.save(centre, np.full(784, 0.5, dtype=np.float32))

@@ -1,0 +1,55 @@
+"""One VNN-LIB property of one ONNX file decided as `certprune verify` and `certprune batch` both do: the numpy
+fast path first (``certprune.fastpath``: small dense chains, a short budget), then the full engine with what is
+left of the deadline. The full engine (torch, onnx, scipy) is imported only when the fast path hands over."""
+from __future__ import annotations
+
+from certprune.deadline import Deadline, DeadlineExpired
+from certprune.fastpath import try_vnnlib
+from certprune.spec.vnnlib import VnnlibProperty
+from certprune.types import Result, Verdict
+
+# With arithmetic "real": the fast path's share of the timeout. ACAS Xu 1_1 prop_5 (a near tie that only
+# real arithmetic proves) took 21 s of 60 on a loaded machine; 1_9 prop_7 (sat) needs the full engine's
+# falsifier, which a fast path holding all 60 s never reached.
+REAL_SHARE = 0.5
+
+
+def decide_vnnlib(model: str, prop: VnnlibProperty, deadline: Deadline, threads: int = 1,
+                  arithmetic: str = "float32") -> Result:
+    """The verdict, with the fast path's details under ``settings["fast_path"]``.
+
+    With ``arithmetic="real"`` the fast path, whose float64 bounds can then drop the float32 model's rounding
+    margin, gets half the timeout (``REAL_SHARE``); the full engine, with the rest, keeps its float32 margins,
+    which hold for the real-valued network too (they are wider than it needs), and its stronger falsifier."""
+    if arithmetic == "real":
+        result, fast = try_vnnlib(model, prop, deadline, budget=REAL_SHARE * deadline.remaining(),
+                                  max_domains=10**12, arithmetic="real")
+    else:
+        result, fast = try_vnnlib(model, prop, deadline)
+    if result is not None:
+        return result
+    if deadline.expired():  # the full engine's imports alone take seconds
+        result = Result(Verdict.TIMEOUT, seconds=deadline.elapsed())
+    else:
+        result = _full_engine(model, prop, deadline, threads)
+    return Result(result.verdict, result.counterexample, result.certificate, result.seconds,
+                  {**result.settings, "fast_path": fast})
+
+
+def _full_engine(model: str, prop: VnnlibProperty, deadline: Deadline, threads: int) -> Result:
+    import torch
+
+    from certprune.bab.instances import verify_instances, vnnlib_instances
+    from certprune.bab.search import SearchSettings
+    from certprune.onnx_io import load_onnx
+
+    # Bound passes are many small tensor operations: on a shared machine a second thread that waits for a
+    # core makes each one far slower (30x measured on 2 busy cores), so one thread is the default.
+    torch.set_num_threads(threads)
+    settings = SearchSettings(timeout=deadline.ends - deadline.started)
+    try:
+        network = load_onnx(model, deadline)
+        instances = vnnlib_instances(network, prop)
+        return verify_instances(network, model, instances, settings, deadline)
+    except DeadlineExpired as expired:
+        return Result(Verdict.TIMEOUT, seconds=deadline.elapsed(), settings={"decided_by": str(expired)})
