@@ -1,6 +1,8 @@
 """`certprune prune MODEL --method M --sparsity S --data D [--train REGIME] -o OUT`: prune, train, write ONNX, report."""
 from __future__ import annotations
 
+import shlex
+
 import click
 
 from certprune.errors import CertpruneError
@@ -96,7 +98,7 @@ def command(model, method, sparsity, data, label, features, value_range, split, 
     if not parity.ok:
         raise CertpruneError(f"{output} disagrees with the pruned network in onnxruntime "
                              f"(relative difference {parity.relative:.1e})")
-    click.echo(_table(result, eps, output, regime))
+    click.echo(_table(result, eps, output, regime, _data_arguments(data, label, features, value_range)))
     return 0
 
 
@@ -112,7 +114,16 @@ def _round(r, s) -> str:
             f"{s.unstable:>8.1f} {s.certified:>6.0%}")
 
 
-def _table(result, eps: float, output: str, regime: str) -> str:
+def _data_arguments(data, label, features, value_range) -> str:
+    """The options that name the data, so that the hint's certify command runs on the same samples."""
+    parts = [] if data == "mnist" else ["--data", data]
+    parts += ["--label", label] if label else []
+    parts += ["--features", features] if features else []
+    parts += ["--range", f"{value_range[0]:g}", f"{value_range[1]:g}"] if value_range else []
+    return "".join(" " + shlex.quote(str(p)) for p in parts)
+
+
+def _table(result, eps: float, output: str, regime: str, data_arguments: str = "") -> str:
     b, a = result.before, result.after
     rows = [("parameters", b.parameters, a.parameters), ("FLOPs (MACs)", b.flops, a.flops),
             ("ReLU units", b.units, a.units), ("test accuracy", f"{b.accuracy:.2%}", f"{a.accuracy:.2%}"),
@@ -123,5 +134,5 @@ def _table(result, eps: float, output: str, regime: str) -> str:
     lines += [f"{name:<24}{before!s:>12}{after!s:>12}" for name, before, after in rows]
     lines += ["", f"compression ratio {result.compression_ratio:.2f}x   theoretical speed-up {result.speedup:.2f}x",
               f"(unstable ReLUs and CROWN-certified share on {a.boxes} test boxes; complete verification: "
-              f"certprune certify {output} --eps {eps:g})"]
+              f"certprune certify {shlex.quote(output)} --eps {eps:g}{data_arguments})"]
     return "\n".join(lines)

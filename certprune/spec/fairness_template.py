@@ -23,6 +23,8 @@ def fairness_template(path: str | Path, protected: tuple[str, ...], *, label: st
         raise CertpruneError(f"data file not found: {path}")
     frame = read_table(path)
     columns = [str(c) for c in frame.columns]
+    if label is not None and label not in columns:
+        raise CertpruneError(f"{path}: no column {label!r} for the label (columns: {', '.join(columns)})")
     label = label or next((c for c in LABEL_COLUMNS if c in columns), None)
     features = [c for c in columns if c not in (label, "split")]
     missing = [p for p in protected if p not in features]

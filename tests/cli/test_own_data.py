@@ -62,6 +62,9 @@ def test_prune_on_the_users_npz(user, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "parameters" in printed and "test accuracy" in printed
     assert certprune.load_onnx(out).relu_count < certprune.load_onnx(folder / "model.onnx").relu_count
+    hint = printed[printed.index("certprune certify"):].split(")")[0].split()  # runs as printed, on the same data
+    assert hint[hint.index("--data") + 1] == str(folder / "mine.npz")
+    assert main(hint[1:] + ["-n", "3", "--timeout", "5", "--quiet"]) == 0
 
 
 def test_python_api_with_arrays_and_a_data_loader(user):

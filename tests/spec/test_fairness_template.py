@@ -31,6 +31,8 @@ def test_real_columns_and_errors(tmp_path):
     assert "{name: a, type: real, range: [0.5, 2.25]}" in text and "{name: b, type: int, range: [1, 3]}" in text
     with pytest.raises(CertpruneError, match="protected attribute 'race' is not a feature column"):
         fairness_template(tmp_path / "t.csv", ("race",))
+    with pytest.raises(CertpruneError, match="no column 'approve' for the label"):  # a typo is not left out silently
+        fairness_template(tmp_path / "t.csv", ("sex",), label="approve")
     (tmp_path / "s.csv").write_text("a,sex,y\nx,0,1\n")
     with pytest.raises(CertpruneError, match="column 'a' is not numeric"):
         fairness_template(tmp_path / "s.csv", ("sex",))
