@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 
 import click
 
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     # small products of the numpy fast path ran 2-4x slower with two threads on 2 loaded cores. Read when
     # numpy loads, which the commands do after this point.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    warnings.formatwarning = _one_line_warning
     try:
         result = cli.main(args=argv, prog_name="certprune", standalone_mode=False)
     except click.exceptions.Exit as done:
@@ -61,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"certprune: error: {error}", err=True)
         return EXIT_USAGE
     return int(result or 0)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """What a warning says, for a user: no source file or line of certprune's own code."""
+    return f"certprune: warning: {message}\n"
 
 
 if __name__ == "__main__":
