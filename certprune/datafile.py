@@ -87,6 +87,16 @@ def read_data(path: str | Path, *, split: str | None = None, label: str | None =
                       np.broadcast_to(upper, shape).astype(np.float64), str(path), names)
 
 
+def _not_a_number(column) -> str:
+    """Where a column stops being numbers: the first value that is not one, with its row (1 = the first sample)."""
+    for row, value in enumerate(column.tolist(), 1):
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            return f"row {row}: {value!r}"
+    return f"e.g. {column.iloc[0]!r}"
+
+
 def _npz(path: Path, split: str | None):
     try:
         arrays = np.load(path, allow_pickle=False)
@@ -136,10 +146,11 @@ def _table(path: Path, split: str | None, label: str | None, features):
     elif split in ("train", "test"):
         raise _NoSplit()
     for name in names + (label,):
+        if not len(frame):
+            raise CertpruneError(f"{path}: no samples" + (f" in split {split!r}" if split in ("train", "test") else ""))
         if frame[name].dtype.kind not in "biuf":
-            example = frame[name].iloc[0] if len(frame) else ""
-            raise CertpruneError(f"{path}: column {name!r} is not numeric (e.g. {example!r}); encode it as numbers "
-                                 "first (e.g. pandas factorize or sklearn OrdinalEncoder)")
+            raise CertpruneError(f"{path}: column {name!r} is not numeric ({_not_a_number(frame[name])}); encode it "
+                                 "as numbers first (e.g. pandas factorize or sklearn OrdinalEncoder)")
     x = frame[list(names)].to_numpy(dtype=np.float64)
     lower, upper = _sidecar(path, names)
     return x, _labels(path, frame[label].to_numpy()), lower, upper, names

@@ -42,7 +42,8 @@ def test_range_option_and_a_file_without_splits(tmp_path):
 
 
 @pytest.mark.parametrize("name, body, message", [
-    ("a.csv", "a,b,label\n1,x,0\n", "column 'b' is not numeric (e.g. 'x'); encode it"),
+    ("a.csv", "a,b,label\n1,2,0\n1,x,0\n", "column 'b' is not numeric (row 2: 'x'); encode it"),
+    ("h.csv", "a,b,label\n", "h.csv: no samples"),
     ("a.csv", "a,b\n1,2\n", "no label column (named label, y, target); name it with --label"),
     ("a.csv", "a,nan_col,label\n1,,0\n", "sample 0 has NaN or Inf"),
     ("a.csv", "a,label\n1,-1\n", "label -1 is negative"),
