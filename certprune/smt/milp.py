@@ -40,8 +40,11 @@ value some input attains), and HiGHS's dual bound loosened by ``OBJECTIVE_SLACK`
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
+import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -432,7 +435,7 @@ class _Encoding:
             lb, ub = np.append(lb, extra_var[0]), np.append(ub, extra_var[1])
             integrality = np.append(integrality, 0)
             objective = np.append(objective, 0.0) if objective.size == self.n_vars else objective
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), solver_output_silenced():
             warnings.filterwarnings("ignore", message="Unrecognized options", category=RuntimeWarning)
             return milp(objective, integrality=integrality, bounds=Bounds(lb, ub), constraints=constraints,
                         options=options)
@@ -467,6 +470,23 @@ class _Encoding:
             if not np.all(A @ y.ravel() <= b):
                 return None
         return x
+
+
+@contextlib.contextmanager
+def solver_output_silenced():
+    """File descriptor 1 sent to /dev/null while HiGHS runs: scipy's HiGHS prints debugging lines straight to it
+    (e.g. "HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();", 20 times in one fairness
+    run), in the middle of certprune's own output and a user's pipes. certprune runs no threads that could print
+    meanwhile."""
+    sys.stdout.flush()
+    saved, sink = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(sink, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(sink)
 
 
 def _linear_map(layer, shape) -> tuple[sp.csr_matrix, np.ndarray]:

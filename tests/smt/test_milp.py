@@ -207,3 +207,16 @@ def test_random_networks_with_library_bounds(seed, conv):
     assert sampled.min() >= low - 1e-6 and sampled.max() <= high + 1e-6 and bound <= low
     assert solve_milp(net, lower, upper, pre, np.array([[1.0, -1.0]]), [low - 1e-3]).status == "unsat"
     assert solve_milp(net, lower, upper, pre, np.array([[-1.0, 1.0]]), [-high + 1e-3]).status == "sat"
+
+
+def test_the_solvers_own_prints_do_not_reach_stdout(capfd):
+    """What is written to file descriptor 1 while HiGHS runs is dropped; stdout works as before after it."""
+    import os
+
+    from certprune.smt.milp import solver_output_silenced
+
+    print("before", flush=True)
+    with solver_output_silenced():
+        os.write(1, b"HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();\n")
+    print("after", flush=True)
+    assert capfd.readouterr().out == "before\nafter\n"
