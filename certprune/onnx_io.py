@@ -38,6 +38,7 @@ class _Graph:
     wiring: list[tuple[int, ...]] = field(default_factory=list)
     shapes: list[tuple[int, ...]] = field(default_factory=list)
     transform: str | None = None
+    transform_at: str = ""  # where the final Sigmoid/Softmax is, for errors about what follows it
 
     def shape(self, value: _Value) -> tuple[int, ...]:
         return self.input_shape if value.index == INPUT else self.shapes[value.index]
@@ -172,7 +173,8 @@ def _apply(node: onnx.NodeProto, position: int, env: dict, builder: _Graph) -> N
         done = [v for v in acts if v.transformed]
         if done:
             raise UnsupportedLayerError(
-                f"unsupported operator {node.op_type} after the final {builder.transform} ({where})")
+                f"{builder.transform.capitalize()} ({builder.transform_at}) is supported only as the model's last "
+                f"operation, but {node.op_type} ({where}) reads its output")
         outputs = [_activation_op(node, inputs, builder, where)]
     for name, value in zip(node.output, outputs):
         env[name] = value
@@ -213,7 +215,7 @@ def _transform(node, inputs, g, where):
         axis = _attrs(node).get("axis", -1)
         if axis not in (-1, 1) or len(g.shape(x)) != 1:
             raise UnsupportedLayerError(f"Softmax over axis {axis} of a {len(g.shape(x)) + 1}-D tensor ({where})")
-    g.transform = node.op_type.lower()
+    g.transform, g.transform_at = node.op_type.lower(), where
     return _Value(x.index, transformed=True)
 
 

@@ -156,3 +156,13 @@ def test_a_float64_model_is_named(tmp_path, capsys):
         load_onnx(path)
     assert "tensor of DOUBLE" in _cli_error(capsys, path)
     assert "tensor of DOUBLE" in _verify_error(capsys, path, tmp_path)
+
+
+def test_a_sigmoid_inside_the_network_is_named_not_the_layer_after_it(tmp_path, capsys):
+    nodes = [helper.make_node("Gemm", ["x", "W", "b"], ["h"], name="fc1", transB=1),
+             helper.make_node("Sigmoid", ["h"], ["s"], name="squash"),
+             helper.make_node("Gemm", ["s", "W2", "b"], ["y"], name="fc2", transB=1)]
+    path = _save(tmp_path, nodes, [_x()], _weights() + [numpy_helper.from_array(np.ones((3, 3), np.float32), "W2")])
+    message = _cli_error(capsys, path)
+    assert "Sigmoid (node 'squash' at position 1) is supported only as the model's last operation" in message
+    assert "Gemm (node 'fc2' at position 2) reads its output" in message
