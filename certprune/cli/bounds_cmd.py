@@ -68,8 +68,16 @@ def _box(network, center, box_path, eps) -> tuple[torch.Tensor, torch.Tensor]:
     for name, value in (("lower", lower), ("upper", upper)):
         if value.size != size:
             raise CertpruneError(f"box {name} has {value.size} values, the model input {network.input_shape} has {size}")
-    if np.any(lower > upper):
-        raise CertpruneError("box lower bound exceeds upper bound")
+        bad = np.flatnonzero(~np.isfinite(value.ravel()))
+        if bad.size:
+            raise CertpruneError(f"box {name} is not finite at input {bad[0]} ({value.ravel()[bad[0]]})")
+    if eps < 0:
+        raise CertpruneError(f"--eps must be >= 0, got {eps:g}")
+    above = np.flatnonzero(lower.ravel() > upper.ravel())
+    if above.size:
+        i = above[0]
+        raise CertpruneError(f"box lower bound exceeds upper bound at input {i} ({lower.ravel()[i]:g} > "
+                             f"{upper.ravel()[i]:g})")
     shape = network.input_shape
     return (torch.tensor(lower.reshape(shape), dtype=torch.float32),
             torch.tensor(upper.reshape(shape), dtype=torch.float32))

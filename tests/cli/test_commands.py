@@ -138,3 +138,14 @@ def test_numbers_no_command_can_use_are_usage_errors(args, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and ("not a finite number" in err or "LO must be below HI" in err), err
+
+
+def test_bounds_names_a_box_it_cannot_use(tmp_path, capsys):
+    centre = np.full(784, 0.5, dtype=np.float32)
+    centre[3] = np.nan
+    np.save(tmp_path / "x.npy", centre)
+    assert main(["bounds", MNIST, "--center", str(tmp_path / "x.npy"), "--eps", "0.01"]) == 2
+    assert "box lower is not finite at input 3" in one_error_line(capsys)
+    np.save(tmp_path / "x.npy", np.full(784, 0.5, dtype=np.float32))
+    assert main(["bounds", MNIST, "--center", str(tmp_path / "x.npy"), "--eps", "-0.1"]) == 2
+    assert "--eps must be >= 0" in one_error_line(capsys)
