@@ -14,6 +14,7 @@ that is not numeric (encode it first), NaN or Inf, a domain that does not contai
 """
 from __future__ import annotations
 
+import difflib
 import json
 import warnings
 from dataclasses import dataclass
@@ -152,7 +153,7 @@ def _table(path: Path, split: str | None, label: str | None, features):
             raise CertpruneError(f"{path}: column {name!r} is not numeric ({_not_a_number(frame[name])}); encode it "
                                  "as numbers first (e.g. pandas factorize or sklearn OrdinalEncoder)")
     x = frame[list(names)].to_numpy(dtype=np.float64)
-    lower, upper = _sidecar(path, names)
+    lower, upper = _sidecar(path, names, tuple(str(c) for c in frame.columns))
     return x, _labels(path, frame[label].to_numpy()), lower, upper, names
 
 
@@ -172,7 +173,7 @@ def read_table(path: Path):
         raise CertpruneError(f"{path}: cannot read the table ({str(error).splitlines()[0]})") from None
 
 
-def _sidecar(path: Path, names: tuple[str, ...]):
+def _sidecar(path: Path, names: tuple[str, ...], columns: tuple[str, ...] = ()):
     side = path.with_name(f"{path.stem}.domain.json")
     if not side.is_file():
         return None, None
@@ -182,7 +183,16 @@ def _sidecar(path: Path, names: tuple[str, ...]):
         raise CertpruneError(f"{side}: not valid JSON ({error})") from None
     if isinstance(spec, dict) and set(spec) == {"lower", "upper"}:
         return np.asarray(spec["lower"], dtype=np.float64), np.asarray(spec["upper"], dtype=np.float64)
-    missing = [n for n in names if n not in spec] if isinstance(spec, dict) else list(names)
+    if not isinstance(spec, dict):
+        raise CertpruneError(f"{side}: needs an object, {{\"lower\": .., \"upper\": ..}} or a [lo, hi] per feature")
+    known = ("lower", "upper", *names, *columns)  # a sidecar may describe columns --features leaves out
+    unknown = [key for key in spec if key not in known]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise CertpruneError(f"{side}: unknown key {unknown[0]!r}{hint}; keys are lower/upper or the features "
+                             f"{', '.join(names)}")
+    missing = [n for n in names if n not in spec]
     if missing:
         raise CertpruneError(f"{side}: needs lower/upper or a [lo, hi] per feature; missing {missing[0]!r}")
     bounds = np.asarray([spec[n] for n in names], dtype=np.float64)

@@ -73,3 +73,13 @@ def test_npz_mistakes(tmp_path):
     np.savez(tmp_path / "p.npz", x=np.zeros((2, 2)), y=[0, 1], lower=0, upper=1)
     with pytest.raises(CertpruneError, match="no 'train' split"):
         read_data(tmp_path / "p.npz", split="train")
+
+
+def test_a_typo_in_the_domain_sidecar_is_named(tmp_path):
+    (tmp_path / "t.csv").write_text("age,income,label\n20,1,0\n30,2,1\n")
+    (tmp_path / "t.domain.json").write_text(json.dumps({"lower": 0, "uper": 100}))
+    with pytest.raises(CertpruneError, match="unknown key 'uper' \\(did you mean 'upper'\\?\\)"):
+        read_data(tmp_path / "t.csv")
+    (tmp_path / "t.domain.json").write_text(json.dumps({"age": [18, 99], "incme": [0, 10]}))
+    with pytest.raises(CertpruneError, match="unknown key 'incme' \\(did you mean 'income'\\?\\)"):
+        read_data(tmp_path / "t.csv")
