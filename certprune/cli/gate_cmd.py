@@ -40,6 +40,9 @@ def command(policy, model, junit_path, json_path, markdown_path, cache_dir, no_c
         for example in check["counterexamples"][:3]:
             click.echo(f"{'':>14}counterexample {example['label']}" +
                        (f" -> {example['file']}" if example.get("file") else ""))
+        if len(check["counterexamples"]) > 3:
+            click.echo(f"{'':>14}and {len(check['counterexamples']) - 3} more (all in the JSON, JUnit and markdown "
+                       "outputs)")
     click.echo(f"gate: {result['outcome'].upper()} (exit {result['exit_code']}) in {result['seconds']:.1f} s")
     return result["exit_code"]
 
