@@ -225,7 +225,9 @@ class _Runner:
         pending = set()
         queue = iter(items)
         while True:
-            while len(pending) < 2 * self.jobs and time.perf_counter() <= deadline:
+            # no more items than workers: an item waiting in the pool's queue would start later than its budget
+            # (computed here) assumes and could run past the total deadline
+            while len(pending) < self.jobs and time.perf_counter() <= deadline:
                 item = next(queue, None)
                 if item is None:
                     break
