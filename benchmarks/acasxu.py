@@ -49,11 +49,12 @@ def main() -> None:
 
 def run_all(instances: str, timeout: float | None) -> None:
     from certprune.bab.batch import run_batch
+    from certprune.decide import decide_vnnlib
 
     started = time.perf_counter()
     print(f"{'network':<10} {'prop':<6} {'result':<8} {'expected':<9} {'ok':<3} {'seconds':>8}")
     rows = []
-    for r in run_batch(instances, timeout_override=timeout):
+    for r in run_batch(instances, decide_vnnlib, timeout_override=timeout):
         rows.append(r)
         net = Path(r["onnx"]).stem.replace("ACASXU_run2a_", "").replace("_batch_2000", "")
         print(f"{net:<10} {Path(r['vnnlib']).stem:<6} {r['result']:<8} {r['expected']:<9} "

@@ -99,11 +99,12 @@ checks:
 
 def test_a_batch_on_the_cluster_equals_the_local_batch(cluster, tmp_path):
     from certprune.bab.batch import run_batch
+    from certprune.decide import decide_vnnlib
 
     lines = (REPO / "tests" / "data" / "acasxu" / "instances.csv").read_text().splitlines()
     csv = tmp_path / "few.csv"
     csv.write_text("\n".join(line.replace("onnx/", f"{REPO}/tests/data/acasxu/onnx/")
                              .replace("vnnlib/", f"{REPO}/tests/data/acasxu/vnnlib/") for line in lines[:4]) + "\n")
-    local = {r["row"]: r["result"] for r in run_batch(csv, timeout_override=60)}
-    remote = {r["row"]: r["result"] for r in run_batch(csv, timeout_override=60, cluster=cluster.scheduler_address)}
+    local = {r["row"]: r["result"] for r in run_batch(csv, decide_vnnlib, timeout_override=60)}
+    remote = {r["row"]: r["result"] for r in run_batch(csv, decide_vnnlib, timeout_override=60, cluster=cluster.scheduler_address)}
     assert local == remote and len(local) == 3  # the header and three ACAS Xu instances

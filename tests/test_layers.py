@@ -21,7 +21,7 @@ RANKS = {
     "onnx_io": 4, "torch_io": 4, "parity": 4,
     "spec": 5, "bounds": 5, "smt": 5,
     "bab": 6, "fairness": 6, "prune": 6, "fastpath": 6,
-    "gate": 7, "report": 7,
+    "gate": 7, "report": 7, "decide": 7,
     "cli": 8,
 }
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p != PACKAGE / "__init__.py")

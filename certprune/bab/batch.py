@@ -9,12 +9,13 @@ from typing import Callable, Iterator
 
 from certprune.bab.search import SearchSettings
 from certprune.deadline import Deadline
-from certprune.decide import decide_vnnlib
 from certprune.errors import CertpruneError, PropertyError
 from certprune.journal import Journal, file_sha256, journal_header
 from certprune.spec.text import read_text
-from certprune.spec.vnnlib import read_vnnlib
+from certprune.spec.vnnlib import VnnlibProperty, read_vnnlib
+from certprune.types import Result
 
+Decide = Callable[[str, VnnlibProperty, Deadline], Result]
 RESULT_WORDS = {"verified": "unsat", "falsified": "sat", "unknown": "unknown", "timeout": "timeout"}
 
 
@@ -62,12 +63,13 @@ def batch_header(path: str | Path, timeout_override: float | None) -> dict:
                           {"timeout": timeout_override, "search": search})
 
 
-def run_batch(path: str | Path, journal: Journal | None = None, resume: bool = False,
+def run_batch(path: str | Path, decide: Decide, journal: Journal | None = None, resume: bool = False,
               timeout_override: float | None = None, on_row: Callable[[dict], None] | None = None,
               cluster: str | None = None) -> Iterator[dict]:
-    """Verify each instance, yielding (and journaling) one record per instance: in row order here, as they
-    finish on a Dask ``cluster``. Each record holds its ``row``, which keys the journal (the header pins the
-    CSV's content), so a moved folder or an out-of-order run resumes."""
+    """Verify each instance with ``decide(onnx, property, deadline) -> Result`` (``certprune.decide.decide_vnnlib``
+    for the CLI: the fast path, then this engine), yielding (and journaling) one record per instance: in row order
+    here, as they finish on a Dask ``cluster``. Each record holds its ``row``, which keys the journal (the header
+    pins the CSV's content), so a moved folder or an out-of-order run resumes."""
     rows = read_instances(path)
     done = {}
     if journal is not None:
@@ -80,11 +82,11 @@ def run_batch(path: str | Path, journal: Journal | None = None, resume: bool = F
         from certprune.cluster import connect, run_chunks
 
         with connect(cluster) as client:
-            for record in run_chunks(client, _decide_rows, timeout_override, todo, size=1):
+            for record in run_chunks(client, _decide_rows, (timeout_override, decide), todo, size=1):
                 yield _emit(record, journal, on_row)
         return
     for item in todo:
-        yield _emit(_decide_row(item, timeout_override), journal, on_row)
+        yield _emit(_decide_row(item, timeout_override, decide), journal, on_row)
 
 
 def _emit(record: dict, journal: Journal | None, on_row) -> dict:
@@ -95,8 +97,8 @@ def _emit(record: dict, journal: Journal | None, on_row) -> dict:
     return record
 
 
-def _decide_row(item: tuple[int, dict], timeout_override: float | None) -> dict:
-    """As ``certprune verify`` decides the row (``decide_vnnlib``); a model or property this row cannot use
+def _decide_row(item: tuple[int, dict], timeout_override: float | None, decide: Decide) -> dict:
+    """The row decided by ``decide`` (as ``certprune verify`` decides it, for the CLI); a model or property this row cannot use
     (an unsupported operator, a property of the wrong size) ends as result "error" with the message, and the
     batch goes on."""
     position, row = item
@@ -104,7 +106,7 @@ def _decide_row(item: tuple[int, dict], timeout_override: float | None) -> dict:
     deadline = Deadline(timeout)
     record = {"row": position, **row, "timeout": timeout}
     try:
-        result = decide_vnnlib(row["onnx"], read_vnnlib(row["vnnlib"]), deadline)
+        result = decide(row["onnx"], read_vnnlib(row["vnnlib"]), deadline)
     except CertpruneError as error:
         return {**record, "verdict": "error", "result": "error", "seconds": round(deadline.elapsed(), 3),
                 "correct": not row["expected"], "error": str(error)}
@@ -113,9 +115,10 @@ def _decide_row(item: tuple[int, dict], timeout_override: float | None) -> dict:
             "correct": (not row["expected"]) or word == row["expected"]}
 
 
-def _decide_rows(timeout_override: float | None, items: list) -> list[dict]:
+def _decide_rows(settings: tuple, items: list) -> list[dict]:
     """One Dask task: instances of the CSV, each in the worker process."""
     import torch
 
     torch.set_num_threads(1)
-    return [_decide_row(item, timeout_override) for item in items]
+    timeout_override, decide = settings
+    return [_decide_row(item, timeout_override, decide) for item in items]

@@ -8,6 +8,7 @@ import click
 from certprune.bab.batch import batch_header, run_batch
 from certprune.cli.cluster_option import cluster_option
 from certprune.cli.params import SECONDS
+from certprune.decide import decide_vnnlib
 from certprune.journal import Journal
 from certprune.types import EXIT_CODES, Verdict
 
@@ -25,7 +26,7 @@ def command(instances, out, journal, resume, timeout, cluster) -> int:
     log = Journal(journal, batch_header(instances, timeout)) if journal else None
     click.echo(f"{'onnx':<40} {'vnnlib':<16} {'result':<8} {'expected':<9} {'seconds':>8}")
     records = []
-    for record in run_batch(instances, log, resume, timeout, cluster=cluster):
+    for record in run_batch(instances, decide_vnnlib, log, resume, timeout, cluster=cluster):
         records.append(record)
         click.echo(f"{record['onnx'].split('/')[-1][:40]:<40} {record['vnnlib'].split('/')[-1][:16]:<16} "
                    f"{record['result']:<8} {record['expected']:<9} {record['seconds']:>8.2f}"
