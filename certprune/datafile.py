@@ -146,9 +146,9 @@ def _table(path: Path, split: str | None, label: str | None, features):
         frame = frame[frame["split"].astype(str) == (split or "test")]
     elif split in ("train", "test"):
         raise _NoSplit()
+    if not len(frame):
+        raise CertpruneError(f"{path}: no samples" + (f" in split {split!r}" if split in ("train", "test") else ""))
     for name in names + (label,):
-        if not len(frame):
-            raise CertpruneError(f"{path}: no samples" + (f" in split {split!r}" if split in ("train", "test") else ""))
         if frame[name].dtype.kind not in "biuf":
             raise CertpruneError(f"{path}: column {name!r} is not numeric ({_not_a_number(frame[name])}); encode it "
                                  "as numbers first (e.g. pandas factorize or sklearn OrdinalEncoder)")

@@ -630,8 +630,8 @@ def _split_search(chain, spec, inner, outer, replay, deadline, max_domains, boun
         if not open_.any():
             continue
         lo, hi, lower, coefficients, prior = lo[open_], hi[open_], lower[open_], coefficients[open_], prior[open_]
-        x = _check_points(chain, spec, np.concatenate([(lo + hi) / 2, _corners(lo, hi, coefficients, lower - spec.rhs)]),
-                          inner, replay)
+        candidates = np.concatenate([(lo + hi) / 2, _corners(lo, hi, coefficients, lower - spec.rhs)])
+        x = _check_points(chain, spec, candidates, inner, replay)
         if x is not None:
             return Outcome(Verdict.FALSIFIED, x, bounder.boxes, "fast-path split")
         if deadline.expired() or not splits:  # the look-ahead below bounds six times as many boxes

@@ -98,9 +98,9 @@ def _emit(record: dict, journal: Journal | None, on_row) -> dict:
 
 
 def _decide_row(item: tuple[int, dict], timeout_override: float | None, decide: Decide) -> dict:
-    """The row decided by ``decide`` (as ``certprune verify`` decides it, for the CLI); a model or property this row cannot use
-    (an unsupported operator, a property of the wrong size) ends as result "error" with the message, and the
-    batch goes on."""
+    """The row decided by ``decide`` (for the CLI, as ``certprune verify`` decides it); a model or property this
+    row cannot use (an unsupported operator, a property of the wrong size) ends as result "error" with the
+    message, and the batch goes on."""
     position, row = item
     timeout = timeout_override or row["timeout"]
     deadline = Deadline(timeout)

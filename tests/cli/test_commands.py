@@ -72,13 +72,19 @@ def test_certify_a_fairness_table(tmp_path):
     assert len(records) == 5 and {r["status"] for r in records} <= {"verified", "falsified", "misclassified"}
 
 
+def _batch(tmp_path, *rows: tuple) -> tuple[int, list[dict]]:
+    """``certprune batch`` on an instances CSV of (onnx, vnnlib, expected) rows, 60 s each: exit code, CSV rows."""
+    instances, out = tmp_path / "instances.csv", tmp_path / "results.csv"
+    instances.write_text("".join(f"{onnx},{vnnlib},60,{expected}\n" for onnx, vnnlib, expected in rows))
+    out.unlink(missing_ok=True)
+    code = main(["batch", str(instances), "--out", str(out)])
+    return code, list(csv.DictReader(out.open())) if out.exists() else []
+
+
 def test_batch_table_and_csv(tmp_path, acasxu_dir):
-    instances = tmp_path / "instances.csv"
-    instances.write_text(f"{acas('1_1')},{acasxu_dir / 'vnnlib' / 'prop_1.vnnlib'},60,unsat\n"
-                         f"{acas('1_7')},{acasxu_dir / 'vnnlib' / 'prop_3.vnnlib'},60,sat\n")
-    out = tmp_path / "results.csv"
-    assert main(["batch", str(instances), "--out", str(out)]) == 10
-    rows = list(csv.DictReader(out.open()))
+    code, rows = _batch(tmp_path, (acas("1_1"), acasxu_dir / "vnnlib" / "prop_1.vnnlib", "unsat"),
+                        (acas("1_7"), acasxu_dir / "vnnlib" / "prop_3.vnnlib", "sat"))
+    assert code == 10
     assert [r["result"] for r in rows] == ["unsat", "sat"]
 
 
@@ -90,18 +96,14 @@ def test_batch_decides_as_verify_does_and_reports_a_bad_row_without_stopping(tmp
     wrong.write_text("(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n"
                      "(assert (>= X_0 0))\n(assert (<= X_0 1))\n(assert (>= X_1 0))\n(assert (<= X_1 1))\n"
                      "(assert (<= Y_0 0))\n")
-    instances = tmp_path / "instances.csv"
-    instances.write_text(f"{acas('1_1')},{wrong},60,unsat\n"
-                         f"{acas('1_1')},{acasxu_dir / 'vnnlib' / 'prop_3.vnnlib'},60,unsat\n")
-    out = tmp_path / "results.csv"
-    assert main(["batch", str(instances), "--out", str(out)]) == 20
-    rows = list(csv.DictReader(out.open()))
+    prop_3 = acasxu_dir / "vnnlib" / "prop_3.vnnlib"
+    code, rows = _batch(tmp_path, (acas("1_1"), wrong, "unsat"), (acas("1_1"), prop_3, "unsat"))
+    assert code == 20
     assert [r["result"] for r in rows] == ["error", "unsat"]
     assert rows[0]["error"] and rows[0]["correct"] == "False" and not rows[1]["error"]
     capsys.readouterr()
-    instances.write_text(f"{acas('1_1')},{acasxu_dir / 'vnnlib' / 'prop_3.vnnlib'},60,unsat\n"
-                         f"{tmp_path / 'missing.onnx'},{wrong},60,unsat\n")
-    assert main(["batch", str(instances), "--out", str(out)]) == 2
+    code, _ = _batch(tmp_path, (acas("1_1"), prop_3, "unsat"), (tmp_path / "missing.onnx", wrong, "unsat"))
+    assert code == 2
     assert "line 2: onnx file not found" in one_error_line(capsys)
 
 
