@@ -40,7 +40,7 @@ def command(model, data, label, features, value_range, split, eps, count, timeou
     samples = samples_from_data(network, model, chosen, timeout)
     settings = SearchSettings(timeout=timeout)
     header = journal_header("certify", {"model": file_sha256(model, "model"), "data": samples_sha256(samples)},
-                            {"data": data, "eps": eps, "search": asdict(settings)})
+                            {"data": data, "samples": count, "eps": eps, "search": asdict(settings)})
     report = run_samples(network, model, samples, settings, journal, resume, not quiet, header, cluster)
     totals = report.totals()
     click.echo(f"certified accuracy {totals['verified'] / totals['samples']:.1%} at eps {eps:g}")

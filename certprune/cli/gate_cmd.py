@@ -1,14 +1,13 @@
 """`certprune gate POLICY.yaml`: may this model ship? Exit 0 pass, 10 a check failed, 20 inconclusive, 2 bad input."""
 from __future__ import annotations
 
-import sys
-
 import click
 
 from certprune.cli.cluster_option import cluster_option
 from certprune.gate.cache import DEFAULT_FOLDER
 from certprune.gate.outputs import write_outputs
 from certprune.gate.run import run_gate
+from certprune.progress import ProgressBars
 
 
 @click.command("gate")
@@ -26,7 +25,7 @@ from certprune.gate.run import run_gate
 @click.option("--quiet", is_flag=True, help="No progress bars (for logs).")
 def command(policy, model, junit_path, json_path, markdown_path, cache_dir, no_cache, cluster, quiet) -> int:
     """Run every check of POLICY on its model and judge the requirements."""
-    bars = _Bars(enabled=not quiet and sys.stderr.isatty())
+    bars = ProgressBars(enabled=not quiet)
     try:
         result = run_gate(policy, model=model, cache_dir=None if no_cache else cache_dir, progress=bars.update,
                           cluster=cluster)
@@ -45,24 +44,3 @@ def command(policy, model, junit_path, json_path, markdown_path, cache_dir, no_c
                        "outputs)")
     click.echo(f"gate: {result['outcome'].upper()} (exit {result['exit_code']}) in {result['seconds']:.1f} s")
     return result["exit_code"]
-
-
-class _Bars:
-    """One tqdm bar per check that reports progress, on a terminal only."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled, self.bars = enabled, {}
-
-    def update(self, name: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-
-        bar = self.bars.get(name)
-        if bar is None:
-            bar = self.bars[name] = tqdm(total=total, desc=name, unit="item", dynamic_ncols=True, leave=False)
-        bar.update(done - bar.n)
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()

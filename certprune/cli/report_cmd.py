@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import click
 
 from certprune.errors import CertpruneError
 from certprune.journal import write_atomic
+from certprune.progress import ProgressBars
 
 
 @click.command("report")
@@ -73,7 +73,7 @@ def _gate(model: str, policy: str | None, cache_dir: str | None, no_cache: bool,
     except ImportError:
         raise CertpruneError("running a policy needs `certprune gate`, which this installation lacks; "
                              "give result .json files instead") from None
-    bars = _Bars(enabled=not quiet and sys.stderr.isatty())
+    bars = ProgressBars(enabled=not quiet)
     try:
         return run_gate(policy, model=model, cache_dir=None if no_cache else cache_dir or DEFAULT_FOLDER,
                         progress=bars.update)
@@ -91,22 +91,3 @@ def check_writable(path: str, what: str) -> None:
         folder = folder.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise CertpruneError(f"cannot write {what} {path}: {folder} is not a writable folder")
-
-
-class _Bars:
-    """One progress bar per gate check, on a terminal only."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled, self.bars = enabled, {}
-
-    def update(self, name: str, done: int, total: int) -> None:
-        if self.enabled:
-            from tqdm import tqdm
-
-            if name not in self.bars:
-                self.bars[name] = tqdm(total=total, desc=name, unit="item", dynamic_ncols=True, leave=False)
-            self.bars[name].update(done - self.bars[name].n)
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()

@@ -9,6 +9,7 @@ import numpy as np
 from certprune.cli.results import exit_code, write_json
 from certprune.deadline import Deadline
 from certprune.decide import decide_vnnlib
+from certprune.progress import progress_bar
 from certprune.runtime import OnnxRuntimeModel
 from certprune.spec.vnnlib import read_vnnlib
 from certprune.types import Verdict
@@ -79,13 +80,11 @@ def run_robustness(model: str, property_path: str, timeout: float | None, json_o
 
 def run_samples(network, model, samples, settings, journal_path, resume, progress, header, cluster=None):
     """Certify samples with a progress bar and a journal; prints the totals table."""
-    from tqdm import tqdm
-
     from certprune.bab.certify import certify
     from certprune.journal import Journal
 
     journal = Journal(journal_path, header) if journal_path else None
-    bar = tqdm(total=len(samples), disable=not progress, unit="sample", dynamic_ncols=True)
+    bar = progress_bar(len(samples), "sample", enabled=progress)
 
     def on_record(record):
         bar.update(1)

@@ -13,7 +13,8 @@ from certprune.spec.text import read_text
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--property", "property_path", required=True, type=click.Path(dir_okay=False),
               help="A .vnnlib file, or a YAML property (kind: robustness or kind: fairness).")
-@click.option("--timeout", type=SECONDS, default=None, help="Seconds (per instance or per partition).")
+@click.option("--timeout", type=SECONDS, default=None, help="Seconds per instance; for a fairness property, per partition (its file's "
+                   "`timeout: {total: S}` bounds the whole run).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write a JSON report.")
 @click.option("--results-file", type=click.Path(dir_okay=False), default=None,
               help="VNN-COMP results file: sat/unsat/unknown/timeout and the counterexample.")

@@ -240,16 +240,16 @@ class _Runner:
 
 
 class _progress:
-    """A tqdm bar counting partitions tried, with certified / falsified / undecided counts (a partition retried
+    """A progress bar counting partitions tried, with certified / falsified / undecided counts (a partition retried
     in a later round counts once, with its last verdict)."""
 
     def __init__(self, enabled: bool, total: int, initial: int, records: dict) -> None:
         self.bar = None
         self.verdicts = {i: r["verdict"] for i, r in records.items()}
         if enabled:
-            from tqdm import tqdm
+            from certprune.progress import progress_bar
 
-            self.bar = tqdm(total=total, initial=len(self.verdicts), unit="partition", dynamic_ncols=True)
+            self.bar = progress_bar(total, "partition", initial=len(self.verdicts))
             self.show()
 
     def update(self, record: dict) -> None:

@@ -15,7 +15,7 @@ import math
 import time
 from pathlib import Path
 
-from certprune.errors import PropertyError
+from certprune.errors import CertpruneError, PropertyError
 from certprune.gate import rules
 from certprune.gate.cache import ResultCache
 from certprune.gate.checks import Prepared, Progress, describe, prepare, with_eps
@@ -51,7 +51,7 @@ class _Subject:
     missing check validated before any runs) and run."""
 
     def __init__(self, path: Path, policy: Policy, cache: ResultCache, cluster: str | None = None) -> None:
-        self.path, self.cache, self.cluster = path, cache, cluster
+        self.path, self.cache, self.cluster, self.source = path, cache, cluster, policy.source
         self.sha256 = file_sha256(path, "model")
         self.checks = [describe(check) for check in policy.checks]
 
@@ -64,7 +64,11 @@ class _Subject:
 
             network = load_onnx(self.path)
             for i in missing:
-                self.checks[i] = prepare(self.checks[i], network, self.path, self.cluster)
+                check = self.checks[i].check
+                try:
+                    self.checks[i] = prepare(self.checks[i], network, self.path, self.cluster)
+                except CertpruneError as error:  # e.g. a label column the data file lacks: name the policy line
+                    raise type(error)(f"{self.source} line {check.line}, check '{check.name}': {error}") from error
         for i, described in enumerate(self.checks):
             if stored[i] is not None:
                 yield described, stored[i], True

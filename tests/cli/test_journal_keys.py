@@ -121,6 +121,8 @@ def test_certify_refuses_a_changed_model(tmp_path, capsys):
     assert main(args[:-2] + ["--eps", "0.02", "--journal", str(tmp_path / "c.jsonl"), "--resume"]) == 2
     line = one_error_line(capsys)
     assert "setting eps was 0.01, now 0.02" in line and "the data differs" in line
+    assert main(args[:6] + ["-n", "3", "--quiet", "--journal", str(tmp_path / "c.jsonl"), "--resume"]) == 2
+    assert "setting samples was 2, now 3" in one_error_line(capsys)
 
 
 def test_batch_refuses_a_changed_model_and_resumes_a_moved_folder(tmp_path, capsys):

@@ -127,7 +127,20 @@ def test_a_property_that_does_not_fit_the_model_is_exit_2(tmp_path, capsys):
                                    f"{REPO / 'properties' / 'german_fairness_sex.yaml'}\n    require: {{holds: true}}\n")
     code, out = gate(tmp_path, policy)
     assert code == 2 and not out.exists()
-    assert "german_fairness_sex.yaml" in one_error_line(capsys)
+    line = one_error_line(capsys)
+    assert "german_fairness_sex.yaml" in line and "policy.yaml line 3, check 'f'" in line
+
+
+def test_a_label_the_data_file_lacks_names_the_policy_line(tmp_path, capsys):
+    data = tmp_path / "table.csv"
+    data.write_text("a,b,target\n0.1,0.2,1\n0.3,0.4,0\n")
+    policy = policy_file(tmp_path, f"model: MNIST\nchecks:\n  - name: f\n    facts: {{}}\n    require: {{parity: true}}\n"
+                                   f"  - name: robust\n    certify: {{data: {data}, label: taget, eps: [0.01]}}\n"
+                                   f"    require: {{certified_accuracy: '>= 0.5'}}\n")
+    code, out = gate(tmp_path, policy)
+    line = one_error_line(capsys)
+    assert code == 2 and not out.exists()
+    assert "policy.yaml line 6, check 'robust'" in line and "no column 'taget'" in line
 
 
 def test_an_unwritable_output_is_exit_2_and_nothing_half_written(tmp_path, capsys):
