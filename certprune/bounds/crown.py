@@ -116,17 +116,22 @@ def _maxpool(layer, bound: LinearBound, shape_in, relaxation: PoolRelaxation) ->
 RULES = {**AFFINE_RULES, "relu": _relu, "maxpool": _maxpool, **JOIN_RULES}
 
 
-def back_substitute(problem: Problem, node: int, relaxations: dict, bound: LinearBound) -> LinearBound:
+def back_substitute(problem: Problem, node: int, relaxations: dict, bound: LinearBound,
+                    inject: dict | None = None) -> LinearBound:
     """Carry a bound on the output of layer ``node`` back to the network input, through the graph.
 
     Coefficients wait at each value until every reader of it has been processed (reverse topological
     order); where branches join, those from different readers add up. Intercepts add up across the graph.
+    ``inject`` {position: coefficients} adds terms on the output of earlier layers to the same rows (a row
+    that mixes a logit constraint with an intermediate neuron, see ``bounds.constrained``).
     """
     network, shapes = problem.network, problem.shapes
     pending = {node: bound.A}
     bias, magnitude = bound.bias, bound.magnitude
     for pos in range(node, -1, -1):
         A = pending.pop(pos, None)
+        if inject and pos in inject:
+            A = inject[pos] if A is None else A + inject[pos]
         if A is None:
             continue
         layer, sources = network.layers[pos], network.inputs[pos]
@@ -189,9 +194,9 @@ def sweep(problem: Problem, prior: Bounds | None, chunk_elements: int, tighten: 
                 lower, upper = _tighten(problem, sources[0], lower, upper, x.magnitude.flatten(1), relaxations,
                                         chunk_elements, deadline or Deadline.never())
                 lower, upper = settle(problem, i, lower, upper, None, infeasible)
-                if refine is not None:
-                    lower, upper = refine(problem, sources[0], lower, upper, x.magnitude.flatten(1), relaxations)
-                    lower, upper = settle(problem, i, lower, upper, None, infeasible)
+            if tighten and refine is not None:  # the first layer too: a constraint on the logits tightens it
+                lower, upper = refine(problem, sources[0], lower, upper, x.magnitude.flatten(1), relaxations)
+                lower, upper = settle(problem, i, lower, upper, None, infeasible)
             pre.append((lower, upper))
             relaxations[pos] = relax(lower, upper)
             xs = [Interval(lower.view(x.lower.shape), upper.view(x.upper.shape), x.magnitude)]

@@ -46,7 +46,17 @@ def test_relu_splitting_with_lookahead_agrees_with_milp(tmp_path):
     assert verdicts.count("relu-split") >= 2, verdicts
 
 
-def _run(tmp_path, seed: int, relu_lookahead: int = 1) -> str | None:
+@pytest.mark.parametrize("chunk", range(3))
+def test_output_constraints_and_then_relu_splitting_agree_with_milp(tmp_path, chunk):
+    """The same with conjunctions first refuted under their own constraint (``bounds.constrained``) and branch
+    and bound on each one left, from its constrained bounds."""
+    verdicts = [_run(tmp_path, seed, constrained=True) for seed in range(6 * chunk, 6 * chunk + 6)]
+    assert all(v in (None, "attack", "output constraints", "output constraints+relu-split", "relu-split")
+               for v in verdicts), verdicts
+    assert sum(v is not None and v.startswith("output constraints") for v in verdicts) >= 1, verdicts
+
+
+def _run(tmp_path, seed: int, relu_lookahead: int = 1, constrained: bool = False) -> str | None:
     """What decided the search (None: undecided); 'wrong' where its verdict is not the MILP's."""
     network, lower, upper, rows, best = _case(seed)
     rng = np.random.default_rng(1000 + seed)
@@ -56,7 +66,7 @@ def _run(tmp_path, seed: int, relu_lookahead: int = 1) -> str | None:
     # a budget of domains, not seconds, so that a loaded machine changes nothing but the falsifier's share
     settings = SearchSettings(timeout=60, max_domains=3000, input_split_dims=0, milp_max_unstable=-1,
                               fixed_intermediate_above=0, attack_restarts=0 if seed % 2 else 32, seed=seed,
-                              relu_lookahead=relu_lookahead)
+                              relu_lookahead=relu_lookahead, constrained_relus=10**6 if constrained else 0)
     save_onnx(network, tmp_path / f"{seed}.onnx")
     result = verify_one(network, tmp_path / f"{seed}.onnx", Instance("box", lower, upper, constraints), settings)
     if result.verdict not in DECIDED:

@@ -33,8 +33,9 @@ def _interval_bounds(chain, lo, hi, splits):
     return bounds
 
 
-def exact_minimum(chain, lo: np.ndarray, hi: np.ndarray, c: np.ndarray, splits=None):
-    """min of c @ network(x) over the box (and the split constraints): (value, argmin x), or None if empty."""
+def exact_minimum(chain, lo: np.ndarray, hi: np.ndarray, c: np.ndarray, splits=None, subject_to=None):
+    """min of c @ network(x) over the box (and the split constraints, and ``subject_to`` = (A, b): the
+    outputs y with A y <= b): (value, argmin x), or None if empty."""
     bounds = _interval_bounds(chain, lo, hi, splits)
     n0 = lo.size
     sizes = [len(b) for _, b in chain[:-1]]
@@ -67,6 +68,10 @@ def exact_minimum(chain, lo: np.ndarray, hi: np.ndarray, c: np.ndarray, splits=N
             row([(y[j], 1.0), (d[j], -max(u[j], 0.0))], -np.inf, 0.0)
         previous = y
     W, b = chain[-1]
+    if subject_to is not None:
+        A_out, b_out = (np.atleast_2d(np.asarray(v, dtype=np.float64)) for v in subject_to)
+        for a, limit in zip(A_out, b_out.ravel()):
+            row([(p, w) for p, w in zip(previous, a @ W)], -np.inf, limit - a @ b)
     cost = np.zeros(n_var)
     cost[previous] = c @ W
     result = milp(cost, integrality=integrality, bounds=Bounds(var_lo, var_hi),
