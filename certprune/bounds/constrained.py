@@ -58,37 +58,37 @@ class OutputConstrained:
         vacuous = ~torch.isfinite(b)
         A = torch.where(vacuous.unsqueeze(-1), 0.0, A)
         b_finite = torch.where(vacuous, 0.0, b)
-        boxes_lower = lower.expand(groups, *lower.shape[1:])
-        boxes_upper = upper.expand(groups, *upper.shape[1:])
-        problem = prepare(network, boxes_lower, boxes_upper, A)
-        bounds = Bounds(torch.full((groups, A.shape[1]), -torch.inf, dtype=problem.dtype),
-                        torch.full((groups, A.shape[1]), torch.inf, dtype=problem.dtype),
-                        tuple(t.expand(groups, *t.shape[1:]).to(problem.dtype) for t in prior.pre_lower),
-                        tuple(t.expand(groups, *t.shape[1:]).to(problem.dtype) for t in prior.pre_upper),
-                        prior.infeasible.expand(groups).clone(), "output-constrained")
-        with torch.no_grad():  # the refine step turns gradients on for its own ascent
-            return self._passes(network, problem, bounds, A, b, b_finite)
-
-    def _passes(self, network, problem: Problem, bounds: Bounds, A, b, b_finite) -> tuple[torch.Tensor, Bounds]:
-        refuted = torch.zeros(problem.batch, dtype=torch.bool)
+        boxes = (lower.expand(groups, *lower.shape[1:]), upper.expand(groups, *upper.shape[1:]))
+        dtype = prepare(network, *boxes, A).dtype
+        pre_lower = [t.expand(groups, *t.shape[1:]).to(dtype, copy=True) for t in prior.pre_lower]
+        pre_upper = [t.expand(groups, *t.shape[1:]).to(dtype, copy=True) for t in prior.pre_upper]
+        refuted = prior.infeasible.expand(groups).clone()
         deadline = self.deadline or Deadline.never()
-        for _ in range(self.passes):
-            if deadline.expired():
-                break
-            before = sweep(problem, bounds, DEFAULT_CHUNK, tighten=False)
-            step = _UnderConstraint(problem.spec, b_finite, before, self)
-            try:
-                result = sweep(problem, bounds, DEFAULT_CHUNK, tighten=True, deadline=deadline, refine=step)
-            except DeadlineExpired:  # a pass cut short adds nothing; the last whole one stands
-                break
-            bounds = _as_prior(problem, result.pre, bounds.infeasible | result.infeasible)
-            final = AlphaCROWN(iterations=self.final_iterations, fixed_intermediate=True, optimize_upper=False,
-                               beta=False, deadline=self.deadline)
-            out = final.compute(network, problem.lower, problem.upper, C=A, prior=bounds)
-            refuted |= out.infeasible | (out.output_lower > b).any(dim=1)
-            if bool(refuted.all()):
-                break
-        return refuted, bounds
+        with torch.no_grad():  # the refine step turns gradients on for its own ascent
+            for _ in range(self.passes):
+                active = torch.nonzero(~refuted).flatten()  # a refuted conjunction needs no more passes
+                if not len(active) or deadline.expired():
+                    break
+                problem = prepare(network, boxes[0][active], boxes[1][active], A[active])
+                bounds = _as_prior(problem, [(l[active].flatten(1), u[active].flatten(1))
+                                             for l, u in zip(pre_lower, pre_upper)], refuted[active])
+                before = sweep(problem, bounds, DEFAULT_CHUNK, tighten=False)
+                step = _UnderConstraint(problem.spec, b_finite[active], before, self)
+                try:
+                    result = sweep(problem, bounds, DEFAULT_CHUNK, tighten=True, deadline=deadline, refine=step)
+                except DeadlineExpired:  # a pass cut short adds nothing; the last whole one stands
+                    break
+                bounds = _as_prior(problem, result.pre, result.infeasible)
+                for i in range(len(pre_lower)):
+                    pre_lower[i][active], pre_upper[i][active] = bounds.pre_lower[i], bounds.pre_upper[i]
+                final = AlphaCROWN(iterations=self.final_iterations, fixed_intermediate=True, optimize_upper=False,
+                                   beta=False, deadline=self.deadline)
+                out = final.compute(network, problem.lower, problem.upper, C=A[active], prior=bounds)
+                refuted[active] = out.infeasible | (out.output_lower > b[active]).any(dim=1)
+        rows = A.shape[1]
+        return refuted, Bounds(torch.full((groups, rows), -torch.inf, dtype=dtype),
+                               torch.full((groups, rows), torch.inf, dtype=dtype), tuple(pre_lower), tuple(pre_upper),
+                               refuted.clone(), "output-constrained")
 
 
 def _as_prior(problem: Problem, pre: list, infeasible: torch.Tensor) -> Bounds:
