@@ -359,7 +359,9 @@ def _output_constraints(search: _Search):
         return Verdict.VERIFIED
     if refuted.any():
         search.decided_by = "output constraints+"
-    search.under = [(g, _take_box(under, k)) for k, g in enumerate(open_groups) if not refuted[k]]
+    left = [k for k in range(len(open_groups)) if not refuted[k]]
+    left.sort(key=lambda k: -float(gap[open_groups[k]].max()))  # the closest to a proof first
+    search.under = [(open_groups[k], _take_box(under, k)) for k in left]
     return None
 
 
