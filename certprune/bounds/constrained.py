@@ -65,6 +65,8 @@ class OutputConstrained:
         pre_upper = [t.expand(groups, *t.shape[1:]).to(dtype, copy=True) for t in prior.pre_upper]
         refuted = prior.infeasible.expand(groups).clone()
         deadline = self.deadline or Deadline.never()
+        final = AlphaCROWN(iterations=self.final_iterations, fixed_intermediate=True, optimize_upper=False,
+                           beta=False, deadline=self.deadline)
         with torch.no_grad():  # the refine step turns gradients on for its own ascent
             for _ in range(self.passes):
                 active = torch.nonzero(~refuted).flatten()  # a refuted conjunction needs no more passes
@@ -82,8 +84,6 @@ class OutputConstrained:
                 bounds = _as_prior(problem, result.pre, result.infeasible)
                 for i in range(len(pre_lower)):
                     pre_lower[i][active], pre_upper[i][active] = bounds.pre_lower[i], bounds.pre_upper[i]
-                final = AlphaCROWN(iterations=self.final_iterations, fixed_intermediate=True, optimize_upper=False,
-                                   beta=False, deadline=self.deadline)
                 out = final.compute(network, problem.lower, problem.upper, C=A[active], prior=bounds)
                 refuted[active] = out.infeasible | (out.output_lower > b[active]).any(dim=1)
         rows = A.shape[1]
