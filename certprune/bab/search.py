@@ -131,7 +131,7 @@ class _Search:
     root: Bounds | None = None  # the tightest bounds of the whole box, computed before branching
     root_slopes: object = None  # alpha-CROWN's slopes of the whole box: where the first split domains start
     pace: dict = field(default_factory=dict)  # kind of batch -> (domains, seconds) of the last one
-    under: list = field(default_factory=list)  # (conjunction, ReLU input bounds under its constraint) left open
+    under: list = field(default_factory=list)  # (conjunction, Bounds under its constraint) of those left open
     _float_error: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -361,14 +361,12 @@ def _output_constraints(search: _Search):
         search.decided_by = "output constraints+"
     left = [k for k in range(len(open_groups)) if not refuted[k]]
     left.sort(key=lambda k: -float(gap[open_groups[k]].max()))  # the closest to a proof first
-    search.under = [(open_groups[k], _take_box(under, k)) for k in left]
+    rows = search.C.shape[0]
+    search.under = [(open_groups[k], Bounds.of_relu_inputs([t[k:k + 1] for t in under.pre_lower],
+                                                           [t[k:k + 1] for t in under.pre_upper],
+                                                           under.infeasible[k:k + 1], rows, under.method))
+                    for k in left]
     return None
-
-
-def _take_box(bounds: Bounds, k: int) -> Bounds:
-    """Box k's ReLU input bounds alone, as a prior for any specification (no output bounds)."""
-    return Bounds(torch.empty(1, 0), torch.empty(1, 0), tuple(t[k:k + 1] for t in bounds.pre_lower),
-                  tuple(t[k:k + 1] for t in bounds.pre_upper), bounds.infeasible[k:k + 1], bounds.method)
 
 
 def _branch_and_bound(search: _Search):
@@ -385,11 +383,7 @@ def _branch_and_bound(search: _Search):
     for group, under in search.under:
         search.rhs = torch.full_like(rhs, -torch.inf)
         search.rhs[group] = rhs[group]
-        rows = search.C.shape[0]
-        prior = Bounds(torch.full((1, rows), -torch.inf, dtype=search.C.dtype),
-                       torch.full((1, rows), torch.inf, dtype=search.C.dtype), under.pre_lower,
-                       under.pre_upper, under.infeasible, under.method)
-        search.root, search.root_slopes, _ = method.domains(search.network, lower, upper, C=search.C, prior=prior)
+        search.root, search.root_slopes, _ = method.domains(search.network, lower, upper, C=search.C, prior=under)
         if bool(search.refuted(search.root)[0]):
             continue
         verdict = _search_domains(search)

@@ -55,6 +55,13 @@ class Bounds:
     method: str = ""
     input_coefficients: torch.Tensor | None = None
 
+    @classmethod
+    def of_relu_inputs(cls, pre_lower, pre_upper, infeasible: torch.Tensor, rows: int, method: str) -> "Bounds":
+        """ReLU input bounds alone, with unbounded outputs for ``rows`` rows: a prior for any specification."""
+        batch, dtype = infeasible.shape[0], pre_lower[0].dtype
+        return cls(torch.full((batch, rows), -torch.inf, dtype=dtype), torch.full((batch, rows), torch.inf, dtype=dtype),
+                   tuple(pre_lower), tuple(pre_upper), infeasible, method)
+
     @property
     def batch(self) -> int:
         return self.output_lower.shape[0]

@@ -86,19 +86,16 @@ class OutputConstrained:
                     pre_lower[i][active], pre_upper[i][active] = bounds.pre_lower[i], bounds.pre_upper[i]
                 out = final.compute(network, problem.lower, problem.upper, C=A[active], prior=bounds)
                 refuted[active] = out.infeasible | (out.output_lower > b[active]).any(dim=1)
-        rows = A.shape[1]
-        return refuted, Bounds(torch.full((groups, rows), -torch.inf, dtype=dtype),
-                               torch.full((groups, rows), torch.inf, dtype=dtype), tuple(pre_lower), tuple(pre_upper),
-                               refuted.clone(), "output-constrained")
+        return refuted, Bounds.of_relu_inputs(pre_lower, pre_upper, refuted.clone(), A.shape[1], "output-constrained")
 
 
 def _as_prior(problem: Problem, pre: list, infeasible: torch.Tensor) -> Bounds:
-    batch, rows = problem.batch, problem.rows
+    """Flat (lower, upper) per ReLU layer as Bounds of the problem's shapes and rows."""
+    batch = problem.batch
     shapes = [problem.shapes[p + 1] for p in problem.relu_positions]
-    return Bounds(torch.full((batch, rows), -torch.inf, dtype=problem.dtype),
-                  torch.full((batch, rows), torch.inf, dtype=problem.dtype),
-                  tuple(l.reshape(batch, *s) for (l, _), s in zip(pre, shapes)),
-                  tuple(u.reshape(batch, *s) for (_, u), s in zip(pre, shapes)), infeasible, "output-constrained")
+    return Bounds.of_relu_inputs([l.reshape(batch, *s) for (l, _), s in zip(pre, shapes)],
+                                 [u.reshape(batch, *s) for (_, u), s in zip(pre, shapes)], infeasible, problem.rows,
+                                 "output-constrained")
 
 
 class _UnderConstraint:
