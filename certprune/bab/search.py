@@ -87,7 +87,7 @@ class SearchSettings:
     # image 34's six open classes (alpha-CROWN margins down to -6.96; open after 600 s of branch and bound)
     # are refuted in 5 s.
     constrained_relus: int = 2048
-    constrained_passes: int = 8
+    constrained_passes: int = 32
     constrained_share: float = 0.5
     max_domains: int = 2_000_000
     seed: int = 0

@@ -54,12 +54,15 @@ def conjunctions(network, lower, upper, rows):
     return A, b, np.array(empty)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("seed", SEEDS)
-def test_a_refuted_conjunction_is_empty_by_the_exact_milp(seed, dtype):
+# passes 12: eleven warm-started passes, none stopped for lack of progress
+@pytest.mark.parametrize("seed,dtype,passes", [(seed, dtype, 3) for seed in SEEDS
+                                               for dtype in (torch.float32, torch.float64)]
+                         + [(seed, torch.float32, 12) for seed in SEEDS[:3]])
+def test_a_refuted_conjunction_is_empty_by_the_exact_milp(seed, dtype, passes):
     network, lower, upper, rows = case(seed, dtype)
     A, b, empty = conjunctions(network, lower, upper, rows)
-    refuted = OutputConstrained(passes=3).refute(network, lower, upper, A, b, root(network, lower, upper, rows))
+    method = OutputConstrained(passes=passes, warm_iterations=5, min_progress=0.0 if passes > 3 else 0.05)
+    refuted = method.refute(network, lower, upper, A, b, root(network, lower, upper, rows))
     wrong = np.flatnonzero(refuted.numpy() & ~empty)
     assert not len(wrong), f"refuted conjunctions {wrong.tolist()} have inputs: {b[wrong].tolist()}"
 
@@ -75,6 +78,22 @@ def test_it_refutes_what_alpha_crown_alone_cannot():
         by_alpha = bounds.output_lower[0].repeat_interleave(len(SHIFTS)) > b[single, 0]
         gained += int((refuted[single] & ~by_alpha).sum())
     assert gained >= 3, gained
+
+
+def test_a_conjunction_gets_no_more_passes_once_a_pass_stops_raising_its_margin():
+    network, lower, upper, rows = case(1, torch.float64)
+    A, b, _ = conjunctions(network, lower, upper, rows)
+    prior = root(network, lower, upper, rows)
+    two = OutputConstrained(passes=2).bounds_under(network, lower, upper, A, b, prior)
+    stalled = OutputConstrained(passes=32, min_progress=1e9).bounds_under(network, lower, upper, A, b, prior)
+    assert torch.equal(two[0], stalled[0])
+    for a, c in zip(two[1].pre_lower + two[1].pre_upper, stalled[1].pre_lower + stalled[1].pre_upper):
+        assert torch.equal(a, c)
+    more = OutputConstrained(passes=32, min_progress=0.0).bounds_under(network, lower, upper, A, b, prior)
+    assert int(more[0].sum()) >= int(two[0].sum())
+    narrowed = [(ml - l).min() >= 0 and (u - mu).min() >= 0 for l, u, ml, mu in
+                zip(two[1].pre_lower, two[1].pre_upper, more[1].pre_lower, more[1].pre_upper)]
+    assert all(narrowed)  # later passes only narrow the bounds
 
 
 def forward_inputs(network, x: torch.Tensor) -> list[torch.Tensor]:
