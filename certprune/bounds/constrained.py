@@ -79,7 +79,7 @@ class OutputConstrained:
         best = torch.full((groups,), -torch.inf, dtype=dtype)  # per conjunction, its best margin so far
         widths = torch.full((groups,), torch.inf, dtype=dtype)  # per conjunction, the sum of its bounds' widths
         stalled = torch.zeros(groups, dtype=torch.bool)
-        memory: dict = {"boxes": groups}  # per layer, the last pass's gamma and slopes: where the next one starts
+        last = _LastPass(groups)
         with torch.no_grad():  # the refine step turns gradients on for its own ascent
             for _ in range(self.passes):
                 active = torch.nonzero(~(refuted | stalled)).flatten()  # refuted or stalled: no more passes
@@ -89,7 +89,7 @@ class OutputConstrained:
                 bounds = _as_prior(problem, [(l[active].flatten(1), u[active].flatten(1))
                                              for l, u in zip(pre_lower, pre_upper)], refuted[active])
                 before = sweep(problem, bounds, DEFAULT_CHUNK, tighten=False)
-                step = _UnderConstraint(problem.spec, b_finite[active], before, self, memory, active)
+                step = _UnderConstraint(problem.spec, b_finite[active], before, self, last, active)
                 try:
                     result = sweep(problem, bounds, DEFAULT_CHUNK, tighten=True, deadline=deadline, refine=step)
                 except DeadlineExpired:  # a pass cut short adds nothing; the last whole one stands
@@ -124,10 +124,10 @@ class _UnderConstraint:
     pass's; each row has its own slopes in every layer and its own gamma (G, R, m), all kept best per row.
     """
 
-    def __init__(self, A: torch.Tensor, b: torch.Tensor, before, settings: OutputConstrained, memory: dict,
+    def __init__(self, A: torch.Tensor, b: torch.Tensor, before, settings: OutputConstrained, last: "_LastPass",
                  active: torch.Tensor) -> None:
         self.A, self.b, self.before, self.settings = A, b, before, settings
-        self.memory, self.active = memory, active  # memory: node -> last pass's gamma, slopes; rows of all boxes
+        self.last, self.active = last, active  # active: which of the last pass's boxes these are
         out = before.output
         terms = out.magnitude.flatten(1) + out.abs_max().flatten(1)  # rounding of the logits and of A y
         self.out_rounding = (A.abs() @ terms.unsqueeze(-1)).squeeze(-1) + b.abs()  # (G, m)
@@ -148,7 +148,7 @@ class _UnderConstraint:
         slopes = {pos: current[pos].lower_slope.expand(groups, 2 * k, -1).clone() for pos in optimised}
         masks = {pos: (current[pos].upper_bias > 0).unsqueeze(1).to(lower.dtype) for pos in optimised}
         gamma = torch.zeros(groups, 2 * k, m, dtype=lower.dtype)
-        warm = self._recall(node, needed, slopes, masks, gamma)
+        warm = self.last.recall(node, self.active, needed, slopes, masks, gamma)
         for t in (*slopes.values(), gamma):
             t.requires_grad_()
         adam = _Adam([*slopes.values(), gamma], [s.lr] * len(slopes) + [s.lr_gamma], s.lr_decay)
@@ -178,38 +178,49 @@ class _UnderConstraint:
                     for slope in slopes.values():
                         slope.clamp_(0, 1)
                     gamma.clamp_(min=0)
-        self._keep(node, lower.shape[1], needed, slopes, gamma.detach())
+        self.last.keep(node, self.active, lower.shape[1], needed, slopes, gamma.detach())
         lower, upper = lower.clone(), upper.clone()
         update = unstable[:, needed]
         lower[:, needed] = torch.where(update, torch.maximum(lower[:, needed], best[:, :k]), lower[:, needed])
         upper[:, needed] = torch.where(update, torch.minimum(upper[:, needed], -best[:, k:]), upper[:, needed])
         return lower, upper
 
-    def _recall(self, node: int, needed: torch.Tensor, slopes: dict, masks: dict, gamma: torch.Tensor) -> bool:
+
+class _LastPass:
+    """Per ReLU layer, the gamma and slopes each row (+-e_j) ended the last pass with, for every box: where the
+    next pass starts. ``active`` names the boxes a pass works on (refuted and stalled ones drop out)."""
+
+    def __init__(self, boxes: int) -> None:
+        self.boxes = boxes
+        self.layers: dict = {}  # node -> {"known": (width,) rows kept, "gamma": ..., "slopes": {pos: ...}}
+
+    def recall(self, node: int, active: torch.Tensor, needed: torch.Tensor, slopes: dict, masks: dict,
+               gamma: torch.Tensor) -> bool:
         """Start ``slopes`` and ``gamma`` (rows +-e_j for j in ``needed``) where the last pass left them, for the
         rows it optimised, in place; True when it did. A slope is taken only where its neuron is still unstable
         (``masks``): a stable one keeps its exact relaxation."""
-        saved = self.memory.get(node)
+        saved = self.layers.get(node)
         if saved is None:
             return False
-        groups, rows = len(self.active), 2 * needed.numel()
+        groups, rows = len(active), 2 * needed.numel()
         known = saved["known"][needed].repeat(2).view(1, rows, 1)
-        gamma.copy_(torch.where(known, saved["gamma"][self.active][:, :, needed].reshape(groups, rows, -1), gamma))
+        gamma.copy_(torch.where(known, saved["gamma"][active][:, :, needed].reshape(groups, rows, -1), gamma))
         for pos, slope in slopes.items():
             if pos in saved["slopes"]:
-                old = saved["slopes"][pos][self.active][:, :, needed].reshape(groups, rows, -1)
+                old = saved["slopes"][pos][active][:, :, needed].reshape(groups, rows, -1)
                 slope.copy_(torch.where(known & (masks[pos] > 0), old, slope))
         return bool(known.any())
 
-    def _keep(self, node: int, width: int, needed: torch.Tensor, slopes: dict, gamma: torch.Tensor) -> None:
+    def keep(self, node: int, active: torch.Tensor, width: int, needed: torch.Tensor, slopes: dict,
+             gamma: torch.Tensor) -> None:
         """Remember this pass's final gamma and slopes of the rows of ``needed`` for the next pass."""
-        total, k = self.memory["boxes"], needed.numel()
-        saved = self.memory.setdefault(node, {"known": torch.zeros(width, dtype=torch.bool), "slopes": {}})
+        k = needed.numel()
+        saved = self.layers.setdefault(node, {"known": torch.zeros(width, dtype=torch.bool), "slopes": {}})
         saved["known"][needed] = True
         pairs = [("gamma", saved, gamma)] + [(pos, saved["slopes"], slope.detach()) for pos, slope in slopes.items()]
         for key, store, value in pairs:
             if key not in store:
-                store[key] = torch.zeros(total, 2, width, value.shape[-1], dtype=value.dtype)
-            kept = store[key][self.active]
-            kept[:, :, needed] = value.reshape(len(self.active), 2, k, -1)
-            store[key][self.active] = kept
+                store[key] = torch.zeros(self.boxes, 2, width, value.shape[-1], dtype=value.dtype)
+            kept = store[key][active]
+            kept[:, :, needed] = value.reshape(len(active), 2, k, -1)
+            store[key][active] = kept
