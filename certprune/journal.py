@@ -86,9 +86,16 @@ class Journal:
         return rest
 
     def start(self, resume: bool) -> list[dict[str, Any]]:
-        """Open for appending; with ``resume`` return what is already done, else start afresh."""
+        """Open for appending; with ``resume`` return what is already done, else start afresh. Starting afresh
+        over a journal that holds finished results is refused: they are work a mistyped path would lose."""
         if resume:
             self._drop_torn_tail()
+        elif self.path.is_file():
+            with self.path.open("rb") as f:
+                finished = sum(1 for line in f if line.strip()) - 1
+            if finished > 0:
+                raise CertpruneError(f"journal {self.path} already holds {finished} finished result(s): pass "
+                                     "--resume to continue it, or remove it to start afresh")
         done = self.records() if resume else []
         if not resume or not self.path.exists() or self.path.stat().st_size == 0:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -573,6 +573,7 @@ def to_onnx(network: Network) -> onnx.ModelProto:
 
 
 def save_onnx(network: Network, path: str | Path) -> None:
+    Path(path).absolute().parent.mkdir(parents=True, exist_ok=True)
     onnx.save(to_onnx(network), str(path))
 
 

@@ -21,13 +21,22 @@ def test_resume_returns_finished_records(tmp_path):
     assert [r["index"] for r in Journal(path, {"eps": 0.02}).start(resume=True)] == [0, 1]
 
 
-def test_start_without_resume_starts_afresh(tmp_path):
+def test_start_without_resume_starts_afresh_over_a_journal_with_no_results(tmp_path):
+    path = tmp_path / "j.jsonl"
+    Journal(path, {"eps": 0.05}).start(resume=False)
+    assert Journal(path, {"eps": 0.02}).start(resume=False) == []
+    assert path.read_text().splitlines() == ['{"journal": {"eps": 0.02}}']
+
+
+def test_start_without_resume_refuses_to_overwrite_finished_results(tmp_path):
     path = tmp_path / "j.jsonl"
     journal = Journal(path, {"eps": 0.02})
     journal.start(resume=False)
     journal.append({"index": 0})
-    assert Journal(path, {"eps": 0.02}).start(resume=False) == []
-    assert len(path.read_text().splitlines()) == 1
+    journal.append({"index": 1})
+    with pytest.raises(CertpruneError, match="already holds 2 finished result"):
+        Journal(path, {"eps": 0.05}).start(resume=False)
+    assert len(path.read_text().splitlines()) == 3  # untouched
 
 
 def test_torn_last_line_is_cut_and_appending_continues(tmp_path):

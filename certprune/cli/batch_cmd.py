@@ -2,21 +2,22 @@
 from __future__ import annotations
 
 import csv
+import io
 
 import click
 
 from certprune.bab.batch import batch_header, run_batch
 from certprune.cli.cluster_option import cluster_option
-from certprune.cli.params import SECONDS
+from certprune.cli.params import OUTPUT, SECONDS
 from certprune.decide import decide_vnnlib
-from certprune.journal import Journal
+from certprune.journal import Journal, write_atomic
 from certprune.types import EXIT_CODES, Verdict
 
 
 @click.command("batch")
 @click.argument("instances", type=click.Path(dir_okay=False))
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="CSV of results.")
-@click.option("--journal", type=click.Path(dir_okay=False), default=None, help="JSONL journal for resuming.")
+@click.option("--out", type=OUTPUT, default=None, help="CSV of results.")
+@click.option("--journal", type=OUTPUT, default=None, help="JSONL journal for resuming.")
 @click.option("--resume", is_flag=True)
 @click.option("--timeout", type=SECONDS, default=None, help="Override every row's timeout (seconds).")
 @cluster_option("the instances (one per task)")
@@ -36,11 +37,12 @@ def command(instances, out, journal, resume, timeout, cluster) -> int:
     click.echo(f"{len(records)} instances, {wrong} disagreeing with expected, "
                f"{sum(r['seconds'] for r in records):.1f} s in total")
     if out:
-        with open(out, "w", newline="") as f:
-            fields = list(dict.fromkeys(key for record in records for key in record)) or ["onnx"]
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(records)
+        table = io.StringIO(newline="")
+        fields = list(dict.fromkeys(key for record in records for key in record)) or ["onnx"]
+        writer = csv.DictWriter(table, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(records)
+        write_atomic(out, table.getvalue())
     verdicts = {r["verdict"] for r in records}
     if "falsified" in verdicts:
         return EXIT_CODES[Verdict.FALSIFIED]

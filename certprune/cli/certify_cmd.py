@@ -9,7 +9,7 @@ from certprune.bab.certify import samples_from_data, samples_sha256
 from certprune.bab.search import SearchSettings
 from certprune.cli.cluster_option import cluster_option
 from certprune.cli.data_options import data_options, load
-from certprune.cli.params import FINITE, SECONDS
+from certprune.cli.params import FINITE, OUTPUT, SECONDS
 from certprune.cli.results import write_json
 from certprune.cli.robustness_run import run_samples
 from certprune.errors import CertpruneError
@@ -25,9 +25,9 @@ from certprune.onnx_io import load_onnx
                    "tables, input units for your own file.")
 @click.option("-n", "count", type=int, default=100, show_default=True, help="First N test samples.")
 @click.option("--timeout", type=SECONDS, default=60.0, show_default=True, help="Seconds per sample.")
-@click.option("--journal", type=click.Path(dir_okay=False), default=None, help="JSONL journal for resuming.")
+@click.option("--journal", type=OUTPUT, default=None, help="JSONL journal for resuming.")
 @click.option("--resume", is_flag=True)
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
+@click.option("--json", "json_out", type=OUTPUT, default=None)
 @cluster_option("the samples")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(model, data, label, features, value_range, split, eps, count, timeout, journal, resume, json_out,

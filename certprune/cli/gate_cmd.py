@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from certprune.cli.cluster_option import cluster_option
+from certprune.cli.params import OUTPUT
 from certprune.gate.cache import DEFAULT_FOLDER
 from certprune.gate.outputs import write_outputs
 from certprune.gate.run import run_gate
@@ -13,10 +14,10 @@ from certprune.progress import ProgressBars
 @click.command("gate")
 @click.argument("policy", type=click.Path(dir_okay=False))
 @click.option("--model", type=click.Path(dir_okay=False), default=None, help="Gate this model instead of the policy's.")
-@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--junit", "junit_path", type=OUTPUT, default=None,
               help="JUnit XML, one testcase per check; counterexamples go beside it.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Every figure, as JSON.")
-@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--json", "json_path", type=OUTPUT, default=None, help="Every figure, as JSON.")
+@click.option("--markdown", "markdown_path", type=OUTPUT, default=None,
               help="A Markdown table (also appended to $GITHUB_STEP_SUMMARY when set).")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=DEFAULT_FOLDER, show_default=True,
               help="Result cache keyed by the sha256 of model, property/data, settings and version.")

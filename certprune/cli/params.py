@@ -1,10 +1,15 @@
-"""Number options that refuse what no command can use: NaN anywhere, infinities where a size is meant, and a
-range whose ends are out of order. Click turns the refusal into a usage error (exit 2, one line)."""
+"""Options that refuse what no command can use: NaN anywhere, infinities where a size is meant, a range whose
+ends are out of order (click's usage error), and an output file that cannot be written (one line); all exit 2
+before any work, which a failed write at the end would lose."""
 from __future__ import annotations
 
 import math
+import tempfile
+from pathlib import Path
 
 import click
+
+from certprune.errors import CertpruneError
 
 
 class _Number(click.ParamType):
@@ -29,3 +34,31 @@ def ordered_range(ctx, param, value):
     if value is not None and len(value) == 2 and not value[0] < value[1]:
         raise click.BadParameter(f"LO must be below HI, got {value[0]:g} {value[1]:g}", ctx=ctx, param=param)
     return value
+
+
+def check_writable(path: str, what: str) -> None:
+    """Refuse an output before any work: a folder, or a place where no file can be created (its missing
+    folders are created when it is written)."""
+    target = Path(path)
+    if target.is_dir():
+        raise CertpruneError(f"{what} {path} is a folder, not a file name")
+    folder = target.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        with tempfile.TemporaryFile(dir=folder):  # a real write: permission bits say nothing for root or /proc
+            pass
+    except OSError as error:
+        raise CertpruneError(f"cannot write {what} {path}: {folder} is not a writable folder "
+                             f"({error.strerror or error})") from None
+
+
+class _OutputFile(click.ParamType):
+    name = "file"
+
+    def convert(self, value, param, ctx):
+        check_writable(value, param.opts[-1] if param is not None else "output")  # one line, exit 2
+        return value
+
+
+OUTPUT = _OutputFile()  # a file a command writes (its missing folders are created then)

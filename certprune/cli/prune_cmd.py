@@ -14,7 +14,7 @@ from certprune.prune import (
 )
 from certprune.prune import protocol
 from certprune.cli.data_options import data_options, load
-from certprune.cli.params import FINITE
+from certprune.cli.params import FINITE, OUTPUT
 
 
 @click.command("prune")
@@ -59,7 +59,7 @@ from certprune.cli.params import FINITE
 @click.option("--boxes", type=int, default=100, show_default=True, help="Test boxes for the unstable and CROWN counts.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True, help="Torch threads (more rarely helps small nets).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="The pruned ONNX file.")
+@click.option("-o", "--output", type=OUTPUT, required=True, help="The pruned ONNX file.")
 def command(model, method, sparsity, data, label, features, value_range, split, eps, regime, bound, pgd_steps,
             epochs, warmup, ramp, nrs_weight, slim_weight, rs_lambda, rs_bounds, lr, batch_size, rounds, rate,
             lottery, init, train_dense, rewind, scope, fold_mean, boxes, seed, threads, output) -> int:

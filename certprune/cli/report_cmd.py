@@ -1,11 +1,11 @@
 """`certprune report INPUT [INPUT ...] -o report.html`: compare models from result files, or gate models now."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
+from certprune.cli.params import check_writable
 from certprune.errors import CertpruneError
 from certprune.journal import write_atomic
 from certprune.progress import ProgressBars
@@ -79,15 +79,3 @@ def _gate(model: str, policy: str | None, cache_dir: str | None, no_cache: bool,
                         progress=bars.update)
     finally:
         bars.close()
-
-
-def check_writable(path: str, what: str) -> None:
-    """Refuse an output before any work: a folder, or a place no folder can be written."""
-    target = Path(path)
-    if target.is_dir():
-        raise CertpruneError(f"{what} {path} is a folder, not a file name")
-    folder = target.absolute().parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise CertpruneError(f"cannot write {what} {path}: {folder} is not a writable folder")

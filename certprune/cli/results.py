@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
+from certprune.journal import write_atomic
 from certprune.types import EXIT_CODES, Verdict
 
 
@@ -15,7 +15,7 @@ def exit_code(verdict: Verdict) -> int:
 
 def write_json(path: str | None, payload: dict) -> None:
     if path:
-        Path(path).write_text(json.dumps(payload, indent=2, default=_plain) + "\n")
+        write_atomic(path, json.dumps(payload, indent=2, default=_plain) + "\n")
 
 
 def _plain(value):

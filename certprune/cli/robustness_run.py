@@ -36,8 +36,9 @@ def run_vnnlib(model: str, property_path: str, timeout: float | None, json_out: 
         body += [f"(Y_{j} {v!r})" for j, v in enumerate(y.astype(float).tolist())]
         lines.append("(" + "\n ".join(body) + ")")
     if results_file:
-        with open(results_file, "w") as f:
-            f.write("\n".join(lines) + "\n")
+        from certprune.journal import write_atomic
+
+        write_atomic(results_file, "\n".join(lines) + "\n")
     write_json(json_out, {"model": model, "property": property_path, "verdict": result.verdict,
                           "result": word, "arithmetic": arithmetic, "seconds": result.seconds,
                           "elapsed": deadline.elapsed(),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from certprune.cli.params import OUTPUT
 from certprune.journal import write_atomic
 from certprune.spec.fairness_template import fairness_template
 
@@ -13,7 +14,7 @@ from certprune.spec.fairness_template import fairness_template
 @click.option("--label", default=None, help="The label column to leave out (default: label, y or target).")
 @click.option("--max-values", type=int, default=100, show_default=True,
               help="Partition integer attributes into chunks of at most this many values.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="The YAML to write.")
+@click.option("-o", "--output", type=OUTPUT, required=True, help="The YAML to write.")
 def command(data, protected, label, max_values, output) -> int:
     """Write a fairness property skeleton for the features of DATA (a .csv or .parquet table)."""
     names = tuple(p.strip() for p in protected.split(",") if p.strip())

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from certprune.cli.cluster_option import cluster_option
-from certprune.cli.params import SECONDS
+from certprune.cli.params import OUTPUT, SECONDS
 from certprune.errors import PropertyError
 from certprune.spec.text import read_text
 
@@ -15,15 +15,15 @@ from certprune.spec.text import read_text
               help="A .vnnlib file, or a YAML property (kind: robustness or kind: fairness).")
 @click.option("--timeout", type=SECONDS, default=None, help="Seconds per instance; for a fairness property, per partition (its file's "
                    "`timeout: {total: S}` bounds the whole run).")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write a JSON report.")
-@click.option("--results-file", type=click.Path(dir_okay=False), default=None,
+@click.option("--json", "json_out", type=OUTPUT, default=None, help="Write a JSON report.")
+@click.option("--results-file", type=OUTPUT, default=None,
               help="VNN-COMP results file: sat/unsat/unknown/timeout and the counterexample.")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Parallel processes (fairness).")
 @cluster_option("fairness partitions or robustness samples")
-@click.option("--journal", type=click.Path(dir_okay=False), default=None, help="JSONL journal for resuming.")
+@click.option("--journal", type=OUTPUT, default=None, help="JSONL journal for resuming.")
 @click.option("--resume", is_flag=True, help="Continue from the journal.")
 @click.option("--engine", type=click.Choice(["auto", "z3"]), default=None, help="Fairness engine.")
-@click.option("--certificate", type=click.Path(dir_okay=False), default=None, help="Fairness certificate JSON.")
+@click.option("--certificate", type=OUTPUT, default=None, help="Fairness certificate JSON.")
 @click.option("--limit", type=int, default=None,
               help="Fairness: run only this many partitions, spread over the domain (a quick look).")
 @click.option("--threads", type=int, default=1, show_default=True,

@@ -64,6 +64,21 @@ def test_certify_writes_totals(tmp_path):
     assert totals["samples"] == 3 and totals["verified"] + totals["falsified"] + totals["misclassified"] == 3
 
 
+def test_an_output_in_a_missing_folder_is_written_and_an_unwritable_one_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "new" / "folder" / "c.json"
+    assert main(["certify", MNIST, "--eps", "0.01", "-n", "2", "--quiet", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["totals"]["samples"] == 2
+    capsys.readouterr()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert main(["certify", MNIST, "--eps", "0.01", "-n", "2", "--quiet", "--json", str(blocker / "c.json")]) == 2
+    line = one_error_line(capsys)
+    assert "cannot write --json" in line and "a-file" in line
+    assert main(["verify", MNIST, "--property", str(PROPERTIES / "mnist_robustness.yaml"), "--json",
+                 str(tmp_path)]) == 2
+    assert "is a folder, not a file name" in one_error_line(capsys)
+
+
 def test_certify_a_fairness_table(tmp_path):
     out = tmp_path / "c.json"
     assert main(["certify", GERMAN, "--data", "german", "--eps", "0.01", "-n", "5", "--quiet",

@@ -49,7 +49,10 @@ def test_a_swapped_model_is_refused_and_a_fresh_run_falsifies(stale, capsys):
     assert verify("--resume") == 2
     line = one_error_line(capsys)
     assert "R.jsonl" in line and "the model differs" in line and "remove it or pick another" in line
-    assert verify() == 10  # without --resume the journal starts afresh, and the truth comes out
+    assert verify() == 2  # without --resume the journal's finished results are not overwritten either
+    assert "already holds" in one_error_line(capsys) and (stale / "R.jsonl").stat().st_size > 0
+    (stale / "R.jsonl").unlink()
+    assert verify() == 10  # a fresh journal, and the truth comes out
     assert main(["verify", "m.onnx", "--property", "rob.yaml", "--quiet"]) == 10
 
 
