@@ -3,6 +3,8 @@ fast path first (``certprune.fastpath``: small dense chains, a short budget), th
 left of the deadline. The full engine (torch, onnx, scipy) is imported only when the fast path hands over."""
 from __future__ import annotations
 
+import sys
+
 from certprune.deadline import Deadline, DeadlineExpired
 from certprune.fastpath import try_vnnlib
 from certprune.spec.vnnlib import VnnlibProperty
@@ -12,6 +14,9 @@ from certprune.types import Result, Verdict
 # real arithmetic proves) took 21 s of 60 on a loaded machine; 1_9 prop_7 (sat) needs the full engine's
 # falsifier, which a fast path holding all 60 s never reached.
 REAL_SHARE = 0.5
+# The full engine's imports (torch, onnx, scipy) take 1.8-3 s on this machine before any bound: with less
+# time left than that, starting it could only overrun the deadline (--timeout 0.3 ended after 2.3 s).
+ENGINE_START_SECONDS = 3.0
 
 
 def decide_vnnlib(model: str, prop: VnnlibProperty, deadline: Deadline, threads: int = 1,
@@ -28,8 +33,11 @@ def decide_vnnlib(model: str, prop: VnnlibProperty, deadline: Deadline, threads:
         result, fast = try_vnnlib(model, prop, deadline)
     if result is not None:
         return result
-    if deadline.expired():  # the full engine's imports alone take seconds
+    if deadline.expired():
         result = Result(Verdict.TIMEOUT, seconds=deadline.elapsed())
+    elif "torch" not in sys.modules and deadline.remaining() < ENGINE_START_SECONDS:
+        result = Result(Verdict.TIMEOUT, seconds=deadline.elapsed(),
+                        settings={"decided_by": "too little time left to start the full engine"})
     else:
         result = _full_engine(model, prop, deadline, threads)
     return Result(result.verdict, result.counterexample, result.certificate, result.seconds,

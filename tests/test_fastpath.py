@@ -185,6 +185,30 @@ def test_verify_decides_an_easy_instance_without_torch(tmp_path, acasxu_dir):
     assert done.stdout.splitlines()[-1] == "0 []"
 
 
+def test_a_timeout_too_short_to_start_the_full_engine_ends_without_it(tmp_path):
+    """--timeout 0.3 on an instance the fast path hands over used to end after 2.3 s: torch's import alone."""
+    from certprune.data import load_mnist
+
+    x, y = load_mnist("test")
+    image, label = x[0].numpy().reshape(-1).astype(np.float64), int(y[0])
+    lines = [f"(declare-const X_{i} Real)" for i in range(784)] + [f"(declare-const Y_{j} Real)" for j in range(10)]
+    lines += [f"(assert (>= X_{i} {max(v - 0.05, 0):.6f}))\n(assert (<= X_{i} {min(v + 0.05, 1):.6f}))"
+              for i, v in enumerate(image)]
+    lines.append("(assert (or " + " ".join(f"(and (>= Y_{j} Y_{label}))" for j in range(10) if j != label) + "))")
+    (tmp_path / "p.vnnlib").write_text("\n".join(lines) + "\n")
+    code = (
+        "import sys\n"
+        "from certprune.cli.main import main\n"
+        f"code = main(['verify', {str(MODELS / 'mnist_mlp_256x3.onnx')!r}, '--property', {str(tmp_path / 'p.vnnlib')!r},"
+        f" '--timeout', '1', '--quiet', '--json', {str(tmp_path / 'r.json')!r}])\n"
+        "print(code, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert done.stdout.splitlines()[-1] == "20 False"
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["result"] == "timeout" and "too little time" in report["details"]["decided_by"]
+
+
 def _box_property(n_in: int, n_out: int) -> str:
     lines = [f"(declare-const X_{i} Real)" for i in range(n_in)] + [f"(declare-const Y_{j} Real)" for j in range(n_out)]
     lines += [f"(assert (>= X_{i} 0))\n(assert (<= X_{i} 1))" for i in range(n_in)]
