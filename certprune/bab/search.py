@@ -213,7 +213,8 @@ def verify_box(network: Network, lower: np.ndarray, upper: np.ndarray, constrain
     inner = tuple(torch.as_tensor(v.reshape(shape)) for v in float32_inputs(lower, upper))
     search = _Search(network, outer, inner, constraints, settings, replay, deadline)
     try:
-        for step in (_interval_bounds, _first_attack, _whole_box, _output_constraints, _branch_and_bound):
+        for step in (_interval_bounds, _crown_bounds, _first_attack, _whole_box, _output_constraints,
+                     _branch_and_bound):
             verdict = step(search)
             if verdict is not None:
                 return _result(search, verdict, None)
@@ -316,9 +317,16 @@ def _interval_bounds(search: _Search):
     return _bound_whole_box(search, [IBP()])
 
 
+def _crown_bounds(search: _Search):
+    """CROWN on the whole box, before the falsifier too: milliseconds where the falsifier's first round takes a
+    share of the time (0.17 s of 0.2 per image of mnist_mlp_100x2 at eps 0.01, which CROWN mostly proves)."""
+    return _bound_whole_box(search, [CROWN(deadline=search.deadline)])
+
+
 def _whole_box(search: _Search):
-    """CROWN, then (before ReLU splitting) alpha-CROWN on the whole box; sets the falsifier's share."""
-    methods = [CROWN(deadline=search.deadline)]
+    """Alpha-CROWN on the whole box (before ReLU splitting; input splitting keeps CROWN's bounds); sets the
+    falsifier's share."""
+    methods = []
     if search.free_dims > search.settings.input_split_dims:
         # Before ReLU splitting alpha-CROWN pays off; input splitting is cheaper with plain CROWN.
         s = search.settings

@@ -9,7 +9,7 @@ from certprune.bab.certify import samples_from_data, samples_sha256
 from certprune.bab.search import SearchSettings
 from certprune.cli.cluster_option import cluster_option
 from certprune.cli.data_options import data_options, load
-from certprune.cli.params import FINITE, OUTPUT, SECONDS
+from certprune.cli.params import FINITE, OUTPUT, SECONDS, threads_option, use_threads
 from certprune.cli.results import write_json
 from certprune.cli.robustness_run import run_samples
 from certprune.errors import CertpruneError
@@ -29,10 +29,12 @@ from certprune.onnx_io import load_onnx
 @click.option("--resume", is_flag=True)
 @click.option("--json", "json_out", type=OUTPUT, default=None)
 @cluster_option("the samples")
+@threads_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(model, data, label, features, value_range, split, eps, count, timeout, journal, resume, json_out,
-            cluster, quiet) -> int:
+            cluster, threads, quiet) -> int:
     """Certified accuracy of MODEL: per sample verified / falsified / unknown / misclassified."""
+    use_threads(threads)
     if eps < 0 or timeout <= 0 or count <= 0:
         raise CertpruneError("--eps must be >= 0, --timeout > 0 and -n > 0")
     network = load_onnx(model)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from certprune.cli.cluster_option import cluster_option
-from certprune.cli.params import OUTPUT
+from certprune.cli.params import OUTPUT, threads_option, use_threads
 from certprune.gate.cache import DEFAULT_FOLDER
 from certprune.gate.outputs import write_outputs
 from certprune.gate.run import run_gate
@@ -23,9 +23,12 @@ from certprune.progress import ProgressBars
               help="Result cache keyed by the sha256 of model, property/data, settings and version.")
 @click.option("--no-cache", is_flag=True, help="Run every check afresh and store nothing.")
 @cluster_option("certify samples and fairness partitions")
+@threads_option
 @click.option("--quiet", is_flag=True, help="No progress bars (for logs).")
-def command(policy, model, junit_path, json_path, markdown_path, cache_dir, no_cache, cluster, quiet) -> int:
+def command(policy, model, junit_path, json_path, markdown_path, cache_dir, no_cache, cluster, threads,
+            quiet) -> int:
     """Run every check of POLICY on its model and judge the requirements."""
+    use_threads(threads)
     bars = ProgressBars(enabled=not quiet)
     try:
         result = run_gate(policy, model=model, cache_dir=None if no_cache else cache_dir, progress=bars.update,

@@ -18,7 +18,7 @@ from certprune.spec.text import read_text
 @click.option("--json", "json_out", type=OUTPUT, default=None, help="Write a JSON report.")
 @click.option("--results-file", type=OUTPUT, default=None,
               help="VNN-COMP results file: sat/unsat/unknown/timeout and the counterexample.")
-@click.option("--jobs", type=int, default=1, show_default=True, help="Parallel processes (fairness).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Parallel processes (fairness).")
 @cluster_option("fairness partitions or robustness samples")
 @click.option("--journal", type=OUTPUT, default=None, help="JSONL journal for resuming.")
 @click.option("--resume", is_flag=True, help="Continue from the journal.")
