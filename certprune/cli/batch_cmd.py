@@ -23,7 +23,8 @@ from certprune.types import EXIT_CODES, Verdict
 @cluster_option("the instances (one per task)")
 def command(instances, out, journal, resume, timeout, cluster) -> int:
     """Verify a VNN-COMP instances CSV; exit 10 if any instance is sat, 20 if any is undecided (or ended in an
-    error: a row whose model or property cannot be used is reported and the batch goes on)."""
+    error: a row whose model or property cannot be used is reported and the batch goes on). Files that do not
+    exist and timeouts that are not numbers are named before any row runs (exit 2)."""
     log = Journal(journal, batch_header(instances, timeout)) if journal else None
     click.echo(f"{'onnx':<40} {'vnnlib':<16} {'result':<8} {'expected':<9} {'seconds':>8}")
     records = []

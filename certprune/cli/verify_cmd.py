@@ -42,6 +42,9 @@ def command(model, property_path, timeout, json_out, results_file, jobs, cluster
     kind = property_kind(property_path)
     if arithmetic != "float32" and kind != "vnnlib":
         raise PropertyError(f"--arithmetic {arithmetic} applies to VNN-LIB properties only")
+    if results_file and kind != "vnnlib":
+        raise PropertyError("--results-file is VNN-COMP's results file of a VNN-LIB property; for a "
+                            f"{kind} property use --json")
     if kind == "fairness":
         from certprune.cli.fairness_run import run_fairness
 

@@ -49,6 +49,10 @@ METRICS = {
     "facts": ("parameters", "flops", "clean_accuracy", "parity"),
 }
 BOOLEAN_METRICS = ("holds", "parity")
+# shares of samples, partitions or points: a threshold beyond 1 (100%) is a typo, not a policy (down to -1: a
+# change against a baseline, as ">= -0.02")
+SHARE_METRICS = ("certified_accuracy", "falsified", "undecided", "certified_share", "falsified_share",
+                 "undecided_share", "clean_accuracy")
 _THRESHOLD = re.compile(r"^\s*(>=|<=|==|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(%?)\s*$")
 
 
@@ -245,7 +249,11 @@ class _Parser(YamlReader):
             raise self.error(node, f"{metric}: threshold {text!r} must read like \">= 0.8\", \"<= 5%\" or "
                                    "\"> -0.02\" (quote it in YAML)")
         op, number, percent = match.groups()
-        return Threshold(op, float(number) / (100.0 if percent else 1.0))
+        value = float(number) / (100.0 if percent else 1.0)
+        if metric in SHARE_METRICS and not -1.0 <= value <= 1.0:
+            raise self.error(node, f"{metric}: threshold {text!r} is a share: at most 1 (100%), at least -1 as a "
+                                   "change against a baseline")
+        return Threshold(op, value)
 
     # -- values ----------------------------------------------------------------------------------------
 

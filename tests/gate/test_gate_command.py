@@ -156,3 +156,10 @@ def test_an_unwritable_output_is_exit_2_and_nothing_half_written(tmp_path, capsy
 def test_a_malformed_policy_is_exit_2(tmp_path, capsys, body):
     code, _ = gate(tmp_path, policy_file(tmp_path, body))
     assert code == 2 and "policy.yaml line 5: parity must be true or false" in one_error_line(capsys)
+
+
+def test_a_share_threshold_above_100_percent_is_exit_2(tmp_path, capsys):
+    body = "model: MNIST\nchecks:\n  - name: f\n    facts: {}\n    require:\n      clean_accuracy: \">= 150%\"\n"
+    code, _ = gate(tmp_path, policy_file(tmp_path, body))
+    line = one_error_line(capsys)
+    assert code == 2 and "policy.yaml line 6" in line and "at most 1 (100%)" in line
