@@ -72,8 +72,9 @@ def read_data(path: str | Path, *, split: str | None = None, label: str | None =
         if strict_split:
             raise CertpruneError(f"{path}: has no '{split}' split (x_train/x_test arrays or a 'split' column); "
                                  "use --split all") from None
-        warnings.warn(f"{path}: no train/test split (a 'split' column or x_train/x_test arrays): the same samples "
-                      "serve for training and for testing, so test accuracy is measured on training data", stacklevel=2)
+        warnings.warn(f"{path}: no train/test split (a 'split' column or x_train/x_test arrays): every sample is "
+                      "test data, and for prune training data too (its test accuracy is then measured on training "
+                      "data)", stacklevel=2)
         return read_data(path, split="all", label=label, features=features, value_range=value_range, count=count)
     if lower is None and value_range is not None:
         lower, upper = np.float64(value_range[0]), np.float64(value_range[1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 import shlex
 
 import click
+from click.core import ParameterSource
 
 from certprune.errors import CertpruneError
 from certprune.onnx_io import load_onnx, save_onnx
@@ -64,8 +65,12 @@ def command(model, method, sparsity, data, label, features, value_range, split, 
             epochs, warmup, ramp, nrs_weight, slim_weight, rs_lambda, rs_bounds, lr, batch_size, rounds, rate,
             lottery, init, train_dense, rewind, scope, fold_mean, boxes, seed, threads, output) -> int:
     """Prune MODEL and write the smaller network to OUTPUT, with its size, accuracy and stability per round."""
-    if eps < 0 or boxes < 1:
-        raise CertpruneError(f"--eps must be >= 0 and --boxes >= 1, got {eps} and {boxes}")
+    if eps < 0:
+        raise CertpruneError(f"--eps must be >= 0, got {eps:g}")
+    if boxes < 1:
+        raise CertpruneError(f"--boxes must be >= 1, got {boxes}")
+    if lottery and click.get_current_context().get_parameter_source("rounds") is ParameterSource.COMMANDLINE:
+        raise CertpruneError("--rounds does not apply with --lottery: its rounds follow from --sparsity and --rate")
     import torch
 
     torch.set_num_threads(max(threads, 1))

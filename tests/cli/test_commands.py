@@ -136,6 +136,10 @@ def test_bounds_json(tmp_path, capsys):
     (["verify", GERMAN, "--property", str(PROPERTIES / "adult_fairness.yaml")], "13 attributes but the model"),
     (["verify", GERMAN, "--property", "missing.vnnlib"], "cannot read property file"),
     (["certify", GERMAN, "--eps", "0.1"], "takes inputs of shape (20,), the data has 784 values"),
+    (["verify", MNIST, "--property", str(PROPERTIES / "mnist_robustness.yaml"), "--results-file", "r.txt"],
+     "--results-file is VNN-COMP's results file of a VNN-LIB property"),
+    (["prune", MNIST, "--method", "magnitude", "--sparsity", "0.5", "--data", "mnist", "--lottery", "--rounds", "2",
+      "-o", "p.onnx"], "--rounds does not apply with --lottery"),
 ])
 def test_user_errors_are_one_line_with_exit_2(capsys, args, message):
     assert main(args) == 2
