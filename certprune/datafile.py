@@ -14,6 +14,7 @@ that is not numeric (encode it first), NaN or Inf, a domain that does not contai
 """
 from __future__ import annotations
 
+import csv
 import difflib
 import json
 import warnings
@@ -153,6 +154,11 @@ def _table(path: Path, split: str | None, label: str | None, features):
         if frame[name].dtype.kind not in "biuf":
             raise CertpruneError(f"{path}: column {name!r} is not numeric ({_not_a_number(frame[name])}); encode it "
                                  "as numbers first (e.g. pandas factorize or sklearn OrdinalEncoder)")
+    empty = frame[list(names) + [label]].isna()
+    if empty.to_numpy().any():
+        row, column = next((r, c) for r, c in zip(*np.nonzero(empty.to_numpy())))
+        where = f"line {frame.index[row] + 2}" if path.suffix.lower() == ".csv" else f"row {frame.index[row]}"
+        raise CertpruneError(f"{path} {where}: no value in column {empty.columns[column]!r}")
     x = frame[list(names)].to_numpy(dtype=np.float64)
     lower, upper = _sidecar(path, names, tuple(str(c) for c in frame.columns))
     return x, _labels(path, frame[label].to_numpy()), lower, upper, names
@@ -167,6 +173,11 @@ def read_table(path: Path):
     try:
         if path.suffix.lower() == ".parquet":
             return pd.read_parquet(path)
+        with path.open(newline="") as handle:
+            names = next(csv.reader(handle), [])
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise CertpruneError(f"{path}: column {twice[0]!r} appears more than once in the header")
         return pd.read_csv(path)
     except ImportError as error:
         raise CertpruneError(f"{path}: reading parquet needs pyarrow: pip install pyarrow ({error})") from None
