@@ -8,7 +8,7 @@ from certprune.report import fmt
 from certprune.report.drilldown import checks_section, model_label
 from certprune.report.load import ModelResult
 from certprune.report.plots import Plot, colour, plots
-from certprune.report.summary import Row, checks_by_name, reference_note, summarize
+from certprune.report.summary import Row, checks_by_name, default_title, reference_note, summarize
 from certprune.report.table import Line, summary_lines
 from certprune.version import __version__
 
@@ -74,7 +74,7 @@ def html_report(models: list[ModelResult], title: str | None = None) -> str:
     """The whole page for these models; differences refer to each model's gate baseline, else the first model."""
     rows = summarize(models)
     colours = {row.model.name: colour(i) for i, row in enumerate(rows)}
-    title = title or "Robustness comparison: " + " vs ".join(m.name for m in models)
+    title = title or default_title(models)
     checks = checks_by_name(models)
     body = (_header(title, models, bool(checks)) + _summary(rows, colours) + _plots(plots(rows))
             + checks_section(checks, colours) + _sources(models, colours))

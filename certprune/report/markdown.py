@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from certprune.report import fmt
 from certprune.report.load import ModelResult
-from certprune.report.summary import checks_by_name, reference_note, summarize
+from certprune.report.summary import checks_by_name, default_title, reference_note, summarize
 from certprune.report.table import summary_lines
 
 OPS = {">=": "≥", "<=": "≤", "==": "=", ">": ">", "<": "<"}
 
 
 def markdown_report(models: list[ModelResult], title: str | None = None) -> str:
-    title = title or "Robustness comparison: " + " vs ".join(m.name for m in models)
+    title = title or default_title(models)
     parts = [f"# {_cell(title)}", "", _cell(reference_note(models)), "",
              summary_table(models), ""]
     checks = checks_table(models)

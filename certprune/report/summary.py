@@ -112,3 +112,10 @@ def undecided_share(figures: dict) -> float:
     if "undecided_share" in figures:
         return float(figures["undecided_share"])
     return 1.0 - float(figures.get("certified_share", 0.0)) - float(figures.get("falsified_share", 0.0))
+
+
+def default_title(models: list[ModelResult]) -> str:
+    """"Robustness", "Fairness" or both, by the checks the models carry, and the models compared."""
+    kinds = {c["kind"] for m in models for c in m.checks}
+    what = " and ".join(w for w, k in (("Robustness", "certify"), ("Fairness", "fairness")) if k in kinds)
+    return f"{what or 'Model'} comparison: " + " vs ".join(m.name for m in models)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import re
 
@@ -32,9 +33,16 @@ def figures(models):
     return plots(summarize(models))
 
 
+def test_the_default_title_says_what_the_checks_are_about(models):
+    bank = next(m for m in models if m.name == "bank_small")
+    fairness_only = dataclasses.replace(bank, checks=tuple(c for c in bank.checks if c["kind"] == "fairness"))
+    assert markdown_report([fairness_only]).startswith("# Fairness comparison: bank_small")
+
+
 def test_markdown_summary_compares_each_model_with_its_baseline(models):
     text = markdown_report(models)
-    assert text.startswith("# Robustness comparison: mnist_mlp_100x2 vs mnist_mlp_100x2_pruned vs bank_small")
+    assert text.startswith("# Robustness and Fairness comparison: mnist_mlp_100x2 vs mnist_mlp_100x2_pruned vs "
+                           "bank_small")
     assert "Differences are against each model's gate baseline." in text
     assert "| parameters | 89,610 | 42,310 (×0.47) | 417 | 177 (×0.42) |" in text
     assert "| **Robustness on mnist, ε = 0.05 (20 samples)** |" in text
