@@ -6,6 +6,7 @@ it writes parses with ``parse_fairness`` (checked before it is written), so edit
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,9 @@ def fairness_template(path: str | Path, protected: tuple[str, ...], *, label: st
     if label is not None and label not in columns:
         raise CertpruneError(f"{path}: no column {label!r} for the label (columns: {', '.join(columns)})")
     label = label or next((c for c in LABEL_COLUMNS if c in columns), None)
+    if label is None:
+        warnings.warn(f"{path}: no label column ({', '.join(LABEL_COLUMNS)}): every column is taken as a model "
+                      "input; name the label with --label", stacklevel=2)
     features = [c for c in columns if c not in (label, "split")]
     missing = [p for p in protected if p not in features]
     if missing:

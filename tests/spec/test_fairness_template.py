@@ -36,3 +36,11 @@ def test_real_columns_and_errors(tmp_path):
     (tmp_path / "s.csv").write_text("a,sex,y\nx,0,1\n")
     with pytest.raises(CertpruneError, match="column 'a' is not numeric"):
         fairness_template(tmp_path / "s.csv", ("sex",))
+
+
+def test_a_table_without_a_label_column_warns_that_every_column_is_an_input(tmp_path):
+    path = tmp_path / "loans.csv"
+    path.write_text("age,sex,approved\n30,0,1\n40,1,0\n")
+    with pytest.warns(UserWarning, match="no label column .*name the label with --label"):
+        text = fairness_template(path, ("sex",))
+    assert "approved" in text  # taken as an input, as the warning says
