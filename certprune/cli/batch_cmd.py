@@ -26,9 +26,10 @@ def command(instances, out, journal, resume, timeout, cluster) -> int:
     error: a row whose model or property cannot be used is reported and the batch goes on). Files that do not
     exist and timeouts that are not numbers are named before any row runs (exit 2)."""
     log = Journal(journal, batch_header(instances, timeout)) if journal else None
-    click.echo(f"{'onnx':<40} {'vnnlib':<16} {'result':<8} {'expected':<9} {'seconds':>8}")
     records = []
     for record in run_batch(instances, decide_vnnlib, log, resume, timeout, cluster=cluster):
+        if not records:  # the header once the checks of the files are passed, not above an error
+            click.echo(f"{'onnx':<40} {'vnnlib':<16} {'result':<8} {'expected':<9} {'seconds':>8}")
         records.append(record)
         click.echo(f"{record['onnx'].split('/')[-1][:40]:<40} {record['vnnlib'].split('/')[-1][:16]:<16} "
                    f"{record['result']:<8} {record['expected']:<9} {record['seconds']:>8.2f}"

@@ -118,8 +118,9 @@ def test_batch_decides_as_verify_does_and_reports_a_bad_row_without_stopping(tmp
     assert rows[0]["error"] and rows[0]["correct"] == "False" and not rows[1]["error"]
     capsys.readouterr()
     code, _ = _batch(tmp_path, (acas("1_1"), prop_3, "unsat"), (tmp_path / "missing.onnx", wrong, "unsat"))
-    assert code == 2
-    assert "line 2: onnx file not found" in one_error_line(capsys)
+    printed = capsys.readouterr()
+    assert code == 2 and printed.out == ""  # not even the table's header above the error
+    assert printed.err.count("\n") == 1 and "line 2: onnx file not found" in printed.err
 
 
 def test_bounds_json(tmp_path, capsys):
