@@ -9,6 +9,7 @@ import numpy as np
 from certprune.cli.results import exit_code, write_json
 from certprune.deadline import Deadline
 from certprune.decide import decide_vnnlib
+from certprune.journal import Journal, file_sha256, journal_header, write_atomic
 from certprune.progress import progress_bar
 from certprune.runtime import OnnxRuntimeModel
 from certprune.spec.vnnlib import read_vnnlib
@@ -36,8 +37,6 @@ def run_vnnlib(model: str, property_path: str, timeout: float | None, json_out: 
         body += [f"(Y_{j} {v!r})" for j, v in enumerate(y.astype(float).tolist())]
         lines.append("(" + "\n ".join(body) + ")")
     if results_file:
-        from certprune.journal import write_atomic
-
         write_atomic(results_file, "\n".join(lines) + "\n")
     write_json(json_out, {"model": model, "property": property_path, "verdict": result.verdict,
                           "result": word, "arithmetic": arithmetic, "seconds": result.seconds,
@@ -52,7 +51,6 @@ def run_robustness(model: str, property_path: str, timeout: float | None, json_o
                    journal_path: str | None, resume: bool, progress: bool, cluster: str | None = None) -> int:
     from certprune.bab.certify import samples_sha256
     from certprune.bab.search import SearchSettings
-    from certprune.journal import file_sha256, journal_header
     from certprune.onnx_io import load_onnx
     from certprune.spec.robustness import instances as robustness_instances
     from certprune.spec.robustness import read_robustness
@@ -82,7 +80,6 @@ def run_robustness(model: str, property_path: str, timeout: float | None, json_o
 def run_samples(network, model, samples, settings, journal_path, resume, progress, header, cluster=None):
     """Certify samples with a progress bar and a journal; prints the totals table."""
     from certprune.bab.certify import certify
-    from certprune.journal import Journal
 
     journal = Journal(journal_path, header) if journal_path else None
     bar = progress_bar(len(samples), "sample", enabled=progress)
