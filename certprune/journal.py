@@ -186,9 +186,20 @@ def _jsonable(value: Any) -> Any:
 def write_atomic(path: str | Path, text: str) -> None:
     """Write a whole file or nothing: a temporary file in the same folder, synced, then renamed over ``path``.
 
-    A reader (a CI job, a resumed run) never sees half a file, even when the writer is killed mid-way.
+    A reader (a CI job, a resumed run) never sees half a file, even when the writer is killed mid-way. A
+    symbolic link stays a link (its target is written); a device or a pipe (``/dev/null``, ``/dev/stdout``, a
+    FIFO) is written in place, as renaming over it would replace the device itself with a plain file.
     """
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
+    if path.exists() and not path.is_file() and not path.is_dir():
+        try:
+            with open(path, "w") as stream:
+                stream.write(text)
+        except OSError as error:
+            raise CertpruneError(f"cannot write {path}: {error.strerror or error}") from error
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",

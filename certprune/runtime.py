@@ -11,7 +11,8 @@ from certprune.errors import ModelError
 class OnnxRuntimeModel:
     """The original model file executed by onnxruntime, for any batch size.
 
-    Models with a fixed batch dimension (as the VNN-COMP ACAS Xu files, batch 1) are run one row at a time.
+    Models with a fixed batch dimension are run in batches of that size (the VNN-COMP ACAS Xu files, batch 1:
+    one row at a time; torch.onnx.export without dynamic axes fixes the example's batch, e.g. 32).
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -40,7 +41,11 @@ class OnnxRuntimeModel:
             return np.stack(rows).reshape(len(x), -1)
         if self.fixed_batch is None or self.fixed_batch == len(x):
             return self.session.run([self.output_name], {self.input_name: x})[0].reshape(len(x), -1)
-        rows = [self.session.run([self.output_name], {self.input_name: x[i:i + 1]})[0] for i in range(len(x))]
+        size, rows = self.fixed_batch, []
+        for start in range(0, len(x), size):  # batches of the declared size, the last one padded with its last row
+            chunk = x[start:start + size]
+            padded = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
+            rows.append(self.session.run([self.output_name], {self.input_name: padded})[0][:len(chunk)])
         return np.concatenate(rows).reshape(len(x), -1)
 
     def run_flat(self, x: np.ndarray) -> np.ndarray:

@@ -147,3 +147,42 @@ def test_write_atomic_keeps_the_usual_permissions(tmp_path):
     mode = stat.S_IMODE((tmp_path / "out.txt").stat().st_mode)
     assert (tmp_path / "out.txt").read_text() == "hello\n" and mode == 0o666 & ~umask
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_write_atomic_keeps_links_devices_and_pipes(tmp_path):
+    """A symbolic link stays a link (its target gets the text), /dev/null stays a device, a FIFO a FIFO:
+    renaming over them replaced /dev/null itself with a plain file when run as root."""
+    import os
+    import stat
+    import threading
+
+    from certprune.journal import write_atomic
+
+    target = tmp_path / "target.json"
+    target.write_text("old\n")
+    (tmp_path / "link.json").symlink_to(target)
+    write_atomic(tmp_path / "link.json", "new\n")
+    assert (tmp_path / "link.json").is_symlink() and target.read_text() == "new\n"
+
+    write_atomic("/dev/null", "nothing\n")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_text()))
+    reader.start()
+    write_atomic(pipe, "through\n")
+    reader.join(timeout=10)
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode) and received == ["through\n"]
+
+
+def test_outputs_may_be_devices_but_not_folders(tmp_path):
+    import pytest
+
+    from certprune.cli.params import check_writable
+    from certprune.errors import CertpruneError
+
+    check_writable("/dev/null", "--json")  # no temporary file is created in /dev, nothing is refused
+    with pytest.raises(CertpruneError, match="is a folder"):
+        check_writable(str(tmp_path), "--json")

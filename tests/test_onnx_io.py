@@ -139,3 +139,26 @@ def test_from_torch_refuses_a_module_whose_forward_is_not_its_layers():
     with pytest.raises(UnsupportedLayerError, match="differs from the module"):
         from_torch(module, (3,))
     assert not module.training and from_torch(module, (3,), check=False).input_shape == (3,)
+
+
+def test_a_model_with_a_fixed_batch_of_four_runs_any_number_of_rows(tmp_path):
+    """torch.onnx.export without dynamic axes fixes the example's batch (e.g. 32); onnxruntime then refuses
+    any other batch, which crashed inspect, certify and verify. Rows are run in padded batches of four."""
+    import numpy as np
+    import onnx
+
+    from certprune.onnx_io import save_onnx
+    from certprune.runtime import OnnxRuntimeModel
+    from tests.netgen import random_network
+
+    network = random_network(2, 6, (5,), seed=3)
+    save_onnx(network, tmp_path / "free.onnx")
+    model = onnx.load(tmp_path / "free.onnx")
+    for value in (model.graph.input[0], model.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_value = 4
+    onnx.save(model, tmp_path / "fixed.onnx")
+    free, fixed = OnnxRuntimeModel(tmp_path / "free.onnx"), OnnxRuntimeModel(tmp_path / "fixed.onnx")
+    assert fixed.fixed_batch == 4
+    x = np.random.default_rng(0).normal(size=(9, 5)).astype(np.float32)
+    for rows in (1, 3, 4, 9):
+        assert np.array_equal(fixed(x[:rows]), free(x[:rows]))

@@ -44,7 +44,11 @@ def check_writable(path: str, what: str) -> None:
     target = Path(path)
     if target.is_dir():
         raise CertpruneError(f"{what} {path} is a folder, not a file name")
-    folder = target.absolute().parent
+    if target.exists() and not target.resolve().is_file():  # a device or a pipe: written in place
+        if not os.access(target, os.W_OK):
+            raise CertpruneError(f"cannot write {what} {path}: permission denied")
+        return
+    folder = target.resolve().parent if target.is_symlink() else target.absolute().parent
     while not folder.exists():
         folder = folder.parent
     try:

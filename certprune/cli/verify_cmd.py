@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from certprune.cli.cluster_option import cluster_option
-from certprune.cli.params import OUTPUT, SECONDS
+from certprune.cli.params import OUTPUT, SECONDS, threads_option, use_threads
 from certprune.errors import PropertyError
 from certprune.spec.text import read_text
 
@@ -26,8 +26,7 @@ from certprune.spec.text import read_text
 @click.option("--certificate", type=OUTPUT, default=None, help="Fairness certificate JSON.")
 @click.option("--limit", type=int, default=None,
               help="Fairness: run only this many partitions, spread over the domain (a quick look).")
-@click.option("--threads", type=int, default=1, show_default=True,
-              help="Torch threads for robustness and VNN-LIB properties (more only pays on an idle machine).")
+@threads_option
 @click.option("--arithmetic", type=click.Choice(["float32", "real"]), default="float32", show_default=True,
               help="VNN-LIB: what a proof is about. float32: the model as onnxruntime runs it. real: the exact "
                    "real-valued network, as VNN-COMP's verifiers prove it (see the README).")
@@ -45,23 +44,17 @@ def command(model, property_path, timeout, json_out, results_file, jobs, cluster
     if results_file and kind != "vnnlib":
         raise PropertyError("--results-file is VNN-COMP's results file of a VNN-LIB property; for a "
                             f"{kind} property use --json")
+    use_threads(threads)  # fairness too: its bounds in this process ran 10x slower with torch's default threads
     if kind == "fairness":
         from certprune.cli.fairness_run import run_fairness
 
         return run_fairness(model, property_path, timeout=timeout, jobs=jobs, journal=journal, resume=resume,
                             engine=engine, json_out=json_out, certificate=certificate, progress=not quiet,
                             limit=limit, cluster=cluster)
-    if threads < 1:
-        raise PropertyError(f"--threads must be at least 1, got {threads}")
     from certprune.cli.robustness_run import run_robustness, run_vnnlib
 
     if kind == "vnnlib":  # torch is imported only if the numpy fast path does not decide the instance
         return run_vnnlib(model, property_path, timeout, json_out, results_file, threads, arithmetic)
-    import torch
-
-    # Bound passes are many small tensor operations: on a shared machine a second thread that waits for a
-    # core makes each one far slower (30x measured on 2 busy cores), so one thread is the default.
-    torch.set_num_threads(threads)
     return run_robustness(model, property_path, timeout, json_out, journal, resume, progress=not quiet,
                           cluster=cluster)
 

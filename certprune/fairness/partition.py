@@ -24,7 +24,7 @@ class Partition:
     index: int
     lower: tuple[float, ...]
     upper: tuple[float, ...]
-    points: int
+    points: int | float  # a measure when an attribute is real
 
     def ranges(self, names: tuple[str, ...]) -> dict[str, list[float]]:
         return {name: [_plain(lo), _plain(hi)] for name, lo, hi in zip(names, self.lower, self.upper)}
@@ -58,7 +58,7 @@ class Partitioning:
         return (self[i] for i in range(len(self)))
 
     @property
-    def total_points(self) -> int:
+    def total_points(self) -> int | float:
         """Points of the whole domain (the sum over all partitions)."""
         return box_points(self.prop, tuple(a.lower for a in self.prop.attributes),
                           tuple(a.upper for a in self.prop.attributes))
@@ -67,8 +67,10 @@ class Partitioning:
         return [a.name for a, c in zip(self.prop.attributes, self.chunks) if len(c) > 1]
 
 
-def box_points(prop: FairnessProperty, lower, upper) -> int:
-    """Inputs ``x`` in the box: integer points (protected: listed values inside), times real lengths."""
+def box_points(prop: FairnessProperty, lower, upper) -> int | float:
+    """Inputs ``x`` in the box: integer points (protected: listed values inside), times real lengths. With a
+    real attribute the count is a measure, not rounded: partitions' counts must add up to the domain's (they
+    were rounded up each, and the shares summed to more than 100%)."""
     count = 1
     for attribute, lo, hi in zip(prop.attributes, lower, upper):
         values = prop.protected.get(attribute.name)
@@ -78,7 +80,7 @@ def box_points(prop: FairnessProperty, lower, upper) -> int:
             count *= int(hi - lo) + 1
         elif hi > lo:
             count *= hi - lo
-    return count if isinstance(count, int) else int(math.ceil(count))
+    return count
 
 
 def _chunks(prop: FairnessProperty, attribute: Attribute) -> tuple[Interval, ...]:

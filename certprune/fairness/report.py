@@ -18,7 +18,7 @@ class PartitionResult:
     verdict: Verdict
     method: str
     seconds: float
-    points: int
+    points: int | float
     box: dict
     counterexample: dict | None = None
     details: dict = field(default_factory=dict)
@@ -31,7 +31,7 @@ class PartitionResult:
 
     @classmethod
     def from_record(cls, r: dict) -> "PartitionResult":
-        return cls(int(r["partition"]), Verdict(r["verdict"]), r["method"], float(r["seconds"]), int(r["points"]),
+        return cls(int(r["partition"]), Verdict(r["verdict"]), r["method"], float(r["seconds"]), r["points"],
                    r["box"], r.get("counterexample"), r.get("details") or {})
 
 
@@ -48,7 +48,7 @@ class FairnessReport:
     settings: dict
     total_partitions: int
     selected: int
-    total_points: int
+    total_points: int | float
     partitions: tuple[PartitionResult, ...]
     seconds: float
 
@@ -78,7 +78,7 @@ class FairnessReport:
             out[LABELS[p.verdict]]["points"] += p.points
         run_points = sum(p.points for p in self.partitions)
         out["not run"] = {"partitions": self.total_partitions - len(self.partitions),
-                          "points": self.total_points - run_points}
+                          "points": max(self.total_points - run_points, 0)}  # float sums may stray below 0
         for entry in out.values():
             entry["share"] = entry["points"] / self.total_points if self.total_points else 0.0
         return out

@@ -51,10 +51,11 @@ def describe(check: Check) -> Prepared:
     """The check's cache-key inputs: the sha256 of its property or data file and its settings."""
     data = {"data": _data_digest(check.data) if check.data else None}
     if check.kind == "certify":
-        return Prepared(check, data, {"data": check.data, "eps": list(check.eps), "samples": check.samples,
-                                      "timeout": check.timeout})
+        return Prepared(check, data, {"data": check.data, "label": check.label, "eps": list(check.eps),
+                                      "samples": check.samples, "timeout": check.timeout})
     if check.kind == "facts":
-        return Prepared(check, data, {"data": check.data, "samples": check.samples, "parity": check.parity})
+        return Prepared(check, data, {"data": check.data, "label": check.label, "samples": check.samples,
+                                      "parity": check.parity})
     settings = {"timeout": check.timeout, "jobs": check.jobs} if check.kind == "fairness" else \
         {"timeout": check.timeout or 60.0}
     return Prepared(check, {"property": file_sha256(check.property, "property")}, settings)

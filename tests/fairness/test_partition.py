@@ -33,3 +33,30 @@ def test_explicit_ranges_and_protected_values():
     assert len(parts) == 2
     assert parts[0].points == 4 * 1 * 2 * 2 and parts[1].points == 4 * 4 * 2 * 2  # c counts its 2 values
     assert (parts[0].lower[2], parts[0].upper[2]) == (1, 3)
+
+
+def test_with_a_real_attribute_the_partitions_points_add_up_to_the_domains():
+    """A real attribute's length is a measure: rounding each partition's count up made the shares of a
+    domain add up to more than 100% (a negative 'not run')."""
+    import math
+
+    from certprune.fairness.report import FairnessReport, PartitionResult
+    from certprune.types import Verdict
+
+    text = """
+kind: fairness
+decision: argmax
+attributes:
+  - {name: age, type: int, range: [18, 79]}
+  - {name: sex, type: int, range: [0, 1]}
+  - {name: income, type: real, range: [0.2583, 99.8975]}
+protected: [sex]
+partition: {max_values: 2}
+"""
+    parts = Partitioning(parse_fairness(text))
+    assert math.isclose(sum(p.points for p in parts), parts.total_points, rel_tol=1e-12)
+    results = tuple(PartitionResult(p.index, Verdict.VERIFIED, "bounds", 0.0, p.points, {}) for p in parts)
+    report = FairnessReport("m", "", "p", "", "auto", {}, len(parts), len(parts), parts.total_points, results, 0.0)
+    counts = report.counts()
+    assert counts["not run"]["points"] >= 0
+    assert math.isclose(sum(entry["share"] for entry in counts.values()), 1.0, rel_tol=1e-9)

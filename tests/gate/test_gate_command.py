@@ -163,3 +163,14 @@ def test_a_share_threshold_above_100_percent_is_exit_2(tmp_path, capsys):
     code, _ = gate(tmp_path, policy_file(tmp_path, body))
     line = one_error_line(capsys)
     assert code == 2 and "policy.yaml line 6" in line and "at most 1 (100%)" in line
+
+
+def test_the_label_column_is_part_of_a_checks_cache_key():
+    """Two checks that differ only in their label column must not share a cached result (a typo in the label
+    was served the earlier run's FAIL instead of its error)."""
+    from certprune.gate.checks import describe
+    from certprune.spec.policy import Check
+
+    for kind in ("certify", "facts"):
+        a, b = (Check("c", kind, 1, (), data="mnist", label=label, eps=(0.01,)) for label in ("y", "yy"))
+        assert describe(a).settings != describe(b).settings
