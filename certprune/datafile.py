@@ -194,7 +194,7 @@ def _sidecar(path: Path, names: tuple[str, ...], columns: tuple[str, ...] = ()):
     except ValueError as error:
         raise CertpruneError(f"{side}: not valid JSON ({error})") from None
     if isinstance(spec, dict) and set(spec) == {"lower", "upper"}:
-        return np.asarray(spec["lower"], dtype=np.float64), np.asarray(spec["upper"], dtype=np.float64)
+        return _numbers(side, spec["lower"], "lower"), _numbers(side, spec["upper"], "upper")
     if not isinstance(spec, dict):
         raise CertpruneError(f"{side}: needs an object, {{\"lower\": .., \"upper\": ..}} or a [lo, hi] per feature")
     known = ("lower", "upper", *names, *columns)  # a sidecar may describe columns --features leaves out
@@ -207,8 +207,23 @@ def _sidecar(path: Path, names: tuple[str, ...], columns: tuple[str, ...] = ()):
     missing = [n for n in names if n not in spec]
     if missing:
         raise CertpruneError(f"{side}: needs lower/upper or a [lo, hi] per feature; missing {missing[0]!r}")
-    bounds = np.asarray([spec[n] for n in names], dtype=np.float64)
+    bounds = [_numbers(side, spec[n], n) for n in names]
+    short = [n for n, b in zip(names, bounds) if b.shape != (2,)]
+    if short:
+        raise CertpruneError(f"{side}: feature {short[0]!r} needs [lo, hi], two numbers, got {spec[short[0]]!r}")
+    bounds = np.asarray(bounds)
     return bounds[:, 0], bounds[:, 1]
+
+
+def _numbers(side: Path, value, key: str) -> np.ndarray:
+    """A number or a list of numbers from the sidecar, or one line naming its key."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise CertpruneError(f"{side}: key {key!r} must be a number or a list of numbers, got {value!r}") from None
+    if array.ndim > 1:
+        raise CertpruneError(f"{side}: key {key!r} must be a number or a list of numbers, got {value!r}")
+    return array
 
 
 def _numeric(path: Path, array: np.ndarray, name: str) -> np.ndarray:

@@ -86,3 +86,17 @@ def test_a_typo_in_the_domain_sidecar_is_named(tmp_path):
     (tmp_path / "t.domain.json").write_text(json.dumps({"age": [18, 99], "incme": [0, 10]}))
     with pytest.raises(CertpruneError, match="unknown key 'incme' \\(did you mean 'income'\\?\\)"):
         read_data(tmp_path / "t.csv")
+
+
+@pytest.mark.parametrize("sidecar, message", [
+    ({"lower": "zero", "upper": 1}, "key 'lower' must be a number or a list of numbers, got 'zero'"),
+    ({"lower": {"a": 1}, "upper": 1}, "key 'lower' must be a number"),
+    ({"age": "a", "income": [0, 10]}, "key 'age' must be a number"),
+    ({"age": [18], "income": [0, 10]}, "feature 'age' needs \\[lo, hi\\], two numbers"),
+])
+def test_wrong_values_in_the_domain_sidecar_are_named(tmp_path, sidecar, message):
+    """They raised numpy's TypeError or ValueError, a traceback, from certify, prune and gate."""
+    (tmp_path / "t.csv").write_text("age,income,label\n20,1,0\n30,2,1\n")
+    (tmp_path / "t.domain.json").write_text(json.dumps(sidecar))
+    with pytest.raises(CertpruneError, match=message):
+        read_data(tmp_path / "t.csv")

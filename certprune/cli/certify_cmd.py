@@ -11,6 +11,7 @@ from certprune.cli.cluster_option import cluster_option
 from certprune.cli.data_options import data_options, load
 from certprune.cli.params import FINITE, OUTPUT, SECONDS, threads_option, use_threads
 from certprune.cli.results import write_json
+from certprune.data import DATA_SETS
 from certprune.cli.robustness_run import run_samples
 from certprune.errors import CertpruneError
 from certprune.journal import file_sha256, journal_header
@@ -42,7 +43,8 @@ def command(model, data, label, features, value_range, split, eps, count, timeou
     samples = samples_from_data(network, model, chosen, timeout)
     settings = SearchSettings(timeout=timeout)
     header = journal_header("certify", {"model": file_sha256(model, "model"), "data": samples_sha256(samples)},
-                            {"data": data, "samples": count, "eps": eps, "search": asdict(settings)})
+                            {"data": data if data in DATA_SETS else "file", "samples": count, "eps": eps,
+                             "search": asdict(settings)})  # a file counts by its content (the digest), not its path
     report = run_samples(network, model, samples, settings, journal, resume, not quiet, header, cluster)
     totals = report.totals()
     click.echo(f"certified accuracy {totals['verified'] / totals['samples']:.1%} at eps {eps:g}")

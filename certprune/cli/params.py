@@ -17,18 +17,21 @@ from certprune.errors import CertpruneError
 class _Number(click.ParamType):
     name = "number"
 
-    def __init__(self, infinite: bool) -> None:
+    def __init__(self, infinite: bool, positive: bool = False) -> None:
         self.infinite = infinite  # inf allowed (a timeout without a limit), NaN never
+        self.positive = positive  # only numbers above 0 (a timeout of 0 or less was a traceback, or ignored)
 
     def convert(self, value, param, ctx):
         number = click.FLOAT.convert(value, param, ctx)
         if math.isnan(number) or (math.isinf(number) and not self.infinite):
             self.fail(f"{value!r} is not a finite number", param, ctx)
+        if self.positive and not number > 0:
+            self.fail(f"{value!r} is not a number of seconds above 0", param, ctx)
         return number
 
 
 FINITE = _Number(infinite=False)  # radii, ranges, weights, shares
-SECONDS = _Number(infinite=True)  # timeouts: inf means none
+SECONDS = _Number(infinite=True, positive=True)  # timeouts: inf means none
 
 
 def ordered_range(ctx, param, value):

@@ -34,8 +34,6 @@ from certprune.spec.text import read_text
 def command(model, property_path, timeout, json_out, results_file, jobs, cluster, journal, resume, engine,
             certificate, limit, threads, arithmetic, quiet) -> int:
     """Prove or refute PROPERTY on MODEL. Exit 0 holds, 10 violated, 20 undecided, 2 input error."""
-    if timeout is not None and timeout <= 0:
-        raise PropertyError(f"--timeout must be > 0 seconds, got {timeout:g}")
     if limit is not None and limit <= 0:
         raise PropertyError(f"--limit must be a positive number of partitions, got {limit}")
     kind = property_kind(property_path)

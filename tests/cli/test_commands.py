@@ -133,7 +133,6 @@ def test_bounds_json(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["verify", MNIST, "--property", str(PROPERTIES / "mnist_robustness.yaml"), "--timeout", "0"], "--timeout"),
     (["verify", GERMAN, "--property", str(PROPERTIES / "adult_fairness.yaml")], "13 attributes but the model"),
     (["verify", GERMAN, "--property", "missing.vnnlib"], "cannot read property file"),
     (["certify", GERMAN, "--eps", "0.1"], "takes inputs of shape (20,), the data has 784 values"),
@@ -154,12 +153,18 @@ def test_user_errors_are_one_line_with_exit_2(capsys, args, message):
     ["inspect", MNIST, "--range", "1", "0"],
     ["inspect", MNIST, "--range", "nan", "1"],
     ["bounds", MNIST, "--box", "box.json", "--eps", "nan"],
+    ["batch", "instances.csv", "--timeout", "-1"],  # was a traceback
+    ["batch", "instances.csv", "--timeout", "0"],  # was silently ignored
+    ["certify", MNIST, "--eps", "0.01", "--timeout", "0"],
+    ["verify", MNIST, "--property", str(PROPERTIES / "mnist_robustness.yaml"), "--timeout", "0"],
 ])
 def test_numbers_no_command_can_use_are_usage_errors(args, capsys):
-    """NaN anywhere, infinite sizes, a range out of order: click's usage error (exit 2), before any work."""
+    """NaN anywhere, infinite sizes, a range out of order, a timeout of 0 or less: click's usage error (exit 2),
+    before any work."""
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and ("not a finite number" in err or "LO must be below HI" in err), err
+    assert "Traceback" not in err and ("not a finite number" in err or "LO must be below HI" in err
+                                       or "not a number of seconds above 0" in err), err
 
 
 def test_bounds_names_a_box_it_cannot_use(tmp_path, capsys):

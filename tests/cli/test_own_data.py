@@ -107,3 +107,15 @@ checks:
     assert main(["gate", str(policy), "--json", str(out), "--cache", str(tmp_path / "cache"), "--quiet"]) == 0
     checks = json.loads(out.read_text())["checks"]
     assert checks[0]["figures"]["per_eps"]["0.05"]["samples"] == 10 and checks[1]["figures"]["clean_accuracy"] > 0.8
+
+
+def test_a_journal_resumes_with_the_same_data_under_another_name(user, tmp_path, capsys):
+    """The README says paths do not count: a copied or moved data file resumes its journal."""
+    folder, _, _ = user
+    (tmp_path / "copy.csv").write_text((folder / "mine.csv").read_text())
+    (tmp_path / "copy.domain.json").write_text((folder / "mine.domain.json").read_text())
+    common = [str(folder / "model.onnx"), "--eps", "0.1", "-n", "5", "--label", "y", "--quiet",
+              "--journal", str(tmp_path / "j.jsonl")]
+    assert main(["certify", "--data", str(folder / "mine.csv"), *common]) == 0
+    assert main(["certify", "--data", str(tmp_path / "copy.csv"), *common, "--resume"]) == 0
+    assert "does not fit" not in capsys.readouterr().err
