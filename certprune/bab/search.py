@@ -213,7 +213,7 @@ def verify_box(network: Network, lower: np.ndarray, upper: np.ndarray, constrain
     inner = tuple(torch.as_tensor(v.reshape(shape)) for v in float32_inputs(lower, upper))
     search = _Search(network, outer, inner, constraints, settings, replay, deadline)
     try:
-        for step in (_interval_bounds, _crown_bounds, _first_attack, _whole_box, _output_constraints,
+        for step in (_interval_bounds, _crown_bounds, _first_attack, _whole_box, _root_milp, _output_constraints,
                      _branch_and_bound):
             verdict = step(search)
             if verdict is not None:
@@ -338,6 +338,21 @@ def _whole_box(search: _Search):
         margin = float(proof_margin(search.root.output_lower, search.rhs, search.groups)[0])
         search.attack_share = _attack_share(search, margin)
     return verdict
+
+
+def _root_milp(search: _Search):
+    """The exact MILP on the whole box when the root's bounds leave few unstable neurons (as any leaf of ReLU
+    splitting would get it). Input splitting alone can run for a million boxes near a tie that the MILP decides
+    at once: 4 inputs, 5 unstable ReLUs, margin 0.0017 against a float32 error bound of 3e-4, 0.04 s."""
+    unstable = sum(int(search.root.unstable(i).sum()) for i in range(len(search.root.pre_lower)))
+    if unstable > search.milp_limit or search.deadline.expired():
+        return None
+    closed, reason, _ = _milp_leaf(search, search.root, 0)
+    if closed:
+        search.decided_by = "milp"
+        return Verdict.VERIFIED
+    search.open[f"root milp: {reason}"] += 1
+    return None
 
 
 def _output_constraints(search: _Search):

@@ -92,3 +92,30 @@ def test_exact_leaf_leaves_room_for_float32_rounding(tmp_path):
         result = verify_one(network, tmp_path / "m.onnx", instance,
                             SearchSettings(timeout=20, attack_restarts=restarts, attack_steps=restarts))
         assert result.verdict is not Verdict.VERIFIED, result.settings
+
+
+def test_few_unstable_neurons_at_the_root_go_to_the_exact_milp(tmp_path):
+    """A box with few unstable neurons is decided by the MILP at the root, where input splitting near a tie ran
+    for a million boxes: a threshold 1e-4 below the exact minimum is proven (by the MILP where CROWN cannot),
+    1e-4 above it is falsified (and the counterexample replayed on onnxruntime)."""
+    from tests.bounds.milp import dense_chain, exact_minimum
+
+    deciders = []
+    for seed in range(6):
+        network = random_network(2, 6, (4,), seed=seed, outputs=2)
+        save_onnx(network, tmp_path / "net.onnx")
+        centre = np.random.default_rng(seed).uniform(-1, 1, 4)
+        lower, upper = centre - 0.1, centre + 0.1
+        row = np.array([1.0, -1.0])
+        minimum = exact_minimum(dense_chain(network.to(torch.float64)), lower, upper, row)[0]
+        settings = SearchSettings(timeout=30, max_domains=4, seed=seed)
+
+        def run(b):  # is there an x with y0 - y1 <= b?
+            instance = Instance("box", lower, upper, ((row[None], np.array([b])),))
+            return verify_one(network, tmp_path / "net.onnx", instance, settings)
+
+        proven = run(minimum - 1e-4)
+        assert proven.verdict is Verdict.VERIFIED, (seed, proven.settings)
+        deciders.append(proven.settings["decided_by"])
+        assert run(minimum + 1e-4).verdict is Verdict.FALSIFIED, seed
+    assert deciders.count("milp") >= 3, deciders
