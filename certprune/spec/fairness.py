@@ -146,6 +146,12 @@ class FairnessProperty:
         if d.mode == "threshold" and output_transform == "softmax":
             raise PropertyError(f"{where}: the model ends in a softmax, so a threshold on one logit cannot be "
                                 "read from its outputs; use decision: argmax")
+        if d.mode == "threshold" and n_outputs > 1:
+            import warnings
+
+            warnings.warn(f"{where}: the decision reads output {d.output} alone (class 1 iff it is > {d.threshold:g}) "
+                          f"of a model with {n_outputs} outputs; a classifier's decision is usually "
+                          "'decision: argmax'", stacklevel=2)
 
 
 def load_fairness_property(path: str | Path) -> FairnessProperty:

@@ -107,6 +107,21 @@ def test_model_mismatch_names_the_attributes_line():
     prop.check_model(4, 1, "sigmoid")
 
 
+def test_a_threshold_on_one_output_of_a_multi_output_model_is_warned_about():
+    """fairness-template writes a one-logit decision; on a 2-logit classifier it judged logit 0 > 0, not the
+    model's argmax, silently."""
+    prop = parse(GOOD)
+    with pytest.warns(UserWarning, match=r"line 2: the decision reads output 0 alone .* of a model with 2 outputs"):
+        prop.check_model(4, 2)
+    argmax = parse(GOOD.replace("decision: {output: 0, threshold: 0.5}", "decision: argmax"))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        argmax.check_model(4, 2)
+        prop.check_model(4, 1)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(PropertyError, match="cannot read property file"):
         load_fairness_property(tmp_path / "nope.yaml")
