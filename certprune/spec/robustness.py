@@ -13,7 +13,8 @@ The file format, one mapping::
     range: [0, 100]            #   start (inclusive) and stop (exclusive)
     points:                    # inline samples
       - {x: [0.1, 0.5, 0.2], label: 1}
-    file: samples.npz          # arrays x (N, ...) and y (N,), relative to this file; indices/range allowed
+    file: samples.npz          # arrays x (N, ...) and y (N,), or a .csv/.parquet table (label column label,
+                               # y or target), relative to this file; indices/range allowed
 
 Each sample ``(x, label)`` becomes an instance on the box ``clip([x - eps, x + eps], input_range)`` whose
 counterexamples are the inputs with ``y_j - y_label >= 0`` for some ``j != label``.
@@ -276,6 +277,8 @@ class _Parser(YamlReader):
         name = self.value(node)
         if not isinstance(name, str):
             raise self.error(node, f"file must be a path, got {name!r}")
+        if Path(name).suffix.lower() in (".csv", ".parquet"):
+            return self.table(node, name)
         try:
             arrays = np.load(self.base / name)
         except (OSError, ValueError) as error:
@@ -288,6 +291,22 @@ class _Parser(YamlReader):
         if len(x) == 0 or len(x) != len(labels):
             raise self.error(node, f"{name}: x has {len(x)} samples and y {len(labels)}")
         return x.astype(np.float64), labels.astype(np.int64).ravel()
+
+    def table(self, node: yaml.Node, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """A CSV or parquet table as every command reads one (``certprune.datafile``: a label column label, y
+        or target; its test split where it has one), named by this key's line when it cannot be read."""
+        import warnings
+
+        from certprune.datafile import read_data
+        from certprune.errors import CertpruneError
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the domain and split notes: the box here is eps around x
+                arrays = read_data(self.base / name, strict_split=False)
+        except CertpruneError as error:
+            raise self.error(node, str(error)) from None
+        return arrays.x.reshape(len(arrays.x), -1).astype(np.float64), arrays.y.astype(np.int64).ravel()
 
     # -- scalars -------------------------------------------------------------------------------------
 

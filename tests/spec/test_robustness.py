@@ -77,6 +77,17 @@ def test_npz_file_relative_to_the_yaml(tmp_path):
     assert len(instances(read_robustness(tmp_path / "all.yaml"), (2,), 2)) == 4
 
 
+def test_a_csv_file_as_every_command_reads_it(tmp_path):
+    """A CSV table (label column y) works like the .npz: 'file: mine.csv' was read as a pickled array."""
+    (tmp_path / "t.csv").write_text("a,b,y\n0.5,0.25,1\n0.125,0.75,0\n")
+    (tmp_path / "r.yaml").write_text(HEAD + "file: t.csv\nindices: [1]\n")
+    (only,) = instances(read_robustness(tmp_path / "r.yaml"), (2,), 2)
+    assert only.label == 0 and np.allclose(only.x, [0.125, 0.75])
+    (tmp_path / "bad.yaml").write_text(HEAD + "file: missing.csv\n")
+    with pytest.raises(PropertyError, match="bad.yaml line 4: data file not found"):
+        read_robustness(tmp_path / "bad.yaml")
+
+
 def test_real_mnist_loader():
     spec = parse("kind: robustness\ninput_range: [0, 1]\neps: 0.01\ndata: mnist\nrange: [0, 3]\n")
     found = instances(spec, (1, 28, 28), 10)
