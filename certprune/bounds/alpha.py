@@ -320,6 +320,8 @@ class _Refine:
                 best = bound.detach() if best is None else torch.maximum(best, bound.detach())
                 if step == self.iterations or (self.deadline is not None and self.deadline.expired()):
                     break
+                if not bound.requires_grad:  # no earlier ReLU with a slope reaches this layer: nothing to optimise
+                    break
                 # allow_unused: a ReLU on a parallel branch of a graph does not reach this layer
                 grads = torch.autograd.grad(bound.sum(), list(slopes.values()), allow_unused=True)
                 adam.ascend([torch.zeros_like(slopes[pos]) if g is None else g * masks[pos]

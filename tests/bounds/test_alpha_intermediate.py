@@ -44,3 +44,26 @@ def test_refinement_tightens_some_intermediate_bound():
         refined = AlphaCROWN(iterations=0, intermediate_iterations=15).compute(network, lower, lower + 0.6)
         gains.append(max(float((refined.pre_lower[i] - crown.pre_lower[i]).max()) for i in range(len(crown.pre_lower))))
     assert max(gains) > 1e-3, gains
+
+
+def test_a_layer_no_optimised_slope_reaches_is_left_as_it_is():
+    """On a graph whose branch after a concat is reached by no earlier ReLU with a slope, the refinement's bound
+    has no gradient: it raised 'element 0 of tensors does not require grad' (found by a random sweep, seed
+    300177). The bounds must still contain sampled outputs."""
+    import numpy as np
+    import torch
+
+    from certprune.bounds.alpha import AlphaCROWN
+    from tests.netgen import random_graph
+
+    network = random_graph(300177 + 31337, kind="dense", width=4, outputs=4)
+    lower = torch.tensor([[-0.26360792, -0.53495747, 0.17756017, 0.47554919, -1.12666976]])
+    upper = torch.tensor([[0.1921134, -0.07923616, 0.63328147, 0.93127048, -0.67094839]])
+    C = torch.tensor([[1.7787014, -1.4438124, -0.2191901, 0.4984106], [-0.5678087, 0.9991100, -0.9790459, -0.1968578],
+                      [1.2121758, 1.2379327, -0.1179408, -0.8391216], [0.0739836, 0.1612646, 0.1835777, 0.7113823],
+                      [-0.7335734, -0.1841371, 0.5998667, -0.5803520]])
+    bounds, _, _ = AlphaCROWN(iterations=5, intermediate_iterations=10).domains(network, lower, upper, C=C)
+    x = lower + torch.rand(2000, 5, generator=torch.Generator().manual_seed(0)) * (upper - lower)
+    with torch.no_grad():
+        values = network(x) @ C.T
+    assert bool((values >= bounds.output_lower - 1e-5).all()) and bool((values <= bounds.output_upper + 1e-5).all())
