@@ -50,12 +50,12 @@ class Prepared:
 def describe(check: Check) -> Prepared:
     """The check's cache-key inputs: the sha256 of its property or data file and its settings."""
     data = {"data": _data_digest(check.data) if check.data else None}
+    table = {"data": check.data, "label": check.label, "features": check.features}
     if check.kind == "certify":
-        return Prepared(check, data, {"data": check.data, "label": check.label, "eps": list(check.eps),
-                                      "samples": check.samples, "timeout": check.timeout})
+        return Prepared(check, data, {**table, "eps": list(check.eps), "samples": check.samples,
+                                      "timeout": check.timeout})
     if check.kind == "facts":
-        return Prepared(check, data, {"data": check.data, "label": check.label, "samples": check.samples,
-                                      "parity": check.parity})
+        return Prepared(check, data, {**table, "samples": check.samples, "parity": check.parity})
     settings = {"timeout": check.timeout, "jobs": check.jobs} if check.kind == "fairness" else \
         {"timeout": check.timeout or 60.0}
     return Prepared(check, {"property": file_sha256(check.property, "property")}, settings)
@@ -247,7 +247,7 @@ def _load(check: Check, eps: float):
     from certprune.datafile import is_data_file
     from certprune.prune import load_data
 
-    options = {"label": check.label} if is_data_file(check.data) else {}
+    options = {"label": check.label, "features": check.features} if is_data_file(check.data) else {}
     return load_data(check.data, "test", eps, **options)
 
 

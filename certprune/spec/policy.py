@@ -39,8 +39,8 @@ from certprune.spec.yamlfile import YamlReader
 TOP_KEYS = ("model", "baseline", "budget", "checks")
 CHECK_KEYS = ("name", "certify", "property", "facts", "budget", "timeout", "jobs", "require")
 KINDS = ("certify", "property", "facts")
-CERTIFY_KEYS = ("data", "label", "eps", "samples", "timeout")
-FACTS_KEYS = ("data", "label", "samples", "parity")
+CERTIFY_KEYS = ("data", "label", "features", "eps", "samples", "timeout")
+FACTS_KEYS = ("data", "label", "features", "samples", "parity")
 # the requirements each kind of check knows; booleans are compared for equality
 METRICS = {
     "certify": ("certified_accuracy", "falsified", "undecided"),
@@ -98,6 +98,7 @@ class Check:
     budget: float | None = None
     data: str | None = None  # a built-in data set name, or the path of the user's .npz/.csv/.parquet
     label: str | None = None  # the label column of a table
+    features: tuple[str, ...] | None = None  # the model's input columns of a table, in order (default: the rest)
     eps: tuple[float, ...] = ()
     samples: int = 100
     timeout: float | None = None
@@ -187,8 +188,8 @@ class _Parser(YamlReader):
         timeout = self.positive(spec["timeout"], "timeout") if "timeout" in spec else 20.0
         eps = tuple(float(e) for e in eps_list)
         requirements = self.requirements(keys["require"], "certify", eps)
-        return Check(kind="certify", requirements=requirements, data=data, label=self.label(spec), eps=eps,
-                     samples=samples, timeout=timeout, **common)
+        return Check(kind="certify", requirements=requirements, data=data, label=self.label(spec),
+                     features=self.features(spec), eps=eps, samples=samples, timeout=timeout, **common)
 
     def facts_check(self, keys: dict, common: dict) -> Check:
         spec = self.mapping(keys["facts"], FACTS_KEYS, "facts") if self.value(keys["facts"]) else {}
@@ -198,8 +199,8 @@ class _Parser(YamlReader):
         requirements = self.requirements(keys["require"], "facts", ())
         if data is None and any(r.metric == "clean_accuracy" for r in requirements):
             raise self.error(keys["facts"], "clean_accuracy needs 'data' in facts")
-        return Check(kind="facts", requirements=requirements, data=data, label=self.label(spec), samples=samples,
-                     parity=parity, **common)
+        return Check(kind="facts", requirements=requirements, data=data, label=self.label(spec),
+                     features=self.features(spec), samples=samples, parity=parity, **common)
 
     def property_check(self, keys: dict, common: dict) -> Check:
         path = self.path(keys["property"], "property", (".yaml", ".yml", ".vnnlib"))
@@ -285,6 +286,15 @@ class _Parser(YamlReader):
         if not isinstance(value, str):
             raise self.error(spec["label"], f"label must be a column name, got {value!r}")
         return value
+
+    def features(self, spec: dict) -> tuple[str, ...] | None:
+        """The model's input columns of a table (as ``--features``): a list of column names."""
+        if "features" not in spec:
+            return None
+        value = self.value(spec["features"])
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise self.error(spec["features"], f"features must be a list of column names, got {value!r}")
+        return tuple(value)
 
     def positive(self, node: yaml.Node, key: str) -> float:
         value = self.value(node)

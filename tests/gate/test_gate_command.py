@@ -165,7 +165,7 @@ def test_a_share_threshold_above_100_percent_is_exit_2(tmp_path, capsys):
     assert code == 2 and "policy.yaml line 6" in line and "at most 1 (100%)" in line
 
 
-def test_the_label_column_is_part_of_a_checks_cache_key():
+def test_the_label_and_feature_columns_are_part_of_a_checks_cache_key():
     """Two checks that differ only in their label column must not share a cached result (a typo in the label
     was served the earlier run's FAIL instead of its error)."""
     from certprune.gate.checks import describe
@@ -173,4 +173,6 @@ def test_the_label_column_is_part_of_a_checks_cache_key():
 
     for kind in ("certify", "facts"):
         a, b = (Check("c", kind, 1, (), data="mnist", label=label, eps=(0.01,)) for label in ("y", "yy"))
+        assert describe(a).settings != describe(b).settings
+        a, b = (Check("c", kind, 1, (), data="mnist", features=f, eps=(0.01,)) for f in (("a", "b"), ("b", "a")))
         assert describe(a).settings != describe(b).settings

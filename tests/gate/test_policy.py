@@ -74,7 +74,17 @@ checks:
     ("model: MODEL\nchecks:\n  - name: a\n    facts: {}\n    require: {parity: true}\n"
      "  - name: a\n    facts: {}\n    require: {parity: true}\n", "line 3: check name 'a' is used twice"),
     ("model: MODEL\nchecks:\n  - name: a\n    facts: {}\n", "line 3: check 'a' has no 'require'"),
+    ("model: MODEL\nchecks:\n  - name: a\n    certify: {data: mnist, eps: 0.1, features: f1}\n"
+     "    require: {undecided: '<= 0'}\n", "line 4: features must be a list of column names, got 'f1'"),
 ])
 def test_mistakes_name_the_line_and_key(tmp_path, body, expected):
     message = error_of(tmp_path, body)
     assert "policy.yaml" in message and expected in message, message
+
+
+def test_a_check_names_the_models_input_columns(tmp_path):
+    """As --features does: a table with extra columns (ids, a second label) can be gated."""
+    policy = read_policy(write(tmp_path, "model: MODEL\nchecks:\n  - name: a\n    certify: {data: mnist, eps: 0.1, "
+                                         "label: y2, features: [f2, f1]}\n    require: {undecided: '<= 0'}\n"))
+    (check,) = policy.checks
+    assert check.label == "y2" and check.features == ("f2", "f1")
