@@ -10,6 +10,7 @@ from certprune.bab.batch import batch_header, run_batch
 from certprune.cli.cluster_option import cluster_option
 from certprune.cli.params import OUTPUT, SECONDS
 from certprune.decide import decide_vnnlib
+from certprune.errors import CertpruneError
 from certprune.journal import Journal, write_atomic
 from certprune.types import EXIT_CODES, Verdict
 
@@ -25,6 +26,8 @@ def command(instances, out, journal, resume, timeout, cluster) -> int:
     """Verify a VNN-COMP instances CSV; exit 10 if any instance is sat, 20 if any is undecided (or ended in an
     error: a row whose model or property cannot be used is reported and the batch goes on). Files that do not
     exist and timeouts that are not numbers are named before any row runs (exit 2)."""
+    if resume and not journal:
+        raise CertpruneError("--resume needs --journal FILE, the journal to continue")
     log = Journal(journal, batch_header(instances, timeout)) if journal else None
     records = []
     for record in run_batch(instances, decide_vnnlib, log, resume, timeout, cluster=cluster):

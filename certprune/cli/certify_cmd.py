@@ -36,6 +36,8 @@ def command(model, data, label, features, value_range, split, eps, count, timeou
             cluster, threads, quiet) -> int:
     """Certified accuracy of MODEL: per sample verified / falsified / unknown / misclassified."""
     use_threads(threads)
+    if resume and not journal:
+        raise CertpruneError("--resume needs --journal FILE, the journal to continue")
     if eps < 0 or timeout <= 0 or count <= 0:
         raise CertpruneError("--eps must be >= 0, --timeout > 0 and -n > 0")
     network = load_onnx(model)

@@ -39,6 +39,13 @@ def command(model, property_path, timeout, json_out, results_file, jobs, cluster
     kind = property_kind(property_path)
     if arithmetic != "float32" and kind != "vnnlib":
         raise PropertyError(f"--arithmetic {arithmetic} applies to VNN-LIB properties only")
+    if resume and not journal:
+        raise PropertyError("--resume needs --journal FILE, the journal to continue")
+    if kind != "fairness" and (limit is not None or jobs > 1):
+        raise PropertyError(f"--{'limit' if limit is not None else 'jobs'} applies to fairness properties only")
+    if kind == "vnnlib" and journal:
+        raise PropertyError("--journal applies to fairness and robustness properties (a VNN-LIB property is one "
+                            "question; --results-file keeps its answer)")
     if results_file and kind != "vnnlib":
         raise PropertyError("--results-file is VNN-COMP's results file of a VNN-LIB property; for a "
                             f"{kind} property use --json")

@@ -140,6 +140,11 @@ def test_bounds_json(tmp_path, capsys):
      "--results-file is VNN-COMP's results file of a VNN-LIB property"),
     (["prune", MNIST, "--method", "magnitude", "--sparsity", "0.5", "--data", "mnist", "--lottery", "--rounds", "2",
       "-o", "p.onnx"], "--rounds does not apply with --lottery"),
+    (["certify", MNIST, "--eps", "0.01", "-n", "1", "--resume"], "--resume needs --journal FILE"),
+    (["verify", MNIST, "--property", str(PROPERTIES / "mnist_robustness.yaml"), "--resume"], "--resume needs --journal"),
+    (["verify", MNIST, "--property", str(PROPERTIES / "mnist_robustness.yaml"), "--jobs", "2"],
+     "--jobs applies to fairness properties only"),
+    (["verify", GERMAN, "--property", "p.vnnlib", "--journal", "j.jsonl"], "--journal applies to fairness and"),
 ])
 def test_user_errors_are_one_line_with_exit_2(capsys, args, message):
     assert main(args) == 2
