@@ -103,7 +103,9 @@ def command(model, method, sparsity, data, label, features, value_range, split, 
     if not parity.ok:
         raise CertpruneError(f"{output} disagrees with the pruned network in onnxruntime "
                              f"(relative difference {parity.relative:.1e})")
-    click.echo(_table(result, eps, output, regime, _data_arguments(data, label, features, value_range)))
+    next_step = None if network.output_transform == "sigmoid" else \
+        f"certprune certify {shlex.quote(output)} --eps {eps:g}{_data_arguments(data, label, features, value_range)}"
+    click.echo(_table(result, eps, output, regime, next_step))
     return 0
 
 
@@ -128,7 +130,9 @@ def _data_arguments(data, label, features, value_range) -> str:
     return "".join(" " + shlex.quote(str(p)) for p in parts)
 
 
-def _table(result, eps: float, output: str, regime: str, data_arguments: str = "") -> str:
+def _table(result, eps: float, output: str, regime: str, next_step: str | None) -> str:
+    """The before/after table; ``next_step``: the command that verifies the pruned model completely (none for
+    a model ending in a sigmoid, which certify refuses)."""
     b, a = result.before, result.after
     rows = [("parameters", b.parameters, a.parameters), ("FLOPs (MACs)", b.flops, a.flops),
             ("ReLU units", b.units, a.units), ("test accuracy", f"{b.accuracy:.2%}", f"{a.accuracy:.2%}"),
@@ -137,7 +141,7 @@ def _table(result, eps: float, output: str, regime: str, data_arguments: str = "
     lines = [f"method {result.method}  sparsity {result.sparsity:g}  training {regime}  -> {output}", "",
              f"{'':<24}{'before':>12}{'after':>12}"]
     lines += [f"{name:<24}{before!s:>12}{after!s:>12}" for name, before, after in rows]
+    where = f"unstable ReLUs and CROWN-certified share on {a.boxes} test boxes"
     lines += ["", f"compression ratio {result.compression_ratio:.2f}x   theoretical speed-up {result.speedup:.2f}x",
-              f"(unstable ReLUs and CROWN-certified share on {a.boxes} test boxes; complete verification: "
-              f"certprune certify {shlex.quote(output)} --eps {eps:g}{data_arguments})"]
+              f"({where}; complete verification: {next_step})" if next_step else f"({where})"]
     return "\n".join(lines)
