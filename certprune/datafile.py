@@ -90,13 +90,14 @@ def read_data(path: str | Path, *, split: str | None = None, label: str | None =
                       np.broadcast_to(upper, shape).astype(np.float64), str(path), names)
 
 
-def _not_a_number(column) -> str:
-    """Where a column stops being numbers: the first value that is not one, with its row (1 = the first sample)."""
-    for row, value in enumerate(column.tolist(), 1):
+def _not_a_number(column, csv: bool) -> str:
+    """Where a column stops being numbers: the first value that is not one, by its line in a CSV file (1: the
+    header) or its row in a table, in any split (the split's own rows may all read as numbers)."""
+    for row, value in column.items():
         try:
             float(value)
         except (TypeError, ValueError):
-            return f"row {row}: {value!r}"
+            return f"line {row + 2}: {value!r}" if csv else f"row {row}: {value!r}"
     return f"e.g. {column.iloc[0]!r}"
 
 
@@ -144,6 +145,7 @@ def _table(path: Path, split: str | None, label: str | None, features):
     missing = [n for n in names if n not in columns]
     if missing:
         raise CertpruneError(f"{path}: no column {missing[0]!r}; columns are {', '.join(columns)}")
+    whole = frame
     if "split" in columns and split != "all":
         frame = frame[frame["split"].astype(str) == (split or "test")]
     elif split in ("train", "test"):
@@ -152,7 +154,8 @@ def _table(path: Path, split: str | None, label: str | None, features):
         raise CertpruneError(f"{path}: no samples" + (f" in split {split!r}" if split in ("train", "test") else ""))
     for name in names + (label,):
         if frame[name].dtype.kind not in "biuf":
-            raise CertpruneError(f"{path}: column {name!r} is not numeric ({_not_a_number(frame[name])}); encode it "
+            where = _not_a_number(whole[name], path.suffix.lower() == ".csv")
+            raise CertpruneError(f"{path}: column {name!r} is not numeric ({where}); encode it "
                                  "as numbers first (e.g. pandas factorize or sklearn OrdinalEncoder)")
     empty = frame[list(names) + [label]].isna()
     if empty.to_numpy().any():

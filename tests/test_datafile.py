@@ -42,7 +42,9 @@ def test_range_option_and_a_file_without_splits(tmp_path):
 
 
 @pytest.mark.parametrize("name, body, message", [
-    ("a.csv", "a,b,label\n1,2,0\n1,x,0\n", "column 'b' is not numeric (row 2: 'x'); encode it"),
+    ("a.csv", "a,b,label\n1,2,0\n1,x,0\n", "column 'b' is not numeric (line 3: 'x'); encode it"),
+    # the bad value in the train split, the test split's own values all numbers: still named by its line
+    ("s.csv", "a,b,label,split\n1,x,0,train\n1,2,0,test\n", "column 'b' is not numeric (line 2: 'x')"),
     ("h.csv", "a,b,label\n", "h.csv: no samples"),
     ("a.csv", "a,b\n1,2\n", "no label column (named label, y, target); name it with --label"),
     ("a.csv", "a,nan_col,label\n1,,0\n", "a.csv line 2: no value in column 'nan_col'"),
