@@ -41,6 +41,8 @@ def read_instances(path: str | Path) -> list[dict]:
                 raise PropertyError(f"{path} line {line_number}: {kind} file not found: {file}")
         rows.append({"onnx": str(files["onnx"]), "vnnlib": str(files["vnnlib"]),
                      "timeout": timeout, "expected": row[3].strip() if len(row) > 3 else ""})
+    if not rows:  # a CI step over an empty list must not pass as if every instance had
+        raise PropertyError(f"{path}: no instances (rows onnx,vnnlib,timeout[,expected])")
     return rows
 
 

@@ -181,3 +181,10 @@ def test_bounds_names_a_box_it_cannot_use(tmp_path, capsys):
     np.save(tmp_path / "x.npy", np.full(784, 0.5, dtype=np.float32))
     assert main(["bounds", MNIST, "--center", str(tmp_path / "x.npy"), "--eps", "-0.1"]) == 2
     assert "--eps must be >= 0" in one_error_line(capsys)
+
+
+def test_an_empty_instances_file_is_an_error(tmp_path, capsys):
+    """It exited 0 with '0 instances': a CI step over an empty list passed."""
+    (tmp_path / "instances.csv").write_text("onnx,vnnlib,timeout\n")
+    assert main(["batch", str(tmp_path / "instances.csv")]) == 2
+    assert "no instances" in one_error_line(capsys)
