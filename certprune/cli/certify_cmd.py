@@ -1,6 +1,7 @@
 """`certprune certify MODEL --data NAME|FILE --eps E`: certified accuracy over the first N test samples."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict
 
 import click
@@ -42,6 +43,8 @@ def command(model, data, label, features, value_range, split, eps, count, timeou
         raise CertpruneError("--eps must be >= 0, --timeout > 0 and -n > 0")
     network = load_onnx(model)
     chosen = load(data, "test", eps, label, features, value_range, split).take(count)
+    if len(chosen) < count:
+        warnings.warn(f"-n {count}: the data has {len(chosen)} test samples; certifying those")
     samples = samples_from_data(network, model, chosen, timeout)
     settings = SearchSettings(timeout=timeout)
     header = journal_header("certify", {"model": file_sha256(model, "model"), "data": samples_sha256(samples)},
