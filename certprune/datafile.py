@@ -151,7 +151,9 @@ def _table(path: Path, split: str | None, label: str | None, features):
     elif split in ("train", "test"):
         raise _NoSplit()
     if not len(frame):
-        raise CertpruneError(f"{path}: no samples" + (f" in split {split!r}" if split in ("train", "test") else ""))
+        found = sorted(set(whole["split"].astype(str))) if "split" in columns else []
+        raise CertpruneError(f"{path}: no samples" + (f" in split {split or 'test'!r}" if found else "")
+                             + (f"; the split column holds {', '.join(map(repr, found[:6]))}" if found else ""))
     for name in names + (label,):
         if frame[name].dtype.kind not in "biuf":
             where = _not_a_number(whole[name], path.suffix.lower() == ".csv")
@@ -257,5 +259,10 @@ def _check(path: Path, x: np.ndarray, y: np.ndarray, lower, upper) -> None:
         raise CertpruneError(f"{path}: the domain has shape {np.shape(lower)}, a sample {x.shape[1:]}") from None
     if np.any(lo > hi) or not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
         raise CertpruneError(f"{path}: the domain must be finite with lower <= upper")
-    if np.any(x < lo) or np.any(x > hi):
-        raise CertpruneError(f"{path}: some samples lie outside the domain [lower, upper]")
+    outside = (x < lo) | (x > hi)
+    if outside.any():
+        sample, *feature = (int(i) for i in np.argwhere(outside)[0])
+        value, bounds = x[(sample, *feature)], (lo[tuple(feature)], hi[tuple(feature)])
+        raise CertpruneError(f"{path}: sample {sample}, input {feature[0] if len(feature) == 1 else tuple(feature)}: "
+                             f"{value:g} lies outside the domain [{bounds[0]:g}, {bounds[1]:g}] (widen lower/upper, "
+                             f"the .domain.json sidecar or --range)")

@@ -102,3 +102,12 @@ def test_wrong_values_in_the_domain_sidecar_are_named(tmp_path, sidecar, message
     (tmp_path / "t.domain.json").write_text(json.dumps(sidecar))
     with pytest.raises(CertpruneError, match=message):
         read_data(tmp_path / "t.csv")
+
+
+def test_where_a_sample_leaves_the_domain_and_which_splits_there_are(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b,label,split\n0.5,0.25,1,Test\n0.5,7,0,val\n")
+    (tmp_path / "t.domain.json").write_text(json.dumps({"lower": 0, "upper": 1}))
+    with pytest.raises(CertpruneError, match="no samples in split 'test'; the split column holds 'Test', 'val'"):
+        read_data(tmp_path / "t.csv")
+    with pytest.raises(CertpruneError, match=r"sample 1, input 1: 7 lies outside the domain \[0, 1\]"):
+        read_data(tmp_path / "t.csv", split="all")
