@@ -225,8 +225,8 @@ def _numbers(side: Path, value, key: str) -> np.ndarray:
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise CertpruneError(f"{side}: key {key!r} must be a number or a list of numbers, got {value!r}") from None
-    if array.ndim > 1:
+        array = None
+    if array is None or array.ndim > 1:
         raise CertpruneError(f"{side}: key {key!r} must be a number or a list of numbers, got {value!r}")
     return array
 

@@ -344,8 +344,7 @@ def _root_milp(search: _Search):
     """The exact MILP on the whole box when the root's bounds leave few unstable neurons (as any leaf of ReLU
     splitting would get it). Input splitting alone can run for a million boxes near a tie that the MILP decides
     at once: 4 inputs, 5 unstable ReLUs, margin 0.0017 against a float32 error bound of 3e-4, 0.04 s."""
-    unstable = sum(int(search.root.unstable(i).sum()) for i in range(len(search.root.pre_lower)))
-    if unstable > search.milp_limit or search.deadline.expired():
+    if sum(search.root.unstable_counts()) > search.milp_limit or search.deadline.expired():
         return None
     closed, reason, _ = _milp_leaf(search, search.root, 0)
     if closed:

@@ -12,8 +12,8 @@ from certprune.cli.cluster_option import cluster_option
 from certprune.cli.data_options import data_options, load
 from certprune.cli.params import FINITE, OUTPUT, SECONDS, threads_option, use_threads
 from certprune.cli.results import write_json
-from certprune.data import DATA_SETS
 from certprune.cli.robustness_run import run_samples
+from certprune.data import DATA_SETS
 from certprune.errors import CertpruneError
 from certprune.journal import file_sha256, journal_header
 from certprune.onnx_io import load_onnx
@@ -39,8 +39,8 @@ def command(model, data, label, features, value_range, split, eps, count, timeou
     use_threads(threads)
     if resume and not journal:
         raise CertpruneError("--resume needs --journal FILE, the journal to continue")
-    if eps < 0 or timeout <= 0 or count <= 0:
-        raise CertpruneError("--eps must be >= 0, --timeout > 0 and -n > 0")
+    if eps < 0 or count <= 0:  # --timeout is checked by its type (SECONDS: above 0)
+        raise CertpruneError("--eps must be >= 0 and -n > 0")
     network = load_onnx(model)
     chosen = load(data, "test", eps, label, features, value_range, split).take(count)
     if len(chosen) < count:

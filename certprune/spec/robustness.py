@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import yaml
 
-from certprune.errors import PropertyError
+from certprune.errors import CertpruneError, PropertyError
 from certprune.spec.text import read_text
 from certprune.spec.yamlfile import YamlReader
 from certprune.spec.vnnlib import Disjunct, VnnlibProperty
@@ -298,7 +298,6 @@ class _Parser(YamlReader):
         import warnings
 
         from certprune.datafile import read_data
-        from certprune.errors import CertpruneError
 
         try:
             with warnings.catch_warnings():
