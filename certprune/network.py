@@ -336,6 +336,11 @@ class Network:
         self._check_wiring()
         self.shapes()  # checks that every layer fits what it reads
 
+    def __reduce__(self):
+        """Pickled by its fields (its metadata as a plain dict): a pruning checkpoint holds networks."""
+        return (Network, (self.layers, self.input_shape, self.output_transform, self.input_name, self.output_name,
+                          dict(self.metadata), self.inputs))
+
     def _check_wiring(self) -> None:
         if len(self.inputs) != len(self.layers):
             raise ModelError(f"wiring lists {len(self.inputs)} layers, the network has {len(self.layers)}")

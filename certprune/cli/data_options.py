@@ -15,9 +15,11 @@ DATA_HELP = (f"A built-in data set ({', '.join(DATA_SETS)}) or your own .npz (x,
 
 def data_options(default: str | None = None):
     """--data (required unless it has a ``default``), --label, --features, --range, --split."""
+    # click 8.3 takes an explicit default=None as a value that meets `required`: pass a default only if there is one
+    data = click.option("--data", default=default, show_default=True, help=DATA_HELP) if default is not None \
+        else click.option("--data", required=True, help=DATA_HELP)
     options = [
-        click.option("--data", required=default is None, default=default, show_default=default is not None,
-                     help=DATA_HELP),
+        data,
         click.option("--label", default=None, help="Label column of a .csv (default: label, y or target)."),
         click.option("--features", default=None, help="Comma-separated feature columns of a .csv, in model order."),
         click.option("--range", "value_range", type=FINITE, nargs=2, default=None, callback=ordered_range,

@@ -7,13 +7,16 @@ import click
 from click.core import ParameterSource
 
 from certprune.errors import CertpruneError
+from certprune.journal import content_sha256, file_sha256, journal_header
 from certprune.onnx_io import load_onnx, save_onnx
 from certprune.parity import check_parity
+from certprune.progress import progress_bar
 from certprune.prune import (
     CRITERIA, NRS, REGIMES, UNSTRUCTURED, BatchNormScale, Schedule, Stability, fold_unit_scales, prune,
     unfold_batchnorm,
 )
 from certprune.prune import protocol
+from certprune.prune.checkpoint import Checkpoint
 from certprune.cli.data_options import data_options, load
 from certprune.cli.params import FINITE, OUTPUT
 
@@ -60,11 +63,16 @@ from certprune.cli.params import FINITE, OUTPUT
 @click.option("--boxes", type=int, default=100, show_default=True, help="Test boxes for the unstable and CROWN counts.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True, help="Torch threads (more rarely helps small nets).")
+@click.option("--journal", type=OUTPUT, default=None,
+              help="Checkpoint file, rewritten after every round (binary: the networks so far).")
+@click.option("--resume", is_flag=True, help="Continue after the last round the --journal checkpoint holds.")
 @click.option("-o", "--output", type=OUTPUT, required=True, help="The pruned ONNX file.")
 def command(model, method, sparsity, data, label, features, value_range, split, eps, regime, bound, pgd_steps,
             epochs, warmup, ramp, nrs_weight, slim_weight, rs_lambda, rs_bounds, lr, batch_size, rounds, rate,
-            lottery, init, train_dense, rewind, scope, fold_mean, boxes, seed, threads, output) -> int:
+            lottery, init, train_dense, rewind, scope, fold_mean, boxes, seed, threads, journal, resume, output) -> int:
     """Prune MODEL and write the smaller network to OUTPUT, with its size, accuracy and stability per round."""
+    if resume and not journal:
+        raise CertpruneError("--resume needs --journal FILE, the checkpoint to continue")
     if eps < 0:
         raise CertpruneError(f"--eps must be >= 0, got {eps:g}")
     if boxes < 1:
@@ -93,10 +101,20 @@ def command(model, method, sparsity, data, label, features, value_range, split, 
     given = {"init": init, "scope": scope, "rate": rate, "rewind": rewind or None}
     given = {"train_dense": train_dense, "fold_mean": fold_mean, **{k: v for k, v in given.items() if v is not None}}
     schedule = protocol.lottery(method, **given) if lottery else Schedule(rounds=rounds, **given)
+    checkpoint = None
+    if journal:
+        arguments = click.get_current_context().params
+        settings_used = {k: v for k, v in arguments.items() if k not in _NOT_IN_CHECKPOINT}
+        header = journal_header("prune", {"model": file_sha256(model, "model"),
+                                          "data": content_sha256([train.x.numpy(), train.y.numpy()])}, settings_used)
+        checkpoint = Checkpoint(journal, header, resume)
+        if checkpoint.restored is not None:
+            click.echo(f"resuming after round {checkpoint.restored.done} ({journal})", err=True)
     click.echo(f"{'round':>5} {'sparsity':>8} {'params':>8} {'FLOPs':>8} {'relus':>6} {'accuracy':>8} "
                f"{'unstable':>8} {'CROWN':>6}", err=True)
     result = prune(network, _criterion(method), sparsity, train, schedule=schedule, finetune=settings,
-                   eval_data=test, eval_boxes=boxes, on_round=lambda r, s: click.echo(_round(r, s), err=True))
+                   eval_data=test, eval_boxes=boxes, on_round=lambda r, s: click.echo(_round(r, s), err=True),
+                   checkpoint=checkpoint, on_epoch=_EpochProgress())
     pruned = fold_unit_scales(result.network)
     save_onnx(pruned, output)
     parity = check_parity(pruned, output)
@@ -107,6 +125,27 @@ def command(model, method, sparsity, data, label, features, value_range, split, 
         f"certprune certify {shlex.quote(output)} --eps {eps:g}{_data_arguments(data, label, features, value_range)}"
     click.echo(_table(result, eps, output, regime, next_step))
     return 0
+
+
+# options that do not change the rounds' networks: a checkpoint resumes across them
+_NOT_IN_CHECKPOINT = ("model", "data", "boxes", "threads", "journal", "resume", "output")
+
+
+class _EpochProgress:
+    """A bar per round's training on a terminal (epochs, mean loss, an estimate of the rest); off a terminal a
+    line at most every 30 s and one at the end of each round's training (``certprune.progress``)."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, index: int, epoch: int, epochs: int, loss: float) -> None:
+        if epoch == 0:  # training starts
+            self.bar = progress_bar(epochs, "epoch", desc=f"round {index} training", leave=False)
+            return
+        self.bar.set_postfix_str(f"loss {loss:.4f}")
+        self.bar.update(1)
+        if epoch == epochs:
+            self.bar.close()
 
 
 def _criterion(name: str):

@@ -12,7 +12,8 @@ from certprune.prune.batchnorm import fold_unit_scales
 from certprune.prune.dataset import PruneData, as_prune_data
 from certprune.prune.importance import Importance, criterion
 from certprune.prune.metrics import accuracy, flops, margin_spec, parameter_count
-from certprune.prune.rounds import PruningRun, Round, Schedule, prune_units, prune_weights
+from certprune.prune.checkpoint import Checkpoint
+from certprune.prune.rounds import EpochHook, PruningRun, Round, Schedule, prune_units, prune_weights
 from certprune.prune.train import FinetuneSettings
 
 UNSTRUCTURED = "unstructured"
@@ -77,14 +78,17 @@ class PruneResult:
 def prune(network: Network, method: str | Importance, sparsity: float, data: PruneData, *,
           schedule: Schedule = Schedule(), finetune: FinetuneSettings = FinetuneSettings(),
           eval_data: PruneData | None = None, eval_boxes: int = 100,
-          on_round: Callable[[Round, Stats], None] | None = None) -> PruneResult:
+          on_round: Callable[[Round, Stats], None] | None = None, checkpoint: Checkpoint | None = None,
+          on_epoch: EpochHook | None = None) -> PruneResult:
     """Prune ``network`` to ``sparsity`` by ``method`` and measure it before, after and at every round.
 
     ``method``: an Importance, a criterion name (magnitude, random, taylor, snip, slimming, stability, nrs:
     ``sparsity`` is the share of hidden units removed by surgery), or ``"unstructured"`` (global weight
     magnitude masks: ``sparsity`` is the share of Dense/Conv2d weights zeroed). ``data`` scores and
     trains; ``eval_data`` (default ``data``) measures, its eps sets the boxes. Both may be PruneData, an
-    ``(x, y)`` pair of arrays or tensors, or a DataLoader. ``on_round(round, stats)`` sees every round.
+    ``(x, y)`` pair of arrays or tensors, or a DataLoader. ``on_round(round, stats)`` sees every round
+    (a resumed run's finished ones too); ``checkpoint`` keeps each finished round, and the run continues after
+    the last one it holds; ``on_epoch(round, epoch, epochs, mean loss)`` hears of every epoch of training.
     """
     data = as_prune_data(data)
     eval_data = data if eval_data is None else as_prune_data(eval_data)
@@ -97,10 +101,12 @@ def prune(network: Network, method: str | Importance, sparsity: float, data: Pru
             on_round(*rounds[-1])
 
     if method == UNSTRUCTURED:
-        run, name = prune_weights(network, sparsity, data, schedule, finetune, record), UNSTRUCTURED
+        run = prune_weights(network, sparsity, data, schedule, finetune, record, checkpoint, on_epoch)
+        name = UNSTRUCTURED
     else:
         chosen = criterion(method) if isinstance(method, str) else method
         if not isinstance(chosen, Importance):
             raise CertpruneError(f"method must be a criterion name, '{UNSTRUCTURED}' or an Importance; got {method!r}")
-        run, name = prune_units(network, chosen, sparsity, data, schedule, finetune, record), chosen.name
+        run = prune_units(network, chosen, sparsity, data, schedule, finetune, record, checkpoint, on_epoch)
+        name = chosen.name
     return PruneResult(run.network, name, sparsity, before, rounds[-1][1], run, rounds)

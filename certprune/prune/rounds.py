@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Callable, Mapping
 
 import torch
 
 from certprune.errors import CertpruneError
 from certprune.network import Conv2d, Dense, Network
+from certprune.prune.checkpoint import Checkpoint, RoundState
 from certprune.prune.dataset import PruneData
 from certprune.prune.importance import Importance, global_magnitude_masks, restrict, select_units
 from certprune.prune.module import unit_affines
@@ -24,6 +26,7 @@ from certprune.prune.surgery import apply_weight_masks, mean_fill, remove_units
 from certprune.prune.train import FinetuneSettings, finetune, input_widths
 
 INITS = ("model", "random")
+EpochHook = Callable[[int, int, int, float], None]  # (round, epoch, epochs, mean loss); round 0 is the dense one
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,60 +125,100 @@ def initialise(network: Network, data: PruneData, seed: int) -> Network:
 
 
 def _start(network: Network, data: PruneData, schedule: Schedule, settings: FinetuneSettings,
-           weight_masks=None) -> tuple[Network, Network]:
+           weight_masks=None, on_epoch: EpochHook | None = None) -> tuple[Network, Network]:
     """(the rewinding point, the network the first round scores)."""
     start = initialise(network, data, settings.seed) if schedule.init == "random" else network
     if weight_masks is not None:
         start = apply_weight_masks(start, weight_masks)
-    trained = finetune(start, data, settings, weight_masks) if schedule.dense_round else start
+    trained = _train(start, data, settings, 0, on_epoch, weight_masks) if schedule.dense_round else start
     return start, trained
 
 
 def prune_units(network: Network, criterion: Importance, sparsity: float, data: PruneData,
                 schedule: Schedule = Schedule(), settings: FinetuneSettings = FinetuneSettings(),
-                on_round: Callable[[Round], None] | None = None) -> PruningRun:
-    """Structured iterative pruning: score, remove the lowest units, (rewind,) train; round after round."""
+                on_round: Callable[[Round], None] | None = None, checkpoint: Checkpoint | None = None,
+                on_epoch: EpochHook | None = None) -> PruningRun:
+    """Structured iterative pruning: score, remove the lowest units, (rewind,) train; round after round.
+    ``checkpoint`` keeps every finished round and, when it holds one, the run continues after it;
+    ``on_epoch(round, epoch, epochs, mean loss)`` hears of every epoch of training."""
     sizes = [info.size for info in prunable_layers(network)]
-    kept = [torch.arange(n) for n in sizes]  # surviving units, numbered as in the input network
-    start, current = _start(network, data, schedule, settings)
-    history: list[Round] = []
-    if schedule.dense_round:
-        _record(history, Round(0, 0.0, current, units=list(sizes)), on_round)
+    state = _restored(checkpoint, on_round)
+    if state is None:
+        kept = [torch.arange(n) for n in sizes]  # surviving units, numbered as in the input network
+        start, current = _start(network, data, schedule, settings, on_epoch=on_epoch)
+        history: list[Round] = []
+        if schedule.dense_round:
+            history.append(Round(0, 0.0, current, units=list(sizes)))
+            _keep(checkpoint, RoundState(0, start, current, kept, None, list(history)), on_round)
+        done = 0
+    else:
+        kept, start, current, history, done = state.kept, state.start, state.current, list(state.history), state.done
     for r, target in enumerate(schedule.targets(sparsity), 1):
+        if r <= done:
+            continue
         scores = restrict(criterion, start, kept).scores(current, data)
         remove = select_units(current, scores, target, schedule.scope, original_sizes=sizes)
         kept = [k[~m] for k, m in zip(kept, remove)]
         if schedule.rewind:
             current, remove = start, [_complement(k, n) for k, n in zip(kept, sizes)]
         fill = mean_fill(current, data.x) if schedule.fold_mean else None
-        current = finetune(remove_units(current, remove, fill), data, settings)
-        _record(history, Round(r, target, current, units=[len(k) for k in kept]), on_round)
+        current = _train(remove_units(current, remove, fill), data, settings, r, on_epoch)
+        history.append(Round(r, target, current, units=[len(k) for k in kept]))
+        _keep(checkpoint, RoundState(r, start, current, kept, None, list(history)), on_round)
     return PruningRun(current, [_complement(k, n) for k, n in zip(kept, sizes)], None, history)
 
 
 def prune_weights(network: Network, sparsity: float, data: PruneData, schedule: Schedule = Schedule(),
                   settings: FinetuneSettings = FinetuneSettings(),
-                  on_round: Callable[[Round], None] | None = None) -> PruningRun:
-    """Unstructured iterative global magnitude pruning: masks (not surgery), kept during training."""
-    start, current = _start(network, data, schedule, settings)
-    history: list[Round] = []
-    if schedule.dense_round:
-        total = sum(int(m.numel()) for m in global_magnitude_masks(current, 0.0).values())
-        _record(history, Round(0, 0.0, current, weights=total), on_round)
-    masks = None
+                  on_round: Callable[[Round], None] | None = None, checkpoint: Checkpoint | None = None,
+                  on_epoch: EpochHook | None = None) -> PruningRun:
+    """Unstructured iterative global magnitude pruning: masks (not surgery), kept during training.
+    ``checkpoint`` and ``on_epoch`` as for ``prune_units``."""
+    state = _restored(checkpoint, on_round)
+    if state is None:
+        start, current = _start(network, data, schedule, settings, on_epoch=on_epoch)
+        history: list[Round] = []
+        masks = None
+        if schedule.dense_round:
+            total = sum(int(m.numel()) for m in global_magnitude_masks(current, 0.0).values())
+            history.append(Round(0, 0.0, current, weights=total))
+            _keep(checkpoint, RoundState(0, start, current, None, None, list(history)), on_round)
+        done = 0
+    else:
+        start, current, masks, history, done = state.start, state.current, state.masks, list(state.history), state.done
     for r, target in enumerate(schedule.targets(sparsity), 1):
+        if r <= done:
+            continue
         new = global_magnitude_masks(current, target)
         masks = new if masks is None else {i: m & masks[i] for i, m in new.items()}
         begin = start if schedule.rewind else current
-        current = finetune(apply_weight_masks(begin, masks), data, settings, masks)
-        _record(history, Round(r, target, current, weights=sum(int(m.sum()) for m in masks.values())), on_round)
+        current = _train(apply_weight_masks(begin, masks), data, settings, r, on_epoch, masks)
+        history.append(Round(r, target, current, weights=sum(int(m.sum()) for m in masks.values())))
+        _keep(checkpoint, RoundState(r, start, current, None, dict(masks), list(history)), on_round)
     return PruningRun(current, None, masks, history)
 
 
-def _record(history: list[Round], round_: Round, on_round) -> None:
-    history.append(round_)
+def _train(network: Network, data: PruneData, settings: FinetuneSettings, index: int,
+           on_epoch: EpochHook | None, weight_masks=None) -> Network:
+    hook = None if on_epoch is None else partial(on_epoch, index)
+    return finetune(network, data, settings, weight_masks, hook)
+
+
+def _restored(checkpoint: Checkpoint | None, on_round) -> RoundState | None:
+    """The state a checkpoint resumes from, its finished rounds announced again; None to start afresh."""
+    state = None if checkpoint is None else checkpoint.restored
+    if state is not None and on_round is not None:
+        for round_ in state.history:
+            on_round(round_)
+    return state
+
+
+def _keep(checkpoint: Checkpoint | None, state: RoundState, on_round) -> None:
+    """A finished round: first into the checkpoint, then announced (measuring it may be what is interrupted)."""
+    if checkpoint is not None:
+        checkpoint.save(state)
     if on_round is not None:
-        on_round(round_)
+        on_round(state.history[-1])
 
 
 def _complement(kept: torch.Tensor, size: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar, Mapping, Protocol
+from typing import Callable, ClassVar, Mapping, Protocol
 
 import torch
 
@@ -250,11 +250,13 @@ def regularisers(module: NetworkModule, batch: Batch, step: Step, settings: Fine
 
 
 def finetune(network: Network, data: PruneData, settings: FinetuneSettings,
-             weight_masks: Mapping[int, torch.Tensor] | None = None) -> Network:
+             weight_masks: Mapping[int, torch.Tensor] | None = None,
+             on_epoch: Callable[[int, int, float], None] | None = None) -> Network:
     """Train ``network`` on ``data`` for ``settings.epochs``; masked weights stay exactly zero.
 
     Reproducible: the batch order, the attacks' random starts and every random draw of torch come from
-    ``settings.seed`` (with one thread the result is bitwise the same on a machine).
+    ``settings.seed`` (with one thread the result is bitwise the same on a machine). ``on_epoch(epoch,
+    epochs, mean loss)`` hears when training starts (epoch 0, loss nan) and of every finished epoch.
     """
     if settings.epochs == 0:
         return network
@@ -265,8 +267,11 @@ def finetune(network: Network, data: PruneData, settings: FinetuneSettings,
     per_epoch = math.ceil(len(data) / settings.batch_size)
     total, step = settings.epochs * per_epoch, 0
     x_all, y_all = data.x.to(torch.float32), data.y
-    for _ in range(settings.epochs):
+    if on_epoch is not None:
+        on_epoch(0, settings.epochs, math.nan)
+    for epoch in range(1, settings.epochs + 1):
         order = torch.randperm(len(data), generator=generator)
+        losses = []
         for start in range(0, len(data), settings.batch_size):
             step += 1
             for group in optimizer.param_groups:
@@ -280,6 +285,9 @@ def finetune(network: Network, data: PruneData, settings: FinetuneSettings,
             if settings.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(module.parameters(), settings.grad_clip)
             optimizer.step()
+            losses.append(float(loss.detach()))
+        if on_epoch is not None:
+            on_epoch(epoch, settings.epochs, sum(losses) / max(len(losses), 1))
     return module.to_network()
 
 
