@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import signal
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import replace
@@ -204,6 +206,12 @@ class _Runner:
 
     def __exit__(self, kind, error, trace) -> None:
         if self.pool is not None:
+            if error is not None:  # Ctrl-C or a failure here: the workers ignore SIGINT, so end them now
+                workers = list((getattr(self.pool, "_processes", None) or {}).values())
+                for process in workers:
+                    process.terminate()
+                for process in workers:
+                    process.join(timeout=5)
             self.pool.shutdown(wait=error is None, cancel_futures=error is not None)
         if self._connection is not None:
             self._connection.__exit__(kind, error, trace)
@@ -231,12 +239,25 @@ class _Runner:
                 item = next(queue, None)
                 if item is None:
                     break
-                pending.add(self.pool.submit(_work, (item[0], min(item[1], deadline - time.perf_counter()))))
+                pending.add(self._submit((item[0], min(item[1], deadline - time.perf_counter()))))
             if not pending:
                 return
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 yield future.result()
+
+
+    def _submit(self, item: tuple[int, float]):
+        """Submit with SIGINT ignored: a worker the pool spawns now inherits that (an ignored signal stays ignored
+        across exec), so Ctrl-C, which the terminal sends to every process of the group, interrupts this process
+        alone and not the workers too, each with its traceback (``__exit__`` ends them)."""
+        if threading.current_thread() is not threading.main_thread():
+            return self.pool.submit(_work, item)
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            return self.pool.submit(_work, item)
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 class _progress:
