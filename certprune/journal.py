@@ -165,7 +165,7 @@ def _difference(key: str, old: Any, new: Any) -> str:
             items = [str(i) for i, (a, b) in enumerate(zip(old, new), 1) if a != b]
             many = len(items) > 1
             return f"the {name} of instance{'s' * many} {', '.join(items)} differ{'s' * (not many)} (sha256)"
-        return f"the {name} differs (sha256)"
+        return f"the {name} {'differ' if name.endswith('s') else 'differs'} (sha256)"
     if group == "settings":
         return f"setting {name} was {_show(old)}, now {_show(new)}"
     return f"{key} was {_show(old)}, now {_show(new)}"

@@ -111,6 +111,14 @@ def samples_sha256(samples: Iterable[RobustnessInstance]) -> str:
     return content_sha256([(s.index, s.x, s.label, s.lower, s.upper, s.timeout) for s in samples])
 
 
+def samples_digests(samples: Iterable[RobustnessInstance]) -> dict[str, str]:
+    """A journal's keys for the samples: ``data`` (index, centre, label) and ``boxes`` (box, timeout) apart,
+    so that a run at another eps is told that the boxes differ, not the data."""
+    samples = list(samples)
+    return {"data": content_sha256([(s.index, s.x, s.label) for s in samples]),
+            "boxes": content_sha256([(s.lower, s.upper, s.timeout) for s in samples])}
+
+
 def certify(network: Network, onnx_path: str | Path, samples: Iterable[RobustnessInstance],
             settings: SearchSettings, journal: Journal | None = None, resume: bool = False,
             on_record: Callable[[dict], None] | None = None, cluster: str | None = None,

@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import click
 
-from certprune.bab.certify import samples_from_data, samples_sha256
+from certprune.bab.certify import samples_digests, samples_from_data
 from certprune.bab.search import SearchSettings
 from certprune.cli.cluster_option import cluster_option
 from certprune.cli.data_options import data_options, load
@@ -47,7 +47,7 @@ def command(model, data, label, features, value_range, split, eps, count, timeou
         warnings.warn(f"-n {count}: the data has {len(chosen)} test samples; certifying those")
     samples = samples_from_data(network, model, chosen, timeout)
     settings = SearchSettings(timeout=timeout)
-    header = journal_header("certify", {"model": file_sha256(model, "model"), "data": samples_sha256(samples)},
+    header = journal_header("certify", {"model": file_sha256(model, "model"), **samples_digests(samples)},
                             {"data": data if data in DATA_SETS else "file", "samples": count, "eps": eps,
                              "search": asdict(settings)})  # a file counts by its content (the digest), not its path
     report = run_samples(network, model, samples, settings, journal, resume, not quiet, header, cluster)

@@ -123,7 +123,8 @@ def test_certify_refuses_a_changed_model(tmp_path, capsys):
     assert "the model differs" in one_error_line(capsys)
     assert main(args[:-2] + ["--eps", "0.02", "--journal", str(tmp_path / "c.jsonl"), "--resume"]) == 2
     line = one_error_line(capsys)
-    assert "setting eps was 0.01, now 0.02" in line and "the data differs" in line
+    assert "setting eps was 0.01, now 0.02" in line and "the boxes differ (sha256)" in line
+    assert "the data differs" not in line  # the same samples, at another eps
     assert main(args[:6] + ["-n", "3", "--quiet", "--journal", str(tmp_path / "c.jsonl"), "--resume"]) == 2
     assert "setting samples was 2, now 3" in one_error_line(capsys)
 
