@@ -49,8 +49,12 @@ class Prepared:
 
 def describe(check: Check) -> Prepared:
     """The check's cache-key inputs: the sha256 of its property or data file and its settings."""
+    from certprune.data import DATA_SETS
+
     data = {"data": _data_digest(check.data) if check.data else None}
-    table = {"data": check.data, "label": check.label, "features": check.features}
+    # a file counts by its content (the digest), not its path: a moved data file still hits the cache
+    source = check.data if check.data is None or check.data in DATA_SETS else "file"
+    table = {"data": source, "label": check.label, "features": check.features}
     if check.kind == "certify":
         return Prepared(check, data, {**table, "eps": list(check.eps), "samples": check.samples,
                                       "timeout": check.timeout})

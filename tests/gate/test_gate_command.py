@@ -176,3 +176,18 @@ def test_the_label_and_feature_columns_are_part_of_a_checks_cache_key():
         assert describe(a).settings != describe(b).settings
         a, b = (Check("c", kind, 1, (), data="mnist", features=f, eps=(0.01,)) for f in (("a", "b"), ("b", "a")))
         assert describe(a).settings != describe(b).settings
+
+
+def test_a_data_file_counts_by_its_content_in_a_checks_cache_key(tmp_path):
+    """A moved or renamed data file with the same content keeps its cached result; another content does not."""
+    from certprune.gate.checks import describe
+    from certprune.spec.policy import Check
+
+    first, second = tmp_path / "a.csv", tmp_path / "moved" / "b.csv"
+    second.parent.mkdir()
+    first.write_text("x,label\n0.5,1\n")
+    second.write_text("x,label\n0.5,1\n")
+    keys = [describe(Check("c", "certify", 1, (), data=str(p), eps=(0.01,))).key_header("m") for p in (first, second)]
+    assert keys[0] == keys[1] and str(tmp_path) not in str(keys[0])
+    second.write_text("x,label\n0.25,1\n")
+    assert describe(Check("c", "certify", 1, (), data=str(second), eps=(0.01,))).key_header("m") != keys[0]
