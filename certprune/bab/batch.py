@@ -111,10 +111,15 @@ def _decide_row(item: tuple[int, dict], timeout_override: float | None, decide: 
         result = decide(row["onnx"], read_vnnlib(row["vnnlib"]), deadline)
     except CertpruneError as error:
         return {**record, "verdict": "error", "result": "error", "seconds": round(deadline.elapsed(), 3),
-                "correct": not row["expected"], "error": str(error)}
+                "correct": _agrees(row, "error"), "error": str(error)}
     word = RESULT_WORDS[result.verdict.value]
     return {**record, "verdict": result.verdict.value, "result": word, "seconds": round(result.seconds, 3),
-            "correct": (not row["expected"]) or word == row["expected"]}
+            "correct": _agrees(row, word)}
+
+
+def _agrees(row: dict, word: str) -> bool | None:
+    """Whether the result is the row's expected answer; None (not known) when the row expects none."""
+    return word == row["expected"] if row["expected"] else None
 
 
 def _decide_rows(settings: tuple, items: list) -> list[dict]:

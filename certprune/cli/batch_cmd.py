@@ -38,7 +38,7 @@ def command(instances, out, journal, resume, timeout, cluster) -> int:
                    f"{record['result']:<8} {record['expected']:<9} {record['seconds']:>8.2f}"
                    + (f"  {record['error']}" if "error" in record else ""))
     records.sort(key=lambda r: r.get("row", 0))
-    wrong = sum(1 for r in records if not r["correct"])
+    wrong = sum(1 for r in records if r["correct"] is False)  # None: the row expects no answer
     click.echo(f"{len(records)} instances, {wrong} disagreeing with expected, "
                f"{sum(r['seconds'] for r in records):.1f} s in total")
     if out:

@@ -116,7 +116,9 @@ def test_batch_decides_as_verify_does_and_reports_a_bad_row_without_stopping(tmp
     assert code == 20
     assert [r["result"] for r in rows] == ["error", "unsat"]
     assert rows[0]["error"] and rows[0]["correct"] == "False" and not rows[1]["error"]
-    capsys.readouterr()
+    code, rows = _batch(tmp_path, (acas("1_1"), wrong, ""), (acas("1_1"), prop_3, ""))
+    assert [r["correct"] for r in rows] == ["", ""]  # no expected answer: neither right nor wrong
+    assert "2 instances, 0 disagreeing" in capsys.readouterr().out
     code, _ = _batch(tmp_path, (acas("1_1"), prop_3, "unsat"), (tmp_path / "missing.onnx", wrong, "unsat"))
     printed = capsys.readouterr()
     assert code == 2 and printed.out == ""  # not even the table's header above the error
