@@ -1,7 +1,9 @@
 """`certprune prune MODEL --method M --sparsity S --data D [--train REGIME] -o OUT`: prune, train, write ONNX, report."""
 from __future__ import annotations
 
+import json
 import shlex
+from dataclasses import replace
 
 import click
 from click.core import ParameterSource
@@ -115,9 +117,9 @@ def command(model, method, sparsity, data, label, features, value_range, split, 
     result = prune(network, _criterion(method), sparsity, train, schedule=schedule, finetune=settings,
                    eval_data=test, eval_boxes=boxes, on_round=lambda r, s: click.echo(_round(r, s), err=True),
                    checkpoint=checkpoint, on_epoch=_EpochProgress())
-    pruned = fold_unit_scales(result.network)
+    pruned = _with_input_range(fold_unit_scales(result.network), train)
     save_onnx(pruned, output)
-    parity = check_parity(pruned, output)
+    parity = check_parity(pruned, output)  # on the recorded input range
     if not parity.ok:
         raise CertpruneError(f"{output} disagrees with the pruned network in onnxruntime "
                              f"(relative difference {parity.relative:.1e})")
@@ -146,6 +148,22 @@ class _EpochProgress:
         self.bar.update(1)
         if epoch == epochs:
             self.bar.close()
+
+
+def _with_input_range(network, data):
+    """The network with the data's input domain recorded as its ``certprune.input_lower/upper`` metadata (what
+    ``inspect`` checks parity on), unless the model already records one or the data has none."""
+    import torch
+
+    if data.lower is None or data.upper is None or "certprune.input_lower" in network.metadata:
+        return network
+    shape = (1, *network.input_shape)
+    lower, upper = (torch.as_tensor(v, dtype=torch.float64).expand(shape).reshape(-1) for v in (data.lower, data.upper))
+    values = {}
+    for key, bound in (("certprune.input_lower", lower), ("certprune.input_upper", upper)):
+        same = bool((bound == bound[0]).all())
+        values[key] = json.dumps(float(bound[0]) if same else bound.tolist())
+    return replace(network, metadata={**network.metadata, **values})
 
 
 def _criterion(name: str):

@@ -61,7 +61,10 @@ def test_prune_on_the_users_npz(user, tmp_path, capsys):
     assert code == 0 and out.is_file()
     printed = capsys.readouterr().out
     assert "parameters" in printed and "test accuracy" in printed
-    assert certprune.load_onnx(out).relu_count < certprune.load_onnx(folder / "model.onnx").relu_count
+    pruned = certprune.load_onnx(out)
+    assert pruned.relu_count < certprune.load_onnx(folder / "model.onnx").relu_count
+    # the data's domain is recorded, so that inspect checks parity where the data lives
+    assert (pruned.metadata["certprune.input_lower"], pruned.metadata["certprune.input_upper"]) == ("-3.0", "3.0")
     hint = printed[printed.index("certprune certify"):].split(")")[0].split()  # runs as printed, on the same data
     assert hint[hint.index("--data") + 1] == str(folder / "mine.npz")
     assert main(hint[1:] + ["-n", "3", "--timeout", "5", "--quiet"]) == 0
