@@ -16,7 +16,8 @@ on the same instances (other machines: context only).
 ``--arithmetic real`` asks certprune to prove the real-valued network, as nnenum and alpha-beta-CROWN do
 (default: the float32 model as onnxruntime runs it; see the README).
 With ``--nnenum PYTHON`` (a Python with nnenum importable, e.g. a separate venv with its repository installed)
-nnenum runs on the same instances in the same run, one thread as in its own VNN-COMP scripts; its results
+nnenum runs on the same instances in the same run as its own VNN-COMP scripts run it (BLAS on one thread, its
+default of one worker process per core); its results
 file has no counterexample, so its sat answers are taken on its word.
 """
 from __future__ import annotations
