@@ -93,8 +93,8 @@ def command(model, method, sparsity, data, label, features, value_range, split, 
     network = load_onnx(model)
     if gammas or method == "slimming":  # gamma becomes a trained per-unit scale (1 where there is no BatchNorm)
         network = unfold_batchnorm(network, gammas)
-    train = load(data, "train", eps, label, features, value_range, split)
-    test = load(data, "test", eps, label, features, value_range, split)
+    train = load(data, "train", eps, label, features, value_range, split).shaped(network.input_shape)
+    test = load(data, "test", eps, label, features, value_range, split).shaped(network.input_shape)
     if tuple(train.x.shape[1:]) != network.input_shape:
         raise CertpruneError(f"{model} takes inputs {network.input_shape}; {data} samples are {tuple(train.x.shape[1:])}")
     settings = protocol.training(regime, epochs, method, nrs_weight=nrs_weight, slim_weight=slim_weight, warmup=warmup,

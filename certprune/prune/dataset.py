@@ -1,6 +1,8 @@
 """The samples a pruner scores, fine-tunes and measures on: inputs, labels, an L-inf radius and the input domain."""
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +49,18 @@ class PruneData:
 
     def with_eps(self, eps: float | torch.Tensor) -> "PruneData":
         return PruneData(self.x, self.y, eps, self.lower, self.upper)
+
+    def shaped(self, shape: tuple[int, ...]) -> "PruneData":
+        """The samples (and per-feature eps and domain) in the model's input ``shape``, as ``certify`` reads
+        flat rows for a (1, 8, 8) model; unchanged when the sizes differ (the caller names the mismatch)."""
+        size = math.prod(shape)
+        if len(self) == 0 or self.x[0].numel() != size or tuple(self.x.shape[1:]) == tuple(shape):
+            return self
+
+        def fit(value):
+            return value.reshape(shape) if isinstance(value, torch.Tensor) and value.numel() == size else value
+
+        return PruneData(self.x.reshape(len(self), *shape), self.y, fit(self.eps), fit(self.lower), fit(self.upper))
 
     def boxes(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Lower and upper corners (N, *input_shape) of the boxes around ``x`` (default: all samples)."""

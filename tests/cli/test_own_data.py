@@ -122,3 +122,17 @@ def test_a_journal_resumes_with_the_same_data_under_another_name(user, tmp_path,
     assert main(["certify", "--data", str(folder / "mine.csv"), *common]) == 0
     assert main(["certify", "--data", str(tmp_path / "copy.csv"), *common, "--resume"]) == 0
     assert "does not fit" not in capsys.readouterr().err
+
+
+def test_prune_reads_flat_rows_for_an_image_model_as_certify_does(tmp_path, capsys):
+    """A (1, 8, 8) model with a table of 64 columns per sample: certify reshapes the rows, and prune too."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 16), nn.ReLU(), nn.Linear(16, 2))
+    certprune.save_onnx(certprune.from_torch(module.eval(), (1, 8, 8)), tmp_path / "conv.onnx")
+    rng = np.random.default_rng(1)
+    x = rng.random((60, 64)).astype(np.float32)
+    np.savez(tmp_path / "flat.npz", x=x, y=(x[:, 0] > 0.5).astype(np.int64), lower=0.0, upper=1.0)
+    args = [str(tmp_path / "conv.onnx"), "--data", str(tmp_path / "flat.npz"), "--eps", "0.01"]
+    assert main(["certify", *args, "-n", "2", "--timeout", "5", "--quiet"]) in (0, 10, 20)
+    assert main(["prune", *args, "--method", "magnitude", "--sparsity", "0.5", "-o", str(tmp_path / "p.onnx")]) == 0
+    assert certprune.load_onnx(tmp_path / "p.onnx").input_shape == (1, 8, 8)
