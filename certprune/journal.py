@@ -91,6 +91,7 @@ class Journal:
         if resume:
             self._drop_torn_tail()
         elif self.path.is_file():
+            self._check_head()  # another kind of file (a results CSV given as the journal) is named as such
             with self.path.open("rb") as f:
                 finished = sum(1 for line in f if line.strip()) - 1
             if finished > 0:
@@ -108,6 +109,19 @@ class Journal:
             f.write(json.dumps(record, default=_jsonable) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+    def _check_head(self) -> None:
+        """Refuse a non-empty file whose first line is not a journal header."""
+        with self.path.open("rb") as f:
+            first = next((line for line in f if line.strip()), None)
+        if first is None:
+            return
+        try:
+            head = json.loads(first)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            head = None
+        if not isinstance(head, dict) or not isinstance(head.get("journal"), dict):
+            raise CertpruneError(f"{self.path} is not a certprune journal (line 1); pick another journal file")
 
     def _drop_torn_tail(self) -> None:
         """Cut a last line that a crash left unfinished, so that records appended now start on a line of

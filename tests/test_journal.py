@@ -133,6 +133,11 @@ def test_a_file_that_is_not_a_journal_is_refused(tmp_path):
     path.write_text("not json\n")
     with pytest.raises(CertpruneError, match="not a certprune journal"):
         Journal(path, {"eps": 0.02}).start(resume=True)
+    results = tmp_path / "results.csv"  # a results table given as the journal, without --resume
+    results.write_text("onnx,vnnlib,result\na.onnx,p.vnnlib,sat\n")
+    with pytest.raises(CertpruneError, match="results.csv is not a certprune journal"):
+        Journal(results, {"eps": 0.02}).start(resume=False)
+    assert results.read_text().startswith("onnx,vnnlib")  # left as it was
 
 
 def test_write_atomic_keeps_the_usual_permissions(tmp_path):
