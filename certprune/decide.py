@@ -40,8 +40,27 @@ def decide_vnnlib(model: str, prop: VnnlibProperty, deadline: Deadline, threads:
                         settings={"decided_by": "too little time left to start the full engine"})
     else:
         result = _full_engine(model, prop, deadline, threads)
+        if arithmetic == "real" and result.verdict is Verdict.FALSIFIED:
+            result = _real_counterexample(model, prop, result)
     return Result(result.verdict, result.counterexample, result.certificate, result.seconds,
                   {**result.settings, "fast_path": fast})
+
+
+def _real_counterexample(model: str, prop: VnnlibProperty, result: Result) -> Result:
+    """The full engine's counterexample (float32, replayed by onnxruntime) kept only if the exact real-valued
+    network violates the property there too (``certprune.realcheck``); else unknown, with the reason."""
+    import numpy as np
+
+    from certprune.onnx_io import load_onnx
+    from certprune.realcheck import holds_for_real, network_outputs
+
+    x = np.asarray(result.counterexample.inputs, dtype=np.float64).ravel()
+    y, error = network_outputs(load_onnx(model), x)
+    inside = [d for d in prop.disjuncts if np.all(np.ravel(d.lower) <= x) and np.all(x <= np.ravel(d.upper))]
+    if any(holds_for_real(y, error, d.constraints) for d in inside):
+        return result
+    reason = "a counterexample of the float32 model only: the real-valued network meets the property there"
+    return Result(Verdict.UNKNOWN, seconds=result.seconds, settings={**result.settings, "decided_by": reason})
 
 
 def _full_engine(model: str, prop: VnnlibProperty, deadline: Deadline, threads: int) -> Result:

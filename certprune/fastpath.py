@@ -25,6 +25,7 @@ from certprune.deadline import Deadline
 from certprune.fastalpha import optimised_lower
 from certprune.fastconv import Conv, apply, back, linear_map
 from certprune.floats import float32_box
+from certprune.realcheck import chain_outputs, holds_for_real
 from certprune.runtime import OnnxRuntimeModel
 from certprune.spec.vnnlib import Disjunct, VnnlibProperty, check_matches
 from certprune.types import Certificate, Counterexample, Result, Verdict
@@ -783,7 +784,11 @@ def try_vnnlib(model: str | Path, prop: VnnlibProperty, deadline: Deadline, budg
         if not runtime:
             runtime.append(OnnxRuntimeModel(model))
         y = runtime[0].run_flat(x).astype(np.float64)
-        return any(bool(np.all(np.atleast_2d(A) @ y <= np.ravel(b))) for A, b in disjunct.constraints)
+        if not any(bool(np.all(np.atleast_2d(A) @ y <= np.ravel(b))) for A, b in disjunct.constraints):
+            return False
+        # under real arithmetic the point must be a counterexample of the exact network too (realcheck.py)
+        return arithmetic != "real" or holds_for_real(*chain_outputs(chain.weights, chain.biases, x, apply),
+                                                      disjunct.constraints)
 
     within, boxes = deadline.within(budget), []
     for index, disjunct in enumerate(prop.disjuncts):

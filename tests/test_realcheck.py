@@ -1,0 +1,79 @@
+"""--arithmetic real: a counterexample counts only if the exact real-valued network violates the property too.
+The float64 outputs' error bound is checked against exact rational arithmetic, and a float32-only near tie
+(exact margin 2^-46) is falsified in float32 and not in real arithmetic, through the fast path and the full
+engine."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+import certprune
+from certprune.cli.main import main
+from certprune.fastconv import apply
+from certprune.network import Add, Dense, Network, ReLU
+from certprune.realcheck import chain_outputs, holds_for_real, network_outputs
+
+TIE_X = 1 + 2**-23  # float32; w * x = 1 + 2^-22 + 2^-46 rounds to 1 + 2^-22 in float32, exactly kept in float64
+
+
+def _exact(weights, biases, x) -> list[Fraction]:
+    h = [Fraction(float(v)) for v in x]
+    for k, (W, b) in enumerate(zip(weights, biases)):
+        h = [sum((Fraction(float(w)) * v for w, v in zip(row, h)), Fraction(float(c))) for row, c in zip(W, b)]
+        if k < len(weights) - 1:
+            h = [max(v, Fraction(0)) for v in h]
+    return h
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_float64_outputs_are_within_their_error_bound_of_the_exact_ones(seed):
+    rng = np.random.default_rng(seed)
+    sizes = [5, 12, 9, 3]
+    weights = [rng.normal(0, 1, (m, n)).astype(np.float32) for n, m in zip(sizes, sizes[1:])]
+    biases = [rng.normal(0, 1, m).astype(np.float32) for m in sizes[1:]]
+    x = rng.uniform(-1, 1, sizes[0]).astype(np.float32)
+    exact = np.array([float(v) for v in _exact(weights, biases, x)])  # rounded once at the end: 1e-16 relative
+    y, error = chain_outputs(weights, biases, x, apply)
+    assert np.all(np.abs(y - exact) <= error + 1e-16 * np.abs(exact))
+    assert np.all(error <= 1e-12 * (1 + np.abs(exact)))  # tight: a float32 bound would be ~1e-6
+    layers = []
+    for k, (W, b) in enumerate(zip(weights, biases)):
+        layers.append(Dense(torch.from_numpy(W), torch.from_numpy(b)))
+        if k < len(weights) - 1:
+            layers.append(ReLU())
+    y2, error2 = network_outputs(Network(tuple(layers), (5,)), x)
+    assert np.all(np.abs(y2 - exact) <= error2 + 1e-16 * np.abs(exact)) and np.all(error2 <= 1e-9 * (1 + np.abs(exact)))
+
+
+def test_a_conjunction_holds_for_real_only_with_the_error_against_it():
+    A, b = np.array([[1.0, -1.0]]), np.array([0.0])
+    assert holds_for_real(np.array([0.0, 1e-9]), np.zeros(2), [(A, b)])
+    assert not holds_for_real(np.array([0.0, 1e-9]), np.full(2, 1e-9), [(A, b)])  # the error could close the gap
+    assert not holds_for_real(np.array([0.0, 0.0]), np.zeros(2), [(A, np.array([-1e-300]))])
+    assert holds_for_real(np.array([5.0, 0.0]), np.zeros(2), [(A, b), (np.array([[0.0, 1.0]]), np.array([0.0]))])
+
+
+def _tie_models(folder):
+    first = Dense(torch.tensor([[TIE_X]], dtype=torch.float32), torch.zeros(1))
+    last = Dense(torch.ones(1, 1), torch.tensor([-(1 + 2**-22)], dtype=torch.float32))
+    chain = Network((first, ReLU(), last), (1,))  # float32: y = 0; exact: y = 2^-46
+    graph = Network((first, ReLU(), last, Dense(torch.zeros(1, 1), torch.zeros(1)), Add()), (1,),
+                    inputs=((-1,), (0,), (1,), (-1,), (2, 3)))  # the same with a residual join: full engine
+    certprune.save_onnx(chain, folder / "chain.onnx")
+    certprune.save_onnx(graph, folder / "graph.onnx")
+    (folder / "tie.vnnlib").write_text(
+        "(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
+        f"(assert (>= X_0 {TIE_X!r}))\n(assert (<= X_0 {TIE_X!r}))\n(assert (<= Y_0 0.0))\n")
+
+
+@pytest.mark.parametrize("model", ["chain.onnx", "graph.onnx"])
+def test_a_float32_only_counterexample_is_not_one_of_the_real_network(tmp_path, model, capsys):
+    _tie_models(tmp_path)
+    args = ["verify", str(tmp_path / model), "--property", str(tmp_path / "tie.vnnlib"), "--timeout", "6"]
+    assert main(args) == 10  # onnxruntime's float32 output is 0 <= 0: the float32 model is falsified
+    capsys.readouterr()
+    assert main(args + ["--arithmetic", "real"]) == 20  # the exact output is 2^-46 > 0: not a counterexample
+    assert "falsified" not in capsys.readouterr().out
