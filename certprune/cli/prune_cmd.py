@@ -75,6 +75,8 @@ def command(model, method, sparsity, data, label, features, value_range, split, 
     """Prune MODEL and write the smaller network to OUTPUT, with its size, accuracy and stability per round."""
     if resume and not journal:
         raise CertpruneError("--resume needs --journal FILE, the checkpoint to continue")
+    if not 0 <= sparsity < 1:  # here, before the table's header, and as the user wrote it
+        raise CertpruneError(f"--sparsity must be in [0, 1), got {sparsity:g}")
     if eps < 0:
         raise CertpruneError(f"--eps must be >= 0, got {eps:g}")
     if boxes < 1:

@@ -17,8 +17,11 @@ from certprune.spec.fairness import parse_fairness
 
 
 def fairness_template(path: str | Path, protected: tuple[str, ...], *, label: str | None = None,
-                      max_values: int = 100) -> str:
-    """The YAML text of a fairness property over the features of the .csv/.parquet table at ``path``."""
+                      max_values: int = 100, model_io: tuple[int, int] | None = None) -> str:
+    """The YAML text of a fairness property over the features of the .csv/.parquet table at ``path``.
+
+    ``model_io``: the (inputs, outputs) of the model the property is for: the features must be as many as its
+    inputs, and the decision is ``argmax`` for a model with several outputs (one logit: ``logit > 0``)."""
     path = Path(path)
     if not path.is_file():
         raise CertpruneError(f"data file not found: {path}")
@@ -35,11 +38,18 @@ def fairness_template(path: str | Path, protected: tuple[str, ...], *, label: st
     if missing:
         raise CertpruneError(f"{path}: protected attribute {missing[0]!r} is not a feature column; "
                              f"features are {', '.join(features)}")
+    if model_io is not None and model_io[0] != len(features):
+        raise CertpruneError(f"{path}: {len(features)} feature columns ({', '.join(features)}, label "
+                             f"{label or 'none'} left out), but the model takes {model_io[0]} inputs; name the "
+                             "label with --label")
+    decision = "decision: {output: 0, threshold: 0.0}   # one logit; or: decision: argmax"
+    if model_io is not None and model_io[1] > 1:
+        decision = f"decision: argmax   # the model has {model_io[1]} outputs: the class with the largest logit"
     lines = [f"# A fairness property for the features of {path.name}, in the table's column order: this must",
              "# be the model's input order. Domains are the values seen in the data: widen them to the domain",
              "# the property should cover. Label column left out: " + (label or "none found") + ".",
              "kind: fairness", f"description: \"individual fairness of {', '.join(protected)} ({path.name})\"",
-             "decision: {output: 0, threshold: 0.0}   # one logit; or: decision: argmax", "attributes:"]
+             decision, "attributes:"]
     for name in features:
         lines.append("  " + _attribute(path, name, frame[name].to_numpy()))
     lines += [f"protected: [{', '.join(protected)}]", f"partition: {{max_values: {max_values}}}",

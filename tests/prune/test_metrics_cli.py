@@ -57,6 +57,9 @@ def test_prune_command_user_errors_exit_2(tmp_path, capsys):
             "-o", str(tmp_path / "x.onnx")]
     assert main(args + ["--sparsity", "1.5"]) == 2
     assert "sparsity must be in [0, 1)" in capsys.readouterr().err
+    assert main(args + ["--sparsity", "-0.1"]) == 2
+    printed = capsys.readouterr()
+    assert "--sparsity must be in [0, 1), got -0.1\n" in printed.err and "round" not in printed.err
     assert main(["prune", str(MODELS / "german_small.onnx"), "--method", "random", "--sparsity", "0.5",
                  "--data", "mnist", "-o", str(tmp_path / "y.onnx")]) == 2
     assert "takes inputs (20,)" in capsys.readouterr().err

@@ -44,3 +44,30 @@ def test_a_table_without_a_label_column_warns_that_every_column_is_an_input(tmp_
     with pytest.warns(UserWarning, match="no label column .*name the label with --label"):
         text = fairness_template(path, ("sex",))
     assert "approved" in text  # taken as an input, as the warning says
+
+
+def test_with_the_model_the_template_checks_its_inputs_and_takes_argmax_for_several_outputs(tmp_path, capsys):
+    import warnings
+
+    import certprune
+    import torch
+    from torch import nn
+
+    (tmp_path / "loans.csv").write_text("age,income,sex,approved\n30,2.5,0,1\n40,1.25,1,0\n")
+    for outputs, decision in ((2, "argmax"), (1, "threshold")):
+        torch.manual_seed(0)
+        module = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, outputs))
+        certprune.save_onnx(certprune.from_torch(module.eval(), (3,)), tmp_path / "m.onnx")
+        out = tmp_path / f"p{outputs}.yaml"
+        assert main(["fairness-template", str(tmp_path / "loans.csv"), "--protected", "sex", "--label", "approved",
+                     "--model", str(tmp_path / "m.onnx"), "-o", str(out)]) == 0
+        assert read_fairness(out).decision.mode == decision
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            assert main(["verify", str(tmp_path / "m.onnx"), "--property", str(out), "--limit", "2",
+                         "--quiet"]) in (0, 10, 20)
+        assert not [w for w in seen if "reads output" in str(w.message)]  # the decision fits the model
+    # the label not named: 'approved' would be a fourth input of a three-input model
+    assert main(["fairness-template", str(tmp_path / "loans.csv"), "--protected", "sex", "--model",
+                 str(tmp_path / "m.onnx"), "-o", str(tmp_path / "x.yaml")]) == 2
+    assert "4 feature columns" in capsys.readouterr().err and not (tmp_path / "x.yaml").exists()
