@@ -786,9 +786,14 @@ def try_vnnlib(model: str | Path, prop: VnnlibProperty, deadline: Deadline, budg
         y = runtime[0].run_flat(x).astype(np.float64)
         if not any(bool(np.all(np.atleast_2d(A) @ y <= np.ravel(b))) for A, b in disjunct.constraints):
             return False
-        # under real arithmetic the point must be a counterexample of the exact network too (realcheck.py)
-        return arithmetic != "real" or holds_for_real(*chain_outputs(chain.weights, chain.biases, x, apply),
-                                                      disjunct.constraints)
+        if arithmetic != "real":
+            return True  # the float32 inputs of the box are the roundings of its points (README)
+        # under real arithmetic the point must lie in the box itself and be a counterexample of the exact
+        # network too (realcheck.py)
+        point = np.ravel(x).astype(np.float64)
+        inside = np.all(np.ravel(disjunct.lower) <= point) and np.all(point <= np.ravel(disjunct.upper))
+        return bool(inside) and holds_for_real(*chain_outputs(chain.weights, chain.biases, x, apply),
+                                               disjunct.constraints)
 
     within, boxes = deadline.within(budget), []
     for index, disjunct in enumerate(prop.disjuncts):

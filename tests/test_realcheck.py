@@ -14,7 +14,8 @@ import certprune
 from certprune.cli.main import main
 from certprune.fastconv import apply
 from certprune.network import Add, Dense, Network, ReLU
-from certprune.realcheck import chain_outputs, holds_for_real, network_outputs
+from certprune.onnx_io import load_onnx
+from certprune.realcheck import chain_outputs, holds_for_real, network_outputs, weights_from_file
 
 TIE_X = 1 + 2**-23  # float32; w * x = 1 + 2^-22 + 2^-46 rounds to 1 + 2^-22 in float32, exactly kept in float64
 
@@ -44,7 +45,7 @@ def test_float64_outputs_are_within_their_error_bound_of_the_exact_ones(seed):
         layers.append(Dense(torch.from_numpy(W), torch.from_numpy(b)))
         if k < len(weights) - 1:
             layers.append(ReLU())
-    y2, error2 = network_outputs(Network(tuple(layers), (5,)), x)
+    y2, error2 = network_outputs(Network(tuple(layers), (5,)), x, exact_weights=True)
     assert np.all(np.abs(y2 - exact) <= error2 + 1e-16 * np.abs(exact)) and np.all(error2 <= 1e-9 * (1 + np.abs(exact)))
 
 
@@ -77,3 +78,44 @@ def test_a_float32_only_counterexample_is_not_one_of_the_real_network(tmp_path, 
     capsys.readouterr()
     assert main(args + ["--arithmetic", "real"]) == 20  # the exact output is 2^-46 > 0: not a counterexample
     assert "falsified" not in capsys.readouterr().out
+
+
+def _div3(path):
+    """y = relu(x / 3) @ 1: the loader folds the Div into a float32 weight, which is not the file's 1/3."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Div", ["x", "three"], ["d"]), helper.make_node("MatMul", ["d", "W1"], ["h"]),
+             helper.make_node("Add", ["h", "b1"], ["h1"]), helper.make_node("Relu", ["h1"], ["r"]),
+             helper.make_node("MatMul", ["r", "W2"], ["h2"]), helper.make_node("Add", ["h2", "b2"], ["y"])]
+    constants = {"three": [3.0], "W1": [[1.0]], "b1": [0.0], "W2": [[1.0]], "b2": [0.0]}
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
+                              [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in constants.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+def test_a_folded_division_keeps_the_float32_bound_and_its_near_tie_is_not_confirmed(tmp_path, capsys):
+    """float32(1/3) = 0.3333333432674408 meets y >= 0.33333334 in float32; the exact 1/3 misses it by 1e-8."""
+    _div3(tmp_path / "div3.onnx")
+    network = load_onnx(tmp_path / "div3.onnx")
+    assert not weights_from_file(tmp_path / "div3.onnx", network)
+    _tie_models(tmp_path)
+    assert weights_from_file(tmp_path / "graph.onnx", load_onnx(tmp_path / "graph.onnx"))
+    y, error = network_outputs(network, np.array([1.0]), exact_weights=False)
+    assert error[0] > abs(y[0] - 1 / 3)  # the folded weight's own rounding is inside the bound
+    (tmp_path / "div3.vnnlib").write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
+                                          "(assert (>= X_0 1.0))\n(assert (<= X_0 1.0))\n"
+                                          "(assert (>= Y_0 0.3333333432664408))\n")
+    args = ["verify", str(tmp_path / "div3.onnx"), "--property", str(tmp_path / "div3.vnnlib"), "--timeout", "6"]
+    assert main(args) == 10
+    capsys.readouterr()
+    assert main(args + ["--arithmetic", "real"]) == 20
+
+
+def test_where_float64_may_underflow_nothing_is_confirmed():
+    weights = [np.array([[2.0**-149]], dtype=np.float32)] * 8  # exact output 2^-1192 > 0; float64 gives 0
+    y, error = chain_outputs(weights, [np.zeros(1, np.float32)] * 8, np.ones(1, np.float32), apply)
+    assert not holds_for_real(y, error, [(np.array([[1.0]]), np.array([0.0]))])  # y <= 0 is not confirmed

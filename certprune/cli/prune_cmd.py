@@ -6,6 +6,7 @@ import shlex
 from dataclasses import replace
 
 import click
+import numpy as np
 from click.core import ParameterSource
 
 from certprune.errors import CertpruneError
@@ -109,8 +110,8 @@ def command(model, method, sparsity, data, label, features, value_range, split, 
     if journal:
         arguments = click.get_current_context().params
         settings_used = {k: v for k, v in arguments.items() if k not in _NOT_IN_CHECKPOINT}
-        header = journal_header("prune", {"model": file_sha256(model, "model"),
-                                          "data": content_sha256([train.x.numpy(), train.y.numpy()])}, settings_used)
+        header = journal_header("prune", {"model": file_sha256(model, "model"), "data": _data_sha256(train)},
+                                settings_used)
         checkpoint = Checkpoint(journal, header, resume)
         if checkpoint.restored is not None:
             click.echo(f"resuming after round {checkpoint.restored.done} ({journal})", err=True)
@@ -133,6 +134,14 @@ def command(model, method, sparsity, data, label, features, value_range, split, 
 
 # options that do not change the rounds' networks: a checkpoint resumes across them
 _NOT_IN_CHECKPOINT = ("model", "data", "boxes", "threads", "journal", "resume", "output")
+
+
+def _data_sha256(data) -> str:
+    """The training data's content: samples, labels, radii and the domain the boxes are clipped to."""
+    def array(value):
+        return None if value is None else np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+
+    return content_sha256([array(data.x), array(data.y), array(data.eps), array(data.lower), array(data.upper)])
 
 
 class _EpochProgress:

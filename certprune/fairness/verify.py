@@ -250,14 +250,21 @@ class _Runner:
     def _submit(self, item: tuple[int, float]):
         """Submit with SIGINT ignored: a worker the pool spawns now inherits that (an ignored signal stays ignored
         across exec), so Ctrl-C, which the terminal sends to every process of the group, interrupts this process
-        alone and not the workers too, each with its traceback (``__exit__`` ends them)."""
-        if threading.current_thread() is not threading.main_thread():
-            return self.pool.submit(_work, item)
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        alone and not the workers too, each with its traceback (``__exit__`` ends them). SIGINT is blocked
+        meanwhile, so a Ctrl-C in that moment waits (Linux keeps a blocked signal pending even while ignored)
+        and arrives once the handler is back."""
+        previous = signal.getsignal(signal.SIGINT)
+        if threading.current_thread() is not threading.main_thread() or previous is None:
+            return self.pool.submit(_work, item)  # a handler installed outside Python cannot be put back
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            return self.pool.submit(_work, item)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                return self.pool.submit(_work, item)
+            finally:
+                signal.signal(signal.SIGINT, previous)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 class _progress:

@@ -55,9 +55,9 @@ class Checkpoint:
         if not resume:
             raise CertpruneError(f"checkpoint {self.path} already holds round {saved['state'].done} of a pruning "
                                  "run: pass --resume to continue it, or remove it to start afresh")
-        if saved["checkpoint"] != header:
+        if saved["checkpoint"] != self.header:
             raise CertpruneError(f"checkpoint {self.path} does not fit this run: "
-                                 f"{mismatch(saved['checkpoint'], header)}; remove it or pick another file")
+                                 f"{mismatch(saved['checkpoint'], self.header)}; remove it or pick another file")
         self.restored = saved["state"]
 
     def save(self, state: RoundState) -> None:
@@ -73,10 +73,12 @@ class Checkpoint:
             os.umask(umask)
             os.chmod(f.name, 0o666 & ~umask)  # as a plain open() would create it, not the temporary file's 0600
             os.replace(f.name, self.path)
-        except OSError as error:
+        except BaseException as error:  # Ctrl-C in the middle of a save too: no temporary file is left
             if "f" in locals() and os.path.exists(f.name):
                 os.unlink(f.name)
-            raise CertpruneError(f"cannot write checkpoint {self.path}: {error.strerror or error}") from error
+            if isinstance(error, OSError):
+                raise CertpruneError(f"cannot write checkpoint {self.path}: {error.strerror or error}") from error
+            raise
 
     def _read(self) -> dict[str, Any]:
         try:

@@ -81,6 +81,10 @@ def test_a_checkpoint_of_another_run_or_over_finished_rounds_is_refused(tmp_path
         Checkpoint(path, header, resume=False)
     with pytest.raises(CertpruneError, match="setting lr was 0.001, now 0.01"):
         Checkpoint(path, journal_header("prune", {"model": "m"}, {"lr": 0.01}), resume=True)
+    ranged = journal_header("prune", {"model": "m"}, {"lr": 0.001, "value_range": (0.0, 1.0)})  # a tuple, as click gives
+    prune_units(network, Magnitude(), 0.5, _data(network), Schedule(), FinetuneSettings(),
+                checkpoint=Checkpoint(tmp_path / "r.pt", ranged, resume=False))
+    assert Checkpoint(tmp_path / "r.pt", ranged, resume=True).restored.done == 1  # reads back as a list: the same
     path.write_text("not a checkpoint")
     with pytest.raises(CertpruneError, match="is not a certprune pruning checkpoint"):
         Checkpoint(path, header, resume=True)
@@ -106,3 +110,13 @@ def test_prune_command_resumes_its_journal_and_names_misuse(tmp_path, capsys):
     no_data = [a for a in args[:-2] if a not in ("--data", "mnist")]
     assert main(no_data + ["-o", str(tmp_path / "c.onnx")]) == 2
     assert "Missing option '--data'" in capsys.readouterr().err
+
+
+def test_the_checkpoint_keys_the_data_domain_and_radius_too():
+    """Certified or adversarial training clips its boxes to the domain: another domain is another run."""
+    from certprune.cli.prune_cmd import _data_sha256
+
+    x, y = torch.rand(4, 3), torch.tensor([0, 1, 0, 1])
+    digests = {_data_sha256(PruneData(x, y, eps, lo, hi))
+               for eps, lo, hi in ((0.1, 0.0, 1.0), (0.1, -1.0, 1.0), (0.2, 0.0, 1.0), (0.1, None, None))}
+    assert len(digests) == 4
