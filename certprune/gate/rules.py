@@ -17,7 +17,7 @@ Interval = tuple[float, float]
 def metric_interval(kind: str, figures: dict, metric: str, eps: float | None = None) -> Interval | bool | None:
     """The interval of a numeric metric (or the bool / None of a boolean one) in a check's figures."""
     if kind == "certify":
-        row = figures["per_eps"][_eps_key(eps)]
+        row = figures["per_eps"][eps_key(eps)]
         n = max(row["samples"], 1)
         undecided = row["undecided"]
         ends = {"certified_accuracy": (row["verified"], row["verified"] + undecided),
@@ -99,5 +99,5 @@ def _show(value: Interval | None) -> str:
     return f"is {low:.4g}" if low == high else f"lies in [{low:.4g}, {high:.4g}]"
 
 
-def _eps_key(eps: float | None) -> str:
+def eps_key(eps: float | None) -> str:
     return f"{eps:g}"

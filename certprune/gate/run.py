@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 
 from certprune.errors import CertpruneError, PropertyError
@@ -117,16 +118,47 @@ def _baseline(policy: Policy, cache: ResultCache, deadline: float, progress: Pro
         return {d.check.name: stored["figures"] for d, stored, _ in subject.results(deadline, progress)}
     try:
         stored = json.loads(policy.baseline.read_text())
-        checks = {c["name"]: c["figures"] for c in stored["checks"]} if stored.get("kind") == "gate" else None
-    except (OSError, ValueError, KeyError, TypeError):
-        checks = None
-    if checks is None:
+        entries = {c["name"]: c for c in stored["checks"]} if stored.get("kind") == "gate" else None
+        if entries is not None and not all(isinstance(c.get("figures"), dict) for c in entries.values()):
+            entries = None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        entries = None
+    if entries is None:
         raise PropertyError(f"{policy.source}: baseline {policy.baseline} is not a certprune gate result (JSON)")
-    missing = [c.name for c in policy.checks if c.name not in checks]
+    missing = [c.name for c in policy.checks if c.name not in entries]
     if missing:
         raise PropertyError(f"{policy.source}: baseline result {policy.baseline} has no check named "
                             f"{', '.join(missing)}")
-    return checks
+    for check in policy.checks:
+        _fits_baseline(policy, check, entries[check.name])
+    return {name: entry["figures"] for name, entry in entries.items()}
+
+
+# settings whose difference makes a stored baseline's figures those of another measurement
+_COMPARED = ("samples", "timeout", "label", "features")
+
+
+def _fits_baseline(policy: Policy, check, entry: dict) -> None:
+    """A stored baseline check must be of the same kind and hold every eps a ``vs_baseline`` rule compares at;
+    one measured with other samples, timeout or columns is compared with a warning."""
+    where = f"{policy.source}: baseline result {policy.baseline}, check {check.name!r}"
+    if entry.get("kind") != check.kind:
+        raise PropertyError(f"{where} is a {entry.get('kind')} check, this policy's is a {check.kind} check")
+    if check.kind == "certify":
+        held = entry["figures"].get("per_eps", {})
+        wanted = [rules.eps_key(r.eps) for r in with_eps(check) if r.vs_baseline]
+        absent = sorted({key for key in wanted if key not in held}, key=float)
+        if absent:
+            raise PropertyError(f"{where} has no figures at eps {', '.join(absent)} (it has "
+                                f"{', '.join(sorted(held, key=float)) or 'none'}); vs_baseline compares at the same eps")
+    if not any(r.vs_baseline for r in check.requirements):
+        return
+    then, now = entry.get("settings") or {}, describe(check).settings
+    changed = [f"{key} {then[key]} -> {now[key]}" for key in _COMPARED if key in then and key in now
+               and then[key] != now[key]]
+    if changed:
+        warnings.warn(f"{where} was measured with other settings ({'; '.join(changed)}): vs_baseline compares "
+                      "figures of different measurements", stacklevel=2)
 
 
 def _describe_baseline(policy: Policy) -> dict | None:

@@ -191,3 +191,46 @@ def test_a_data_file_counts_by_its_content_in_a_checks_cache_key(tmp_path):
     assert keys[0] == keys[1] and str(tmp_path) not in str(keys[0])
     second.write_text("x,label\n0.25,1\n")
     assert describe(Check("c", "certify", 1, (), data=str(second), eps=(0.01,))).key_header("m") != keys[0]
+
+
+CERTIFY = """model: MNIST
+BASELINE
+checks:
+  - name: robust
+    certify: {data: mnist, eps: EPS, samples: SAMPLES, timeout: 5}
+    require: REQUIRE
+"""
+
+
+def _certify_policy(tmp_path, eps, samples, baseline=None, require='{certified_accuracy: ">= 0"}'):
+    body = CERTIFY.replace("EPS", eps).replace("SAMPLES", str(samples)).replace("REQUIRE", require)
+    return policy_file(tmp_path, body.replace("BASELINE", f"baseline: {baseline}" if baseline else ""))
+
+
+def test_a_stored_baseline_of_another_eps_kind_or_sample_count_is_named(tmp_path, capsys):
+    """A stored gate result whose check of the same name holds other eps or is of another kind is one line,
+    exit 2 (it was a KeyError traceback); other samples are compared with a warning."""
+    code, out = gate(tmp_path, _certify_policy(tmp_path, "0.01", 3))
+    stored = tmp_path / "base.json"
+    shutil.copy(out / "gate.json", stored)
+    vs = '{vs_baseline: {certified_accuracy: ">= -1"}}'
+    assert gate(tmp_path, _certify_policy(tmp_path, "[0.01, 0.02]", 3, stored, vs))[0] == 2
+    assert "has no figures at eps 0.02 (it has 0.01)" in one_error_line(capsys)
+    facts = policy_file(tmp_path, FACTS.replace("BASE", str(MNIST)))
+    gate(tmp_path, facts)
+    shutil.copy(tmp_path / "out" / "gate.json", tmp_path / "facts.json")
+    renamed = json.loads((tmp_path / "facts.json").read_text())
+    renamed["checks"][0]["name"] = "robust"
+    (tmp_path / "facts.json").write_text(json.dumps(renamed))
+    assert gate(tmp_path, _certify_policy(tmp_path, "0.01", 3, tmp_path / "facts.json", vs))[0] == 2
+    assert "is a facts check, this policy's is a certify check" in one_error_line(capsys)
+    with pytest.warns(UserWarning, match=r"measured with other settings \(samples 3 -> 4\)"):
+        assert gate(tmp_path, _certify_policy(tmp_path, "0.01", 4, stored, vs))[0] == 0
+
+
+def test_a_summary_file_that_cannot_be_written_keeps_the_gates_exit_code(tmp_path, monkeypatch):
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "missing" / "summary.md"))
+    with pytest.warns(UserWarning, match="cannot append to .GITHUB_STEP_SUMMARY"):
+        code, _ = gate(tmp_path, policy_file(tmp_path, "model: MNIST\nchecks:\n  - name: f\n    facts: {}\n"
+                                                        "    require: {parity: true}\n"))
+    assert code == 0
