@@ -277,24 +277,12 @@ class _Parser(YamlReader):
         name = self.value(node)
         if not isinstance(name, str):
             raise self.error(node, f"file must be a path, got {name!r}")
-        if Path(name).suffix.lower() in (".csv", ".parquet"):
-            return self.table(node, name)
-        try:
-            arrays = np.load(self.base / name)
-        except (OSError, ValueError) as error:
-            raise self.error(node, f"cannot read {name}: {error}") from error
-        if not isinstance(arrays, np.lib.npyio.NpzFile) or not {"x", "y"} <= set(arrays.files):
-            found = ", ".join(arrays.files) if isinstance(arrays, np.lib.npyio.NpzFile) else "a single array"
-            raise self.error(node, f"{name} must be an .npz with arrays x and y, has {found}")
-        with arrays:
-            x, labels = arrays["x"], arrays["y"]
-        if len(x) == 0 or len(x) != len(labels):
-            raise self.error(node, f"{name}: x has {len(x)} samples and y {len(labels)}")
-        return x.astype(np.float64), labels.astype(np.int64).ravel()
+        return self.table(node, name)
 
     def table(self, node: yaml.Node, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """A CSV or parquet table as every command reads one (``certprune.datafile``: a label column label, y
-        or target; its test split where it has one), named by this key's line when it cannot be read."""
+        """An .npz, CSV or parquet file as every command reads one (``certprune.datafile``: arrays x and y, or
+        a label column label, y or target; its test split where it has one; NaN, Inf and labels that are not
+        class indices refused), named by this key's line when it cannot be read."""
         import warnings
 
         from certprune.datafile import read_data

@@ -135,9 +135,13 @@ def test_errors_name_key_and_line(text, message):
 def test_file_errors(tmp_path):
     np.save(tmp_path / "a.npy", np.zeros(3))
     np.savez(tmp_path / "b.npz", images=np.zeros(3))
-    for name, message in (("missing.npz", "line 4: cannot read missing.npz"),
-                          ("a.npy", "line 4: a.npy must be an .npz with arrays x and y"),
-                          ("b.npz", "has images")):
+    np.savez(tmp_path / "nan.npz", x=np.array([[0.5], [np.nan]]), y=np.array([0, 1]))
+    np.savez(tmp_path / "frac.npz", x=np.array([[0.5], [0.25]]), y=np.array([0, 1.7]))
+    for name, message in (("missing.npz", "line 4: data file not found: .*missing.npz"),
+                          ("a.npy", "line 4: .*a.npy: data files are .npz, .csv or .parquet"),
+                          ("b.npz", "has images"),
+                          ("nan.npz", "line 4: .*sample 1 has NaN or Inf inputs"),  # was counted misclassified
+                          ("frac.npz", r"line 4: .*labels must be class indices .*1\.7")):  # was cut to 1
         with pytest.raises(PropertyError, match=message):
             parse(HEAD + f"file: {name}\n", base=tmp_path)
 
