@@ -151,14 +151,22 @@ def _merged(key: str, group: list[tuple[str, Part]], key_of) -> ModelResult:
 
 
 def _merge_certify(first: dict, second: dict) -> dict:
-    """Two certify results of one model on one data set (say, one eps each): one check with every eps."""
-    per_eps = {**first["figures"]["per_eps"], **second["figures"]["per_eps"]}
+    """Two certify results of one model on one data set (say, one eps each): one check with every eps. At an
+    eps both measured, the one over more samples is kept, whichever file came first."""
+    def size(row: dict) -> int:  # a gate's rows count their samples, a certify result's list their records
+        return row.get("samples", len(row.get("records", ())))
+
+    per_eps = dict(first["figures"]["per_eps"])
+    for key, row in second["figures"]["per_eps"].items():
+        if key not in per_eps or size(row) >= size(per_eps[key]):
+            per_eps[key] = row
     eps = sorted({*first["settings"].get("eps", []), *second["settings"].get("eps", [])})
     outcome = worst([first["outcome"], second["outcome"]])
     return {**first, "outcome": outcome, "seconds": (first["seconds"] or 0.0) + (second["seconds"] or 0.0),
             "settings": {**first["settings"], "eps": eps},
             "counterexamples": first["counterexamples"] + second["counterexamples"],
-            "figures": {**first["figures"], "per_eps": dict(sorted(per_eps.items(), key=lambda kv: kv[1]["eps"]))}}
+            "figures": {**first["figures"], "samples": max(size(row) for row in per_eps.values()),
+                        "per_eps": dict(sorted(per_eps.items(), key=lambda kv: kv[1]["eps"]))}}
 
 
 def worst(outcomes: Iterable[str | None]) -> str | None:

@@ -105,3 +105,15 @@ def test_missing_binary_and_folder_inputs(tmp_path):
                           (tmp_path, "is a folder")):
         with pytest.raises(ReportError, match=message):
             load_results([str(path)])
+
+
+def test_at_an_eps_both_files_measured_the_result_over_more_samples_is_kept_in_either_order(tmp_path):
+    full = json.loads((DATA / "certify_mnist_mlp_100x2_eps0.01.json").read_text())
+    few = {**full, "samples": full["samples"][:5]}
+    (tmp_path / "full.json").write_text(json.dumps(full))
+    (tmp_path / "few.json").write_text(json.dumps(few))
+    for order in (["full", "few"], ["few", "full"]):
+        (model,) = load_results([str(tmp_path / f"{name}.json") for name in order])
+        (check,) = model.checks
+        assert check["figures"]["samples"] == len(full["samples"])
+        assert len(check["figures"]["per_eps"]["0.01"]["records"]) == len(full["samples"])
