@@ -57,12 +57,21 @@ def main(argv: list[str] | None = None) -> int:
         error.show()
         return EXIT_USAGE
     except click.exceptions.Abort:
-        click.echo("certprune: interrupted", err=True)
+        click.echo("certprune: interrupted" + _journal_hint(argv if argv is not None else sys.argv[1:]), err=True)
         return 130
     except CertpruneError as error:
         click.echo(f"certprune: error: {error}", err=True)
         return EXIT_USAGE
     return int(result or 0)
+
+
+def _journal_hint(argv: list[str]) -> str:
+    """For a command that keeps finished results in a journal when asked, and was not: how to keep them."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    single = any(a.lower().endswith(".vnnlib") for a in argv)  # one VNN-LIB instance: nothing to journal
+    if command in ("certify", "verify", "batch", "prune") and "--journal" not in argv and not single:
+        return "; finished results were not kept: pass --journal FILE to keep them, and --resume to continue"
+    return ""
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

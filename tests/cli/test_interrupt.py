@@ -51,3 +51,16 @@ def _group_alive(group: int, within: float) -> bool:
             return False
         time.sleep(0.1)
     return True
+
+
+def test_the_interrupt_line_says_how_to_keep_finished_results(monkeypatch, capsys):
+    """Ctrl-C without --journal loses what finished: the one line says how to keep it next time."""
+    from certprune.cli import main as cli_main
+
+    monkeypatch.setattr(cli_main.cli, "main", lambda *a, **k: (_ for _ in ()).throw(cli_main.click.exceptions.Abort()))
+    assert cli_main.main(["certify", "m.onnx", "--eps", "0.1"]) == 130
+    assert "pass --journal FILE to keep them" in capsys.readouterr().err
+    assert cli_main.main(["certify", "m.onnx", "--journal", "j.jsonl"]) == 130
+    assert capsys.readouterr().err.strip() == "certprune: interrupted"
+    assert cli_main.main(["verify", "m.onnx", "--property", "p.vnnlib"]) == 130  # no journal for one instance
+    assert capsys.readouterr().err.strip() == "certprune: interrupted"
