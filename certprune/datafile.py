@@ -195,7 +195,7 @@ def _sidecar(path: Path, names: tuple[str, ...], columns: tuple[str, ...] = ()):
     if not side.is_file():
         return None, None
     try:
-        spec = json.loads(side.read_text())
+        spec = json.loads(side.read_text(encoding="utf-8-sig"))
     except ValueError as error:
         raise CertpruneError(f"{side}: not valid JSON ({error})") from None
     if isinstance(spec, dict) and set(spec) == {"lower", "upper"}:

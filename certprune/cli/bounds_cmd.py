@@ -60,7 +60,7 @@ def _box(network, center, box_path, eps) -> tuple[torch.Tensor, torch.Tensor]:
         lower, upper = x - eps, x + eps
     else:
         try:
-            data = json.loads(Path(box_path).read_text())
+            data = json.loads(Path(box_path).read_text(encoding="utf-8-sig"))
             lower, upper = np.asarray(data["lower"], np.float64), np.asarray(data["upper"], np.float64)
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise CertpruneError(f"cannot read --box {box_path}: expected {{\"lower\": [...], \"upper\": [...]}} "

@@ -13,6 +13,6 @@ def read_text(path: str | Path, what: str = "property file") -> str:
     except OSError as error:
         raise PropertyError(f"cannot read {what} {path}: {error.strerror}") from error
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a byte-order mark (Excel, Notepad) is not part of the text
     except UnicodeDecodeError as error:
         raise PropertyError(f"{path}: not a text file (invalid UTF-8 at byte {error.start})") from error

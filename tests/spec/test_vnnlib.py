@@ -213,3 +213,15 @@ def test_binary_property_file_is_one_line_error(tmp_path, capsys, name):
     assert main(["verify", str(MODELS / "mnist_mlp_100x2.onnx"), "--property", str(path)]) == 2
     err = capsys.readouterr().err
     assert "not a text file" in err and "Traceback" not in err
+
+
+def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path):
+    """Files saved by Excel or Notepad start with a UTF-8 BOM: VNN-LIB, instances CSVs and JSON read the same."""
+    from certprune.spec.text import read_text
+    from certprune.spec.vnnlib import read_vnnlib
+
+    text = "(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (>= X_0 0.0))\n(assert (<= X_0 1.0))\n" \
+           "(assert (<= Y_0 0.0))\n"
+    (tmp_path / "p.vnnlib").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert read_text(tmp_path / "p.vnnlib") == text
+    assert len(read_vnnlib(tmp_path / "p.vnnlib").disjuncts) == 1
