@@ -17,6 +17,7 @@ from certprune.types import Result
 
 Decide = Callable[[str, VnnlibProperty, Deadline], Result]
 RESULT_WORDS = {"verified": "unsat", "falsified": "sat", "unknown": "unknown", "timeout": "timeout"}
+EXPECTED = ("sat", "unsat", "unknown", "timeout")  # the VNN-COMP answers an instances file may expect
 
 
 def read_instances(path: str | Path) -> list[dict]:
@@ -39,8 +40,12 @@ def read_instances(path: str | Path) -> list[dict]:
         for kind, file in files.items():
             if not file.is_file():  # before any row runs: a typo should not cost the rows above it
                 raise PropertyError(f"{path} line {line_number}: {kind} file not found: {file}")
-        rows.append({"onnx": str(files["onnx"]), "vnnlib": str(files["vnnlib"]),
-                     "timeout": timeout, "expected": row[3].strip() if len(row) > 3 else ""})
+        expected = row[3].strip() if len(row) > 3 else ""
+        if expected not in ("", *EXPECTED):
+            raise PropertyError(f"{path} line {line_number}: expected answer {expected!r} is none of "
+                                f"{', '.join(EXPECTED)} (or empty)")
+        rows.append({"onnx": str(files["onnx"]), "vnnlib": str(files["vnnlib"]), "timeout": timeout,
+                     "expected": expected})
     if not rows:  # a CI step over an empty list must not pass as if every instance had
         raise PropertyError(f"{path}: no instances (rows onnx,vnnlib,timeout[,expected])")
     return rows

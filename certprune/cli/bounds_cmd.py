@@ -21,7 +21,7 @@ METHODS = {"ibp": IBP, "crown": CROWN, "alpha": AlphaCROWN}
 @click.option("--center", type=click.Path(dir_okay=False), help="A .npy input; the box is center +- eps.")
 @click.option("--box", "box_path", type=click.Path(dir_okay=False),
               help='A JSON file {"lower": [...], "upper": [...]} (flat or shaped like the input).')
-@click.option("--eps", type=FINITE, default=0.0, show_default=True, help="L-inf radius around --center.")
+@click.option("--eps", type=FINITE, default=None, help="L-inf radius around --center (0: the point itself).")
 @click.option("--method", type=click.Choice(sorted(METHODS)), default="crown", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def command(model, center, box_path, eps, method, as_json) -> int:
@@ -53,11 +53,16 @@ def _box(network, center, box_path, eps) -> tuple[torch.Tensor, torch.Tensor]:
         raise CertpruneError("give exactly one of --center X.npy (with --eps) or --box BOX.json")
     size = int(np.prod(network.input_shape))
     if center is not None:
+        if eps is None:
+            raise CertpruneError("--center needs --eps E, the radius of the box around it (0 for the point itself)")
         try:
-            x = np.load(center).astype(np.float64)
+            x = np.load(center, allow_pickle=False).astype(np.float64)
         except (OSError, ValueError) as error:
-            raise CertpruneError(f"cannot read --center {center}: {error}") from None
+            reason = "not a .npy array" if "pickle" in str(error) else str(error)
+            raise CertpruneError(f"cannot read --center {center}: {reason} (np.save writes one)") from None
         lower, upper = x - eps, x + eps
+    elif eps is not None:
+        raise CertpruneError("--eps applies to --center; a --box gives its corners itself")
     else:
         try:
             data = json.loads(Path(box_path).read_text(encoding="utf-8-sig"))
@@ -71,7 +76,7 @@ def _box(network, center, box_path, eps) -> tuple[torch.Tensor, torch.Tensor]:
         bad = np.flatnonzero(~np.isfinite(value.ravel()))
         if bad.size:
             raise CertpruneError(f"box {name} is not finite at input {bad[0]} ({value.ravel()[bad[0]]})")
-    if eps < 0:
+    if eps is not None and eps < 0:
         raise CertpruneError(f"--eps must be >= 0, got {eps:g}")
     above = np.flatnonzero(lower.ravel() > upper.ravel())
     if above.size:

@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         result = cli.main(args=argv, prog_name="certprune", standalone_mode=False)
     except click.exceptions.Exit as done:
         return done.exit_code
+    except click.UsageError as error:  # one line, as every user error: what is wrong and where help is
+        where = f"{error.ctx.command_path} --help" if error.ctx is not None else "certprune --help"
+        click.echo(f"certprune: error: {error.format_message()} (see '{where}')", err=True)
+        return EXIT_USAGE
     except click.ClickException as error:
         error.show()
         return EXIT_USAGE

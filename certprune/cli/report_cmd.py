@@ -37,6 +37,9 @@ def command(inputs, output, markdown_path, csv_path, policy, cache_dir, no_cache
     from certprune.report.load import merge, parts_of, read_result
     from certprune.report.markdown import markdown_report
 
+    if Path(output).suffix.lower() in (".md", ".csv", ".json", ".txt"):  # -o writes HTML whatever the name
+        raise CertpruneError(f"-o {output}: -o writes the HTML report, name it .html (Markdown: --markdown FILE, "
+                             "CSV: --csv FILE)")
     outputs = {"report": output, "Markdown": markdown_path, "CSV": csv_path}
     for what, path in outputs.items():
         if path:

@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from certprune.journal import write_atomic
+from certprune.report.fmt import cell
 
 SYMBOL = {"pass": "pass", "fail": "FAIL", "inconclusive": "inconclusive", "error": "error"}
 
@@ -68,9 +69,9 @@ def markdown(result: dict) -> str:
     for check in result["checks"]:
         cached = " (cached)" if check["cached"] else ""
         for i, r in enumerate(check["requirements"]):
-            head = (f"{check['name']}{cached}", SYMBOL[check["outcome"]], f"{check['seconds']:.1f}") if i == 0 \
-                else ("", "", "")
-            lines.append(f"| {head[0]} | {head[1]} | {r['metric']} | {_value(r)} | {r['op']} {_plain(r['threshold'])} "
+            head = (f"{cell(check['name'])}{cached}", SYMBOL[check["outcome"]], f"{check['seconds']:.1f}") \
+                if i == 0 else ("", "", "")
+            lines.append(f"| {head[0]} | {head[1]} | {cell(r['metric'])} | {_value(r)} | {r['op']} {_plain(r['threshold'])} "
                          f"| {_plain(r['baseline'])} | {head[2]} |")
     examples = [(c["name"], e) for c in result["checks"] for e in c["counterexamples"]]
     if examples:

@@ -59,3 +59,8 @@ def number(value) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def cell(text) -> str:
+    """Text in a Markdown table cell: a pipe would end the cell, a newline the row."""
+    return str(text).replace("|", "\\|").replace("\n", " ")

@@ -11,7 +11,7 @@ OPS = {">=": "≥", "<=": "≤", "==": "=", ">": ">", "<": "<"}
 
 def markdown_report(models: list[ModelResult], title: str | None = None) -> str:
     title = title or default_title(models)
-    parts = [f"# {_cell(title)}", "", _cell(reference_note(models)), "",
+    parts = [f"# {fmt.cell(title)}", "", fmt.cell(reference_note(models)), "",
              summary_table(models), ""]
     checks = checks_table(models)
     if checks:
@@ -21,16 +21,16 @@ def markdown_report(models: list[ModelResult], title: str | None = None) -> str:
 
 def summary_table(models: list[ModelResult]) -> str:
     rows = summarize(models)
-    lines = ["| figure | " + " | ".join(_cell(m.name + (" (baseline)" if m.baseline_only else ""))
+    lines = ["| figure | " + " | ".join(fmt.cell(m.name + (" (baseline)" if m.baseline_only else ""))
                                          for m in models) + " |",
              "|---|" + "---:|" * len(models)]
     group = None
     for line in summary_lines(rows):
         if line.group != group:
             group = line.group
-            lines.append(f"| **{_cell(group)}** |" + " |" * len(models))
+            lines.append(f"| **{fmt.cell(group)}** |" + " |" * len(models))
         cells = [c + (f" ({d})" if d else "") for c, d in zip(line.cells, line.deltas)]
-        lines.append(f"| {_cell(line.label)} | " + " | ".join(_cell(c) for c in cells) + " |")
+        lines.append(f"| {fmt.cell(line.label)} | " + " | ".join(fmt.cell(c) for c in cells) + " |")
     return "\n".join(lines)
 
 
@@ -42,9 +42,9 @@ def checks_table(models: list[ModelResult]) -> str:
             if model.baseline_only and not check.get("requirements"):
                 continue      # a baseline's figures are in the summary; it has nothing judged
             requirements = "; ".join(_requirement(r) for r in check.get("requirements", [])) or \
-                _cell(check.get("message") or "")
+                fmt.cell(check.get("message") or "")
             examples = len(check.get("counterexamples") or [])
-            lines.append(f"| {_cell(name)} | {check['kind']} | {_cell(model.name)} | "
+            lines.append(f"| {fmt.cell(name)} | {check['kind']} | {fmt.cell(model.name)} | "
                          f"{fmt.OUTCOME_WORDS.get(check.get('outcome'), check.get('outcome'))} | "
                          f"{_time(check)} | {requirements} | {examples or ''} |")
     if not lines:
@@ -55,14 +55,9 @@ def checks_table(models: list[ModelResult]) -> str:
 
 def _requirement(r: dict) -> str:
     word = fmt.OUTCOME_WORDS.get(r.get("outcome"), r.get("outcome"))
-    return _cell(f"{r['metric']} {OPS.get(r['op'], r['op'])} {fmt.number(r['threshold'])}: "
+    return fmt.cell(f"{r['metric']} {OPS.get(r['op'], r['op'])} {fmt.number(r['threshold'])}: "
                  f"{fmt.number(r.get('value'))} ({word})")
 
 
 def _time(check: dict) -> str:
     return "cached" if check.get("cached") else fmt.seconds(check.get("seconds"))
-
-
-def _cell(text: str) -> str:
-    """Table-safe: a pipe would end the cell, a newline the row."""
-    return str(text).replace("|", "\\|").replace("\n", " ")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any
 
 import yaml
@@ -9,12 +10,21 @@ import yaml
 from certprune.errors import PropertyError
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader (YAML 1.1) with YAML 1.2's floats: ``1e-1`` and ``1.5e3`` (no dot, or no sign in
+    the exponent) are numbers, as a user writing ``eps: 1e-1`` means, not strings."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                              re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"), list("-+0123456789."))
+
+
 class YamlReader:
     """The shared part of the property readers: composing the file, checked mappings, plain values."""
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self.constructor = yaml.SafeLoader("")
+        self.constructor = _Loader("")
         self.key_lines: dict[str, int] = {}  # the line of each key of the last mapping read
 
     def error(self, node: yaml.Node, message: str) -> PropertyError:
@@ -22,7 +32,7 @@ class YamlReader:
 
     def compose(self, text: str) -> yaml.Node:
         try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            node = yaml.compose(text, Loader=_Loader)
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""

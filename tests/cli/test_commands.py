@@ -116,6 +116,8 @@ def test_batch_decides_as_verify_does_and_reports_a_bad_row_without_stopping(tmp
     assert code == 20
     assert [r["result"] for r in rows] == ["error", "unsat"]
     assert rows[0]["error"] and rows[0]["correct"] == "False" and not rows[1]["error"]
+    assert _batch(tmp_path, (acas("1_1"), prop_3, "unsta"))[0] == 2  # a typo in expected is named, not "wrong"
+    assert "expected answer 'unsta' is none of sat, unsat" in capsys.readouterr().err
     code, rows = _batch(tmp_path, (acas("1_1"), wrong, ""), (acas("1_1"), prop_3, ""))
     assert [r["correct"] for r in rows] == ["", ""]  # no expected answer: neither right nor wrong
     assert "2 instances, 0 disagreeing" in capsys.readouterr().out

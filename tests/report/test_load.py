@@ -117,3 +117,11 @@ def test_at_an_eps_both_files_measured_the_result_over_more_samples_is_kept_in_e
         (check,) = model.checks
         assert check["figures"]["samples"] == len(full["samples"])
         assert len(check["figures"]["per_eps"]["0.01"]["records"]) == len(full["samples"])
+
+
+def test_report_o_with_a_csv_or_markdown_name_is_refused(tmp_path, capsys):
+    from certprune.cli.main import main
+
+    assert main(["report", str(DATA / "gate_mnist_pruned.json"), "-o", str(tmp_path / "r.csv")]) == 2
+    assert "-o writes the HTML report, name it .html" in capsys.readouterr().err
+    assert not (tmp_path / "r.csv").exists()

@@ -167,3 +167,12 @@ def test_single_logit_decision_is_logit_above_zero(label, counterexample_row):
 def test_single_logit_label_must_be_a_decision():
     with pytest.raises(PropertyError, match="not 0 or 1"):
         robustness_property(np.zeros(3), np.ones(3), 2, 1)
+
+
+def test_yaml_1_2_floats_are_numbers():
+    """PyYAML reads YAML 1.1, where eps: 1e-1 is the string '1e-1'; a user means the number."""
+    from certprune.spec.yamlfile import YamlReader
+
+    reader = YamlReader("p.yaml")
+    values = reader.value(reader.compose("a: 1e-1\nb: 1.5e3\nc: .5e-2\nd: .e5\ne: 2\n"))
+    assert values == {"a": 0.1, "b": 1500.0, "c": 0.005, "d": ".e5", "e": 2}
