@@ -75,6 +75,15 @@ def load_onnx(path: str | Path, deadline: Deadline | None = None) -> Network:
     deadline = deadline or Deadline.never()
     model = _read_model(Path(path))
     deadline.check(f"loading {path}")
+    try:
+        return _network(model, path, deadline)
+    except ModelError as error:  # which model: a gate reads a baseline too
+        if str(path) in str(error):
+            raise
+        raise type(error)(f"{path}: {error}") from error.__cause__
+
+
+def _network(model: onnx.ModelProto, path, deadline: Deadline) -> Network:
     graph = model.graph
     constants = _initializers(graph)
     graph_input = _single_input(graph, constants)

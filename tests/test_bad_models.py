@@ -47,6 +47,7 @@ def test_unsupported_operator_names_op_node_and_position(tmp_path, capsys):
         load_onnx(path)
     message = _cli_error(capsys, path)
     assert "unsupported operator Tanh (node 'squash' at position 1)" in message and "supported on activations:" in message
+    assert message.startswith(f"certprune: error: {path}: ")  # which file: a gate reads a baseline model too
 
 
 def test_truncated_file(tmp_path, capsys):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import click
 
@@ -37,6 +38,9 @@ def load(data: str, split: str, eps: float, label, features, value_range, chosen
     from certprune.prune import load_data
 
     if not is_data_file(data):
+        if Path(data).suffix and data not in DATA_SETS:  # a file of another kind, not a data set's name
+            raise CertpruneError(f"{data}: data files are .npz, .csv or .parquet (a .tsv or .txt table: save it "
+                                 "as .csv with commas); built-in data sets: " + ", ".join(DATA_SETS))
         if label or features or value_range or chosen_split:
             raise CertpruneError(f"--label, --features, --range and --split apply to data files, not to {data!r}")
         return load_data(data, split, eps)

@@ -25,6 +25,9 @@ def fairness_template(path: str | Path, protected: tuple[str, ...], *, label: st
     path = Path(path)
     if not path.is_file():
         raise CertpruneError(f"data file not found: {path}")
+    if path.suffix.lower() not in (".csv", ".parquet"):
+        raise CertpruneError(f"{path}: the template reads a .csv or .parquet table (one column per feature), "
+                             f"not a {path.suffix or 'file without a suffix'}")
     frame = read_table(path)
     columns = [str(c) for c in frame.columns]
     if label is not None and label not in columns:
@@ -39,9 +42,9 @@ def fairness_template(path: str | Path, protected: tuple[str, ...], *, label: st
         raise CertpruneError(f"{path}: protected attribute {missing[0]!r} is not a feature column; "
                              f"features are {', '.join(features)}")
     if model_io is not None and model_io[0] != len(features):
+        hint = "; name the label with --label" if label is None else ""
         raise CertpruneError(f"{path}: {len(features)} feature columns ({', '.join(features)}, label "
-                             f"{label or 'none'} left out), but the model takes {model_io[0]} inputs; name the "
-                             "label with --label")
+                             f"{label or 'none'} left out), but the model takes {model_io[0]} inputs{hint}")
     decision = "decision: {output: 0, threshold: 0.0}   # one logit; or: decision: argmax"
     if model_io is not None and model_io[1] > 1:
         decision = f"decision: argmax   # the model has {model_io[1]} outputs: the class with the largest logit"

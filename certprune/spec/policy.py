@@ -205,6 +205,9 @@ class _Parser(YamlReader):
     def property_check(self, keys: dict, common: dict) -> Check:
         path = self.path(keys["property"], "property", (".yaml", ".yml", ".vnnlib"))
         kind = "vnnlib" if path.suffix == ".vnnlib" else "fairness"
+        if kind == "fairness" and _yaml_kind(path) == "robustness":
+            raise self.error(keys["property"], f"{path.name} is a robustness property: a gate measures "
+                                               "robustness with a certify check (certify: {data, eps, ...})")
         timeout = self.positive(keys["timeout"], "timeout") if "timeout" in keys else None
         jobs = self.count(keys["jobs"], "jobs") if "jobs" in keys else 1
         requirements = self.requirements(keys["require"], kind, ())
@@ -317,3 +320,12 @@ class _Parser(YamlReader):
 
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _yaml_kind(path: Path) -> object:
+    """The ``kind`` a YAML property file declares (None when it cannot be read: its own reader says why)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return data.get("kind") if isinstance(data, dict) else None

@@ -136,3 +136,22 @@ def test_prune_reads_flat_rows_for_an_image_model_as_certify_does(tmp_path, caps
     assert main(["certify", *args, "-n", "2", "--timeout", "5", "--quiet"]) in (0, 10, 20)
     assert main(["prune", *args, "--method", "magnitude", "--sparsity", "0.5", "-o", str(tmp_path / "p.onnx")]) == 0
     assert certprune.load_onnx(tmp_path / "p.onnx").input_shape == (1, 8, 8)
+
+
+def test_files_of_another_kind_are_named_as_such(tmp_path, capsys):
+    """A .tsv given as --data, an .npz given to fairness-template, a robustness YAML as a gate property, and a
+    model with an unsupported operator (its file named: a gate reads a baseline too)."""
+    from tests.conftest import MODELS, one_error_line
+
+    (tmp_path / "t.tsv").write_text("a\tb\ty\n1\t2\t0\n")
+    assert main(["certify", str(MODELS / "german_small.onnx"), "--data", str(tmp_path / "t.tsv"), "--label", "y",
+                 "--eps", "0.1"]) == 2
+    assert "t.tsv: data files are .npz, .csv or .parquet" in one_error_line(capsys)
+    np.savez(tmp_path / "d.npz", x=np.zeros((2, 2)), y=np.zeros(2))
+    assert main(["fairness-template", str(tmp_path / "d.npz"), "--protected", "a", "-o", str(tmp_path / "p.yaml")]) == 2
+    assert "reads a .csv or .parquet table" in one_error_line(capsys)
+    (tmp_path / "rob.yaml").write_text("kind: robustness\neps: 0.1\npoints:\n  - {x: [0.5], label: 0}\n")
+    (tmp_path / "policy.yaml").write_text(f"model: {MODELS / 'german_small.onnx'}\nchecks:\n  - name: r\n"
+                                          f"    property: {tmp_path / 'rob.yaml'}\n    require: {{holds: true}}\n")
+    assert main(["gate", str(tmp_path / "policy.yaml"), "--no-cache", "--quiet"]) == 2
+    assert "rob.yaml is a robustness property: a gate measures robustness with a certify check" in one_error_line(capsys)
