@@ -135,6 +135,11 @@ def _npz_split(path: Path, files: set[str], split: str | None) -> list[str]:
 def _table(path: Path, split: str | None, label: str | None, features):
     frame = read_table(path)
     columns = [str(c) for c in frame.columns]
+    if len(columns) == 1 and path.suffix.lower() == ".csv":
+        other = next((name for mark, name in ((";", "semicolons"), ("\t", "tabs")) if mark in columns[0]), None)
+        if other is not None:  # a European Excel export, or a .tsv renamed
+            raise CertpruneError(f"{path}: its header is one column {columns[0]!r}: the file looks separated by "
+                                 f"{other}; certprune reads comma-separated values")
     if label is None:
         label = next((c for c in LABEL_COLUMNS if c in columns), None)
         if label is None:

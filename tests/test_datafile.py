@@ -111,3 +111,13 @@ def test_where_a_sample_leaves_the_domain_and_which_splits_there_are(tmp_path):
         read_data(tmp_path / "t.csv")
     with pytest.raises(CertpruneError, match=r"sample 1, input 1: 7 lies outside the domain \[0, 1\]"):
         read_data(tmp_path / "t.csv", split="all")
+
+
+def test_a_semicolon_or_tab_separated_csv_is_named_as_such(tmp_path):
+    from certprune.datafile import read_data
+
+    for mark, word in ((";", "semicolons"), ("\t", "tabs")):
+        path = tmp_path / "t.csv"
+        path.write_text(mark.join(["a", "b", "y"]) + "\n" + mark.join(["1", "2", "0"]) + "\n")
+        with pytest.raises(CertpruneError, match=f"looks separated by {word}"):
+            read_data(path)
