@@ -51,12 +51,13 @@ def _real_counterexample(model: str, prop: VnnlibProperty, result: Result) -> Re
     network violates the property there too (``certprune.realcheck``); else unknown, with the reason."""
     import numpy as np
 
-    from certprune.onnx_io import load_onnx
-    from certprune.realcheck import holds_for_real, network_outputs, weights_from_file
+    from certprune.bounds.rounding import real_outputs
+    from certprune.onnx_io import load_onnx, weights_from_file
+    from certprune.realcheck import holds_for_real
 
     x = np.asarray(result.counterexample.inputs, dtype=np.float64).ravel()
     network = load_onnx(model)
-    y, error = network_outputs(network, x, weights_from_file(model, network))
+    y, error = real_outputs(network, x, weights_from_file(model, network))
     inside = [d for d in prop.disjuncts if np.all(np.ravel(d.lower) <= x) and np.all(x <= np.ravel(d.upper))]
     if any(holds_for_real(y, error, d.constraints) for d in inside):
         return result

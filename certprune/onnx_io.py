@@ -630,3 +630,25 @@ def _write_layer(layer: Layer, index: int, reads: list[str], nodes: list, inits:
     else:
         raise UnsupportedLayerError(f"cannot write layer kind {type(layer).__name__} to ONNX")
     return out
+
+
+def weights_from_file(onnx_path, network) -> bool:
+    """Whether every weight, bias, scale and shift of the loaded ``network`` is a float32 constant of the ONNX
+    file bit for bit (a matrix possibly transposed): then the network is the file's real-valued network."""
+    model = onnx.load(str(onnx_path))
+    arrays = [numpy_helper.to_array(t) for t in model.graph.initializer]
+    arrays += [numpy_helper.to_array(a.t) for node in model.graph.node if node.op_type == "Constant"
+               for a in node.attribute if a.name == "value"]
+    known = set()
+    for array in arrays:
+        if array.dtype == np.float32:
+            known.add(np.ascontiguousarray(array).tobytes())
+            if array.ndim == 2:
+                known.add(np.ascontiguousarray(array.T).tobytes())
+    for layer in network.layers:
+        for name in ("weight", "bias", "scale", "shift"):
+            if hasattr(layer, name):
+                value = getattr(layer, name).detach().to(dtype=torch.float32).numpy()
+                if np.ascontiguousarray(value).tobytes() not in known:
+                    return False
+    return True

@@ -16,7 +16,7 @@ RANKS = {
     "errors": 0, "floats": 0, "version": 0, "deadline": 0, "progress": 0,
     "types": 1,
     "network": 2, "journal": 2, "data": 2, "datafile": 2, "runtime": 2, "cluster": 2, "fastconv": 2,
-    "fastalpha": 3,
+    "fastalpha": 3, "realcheck": 3,
     "fold": 3,
     "onnx_io": 4, "torch_io": 4, "parity": 4,
     "spec": 5, "bounds": 5, "smt": 5,

@@ -14,8 +14,9 @@ import certprune
 from certprune.cli.main import main
 from certprune.fastconv import apply
 from certprune.network import Add, Dense, Network, ReLU
-from certprune.onnx_io import load_onnx
-from certprune.realcheck import chain_outputs, holds_for_real, network_outputs, weights_from_file
+from certprune.bounds.rounding import real_outputs
+from certprune.onnx_io import load_onnx, weights_from_file
+from certprune.realcheck import chain_outputs, holds_for_real
 
 TIE_X = 1 + 2**-23  # float32; w * x = 1 + 2^-22 + 2^-46 rounds to 1 + 2^-22 in float32, exactly kept in float64
 
@@ -45,7 +46,7 @@ def test_float64_outputs_are_within_their_error_bound_of_the_exact_ones(seed):
         layers.append(Dense(torch.from_numpy(W), torch.from_numpy(b)))
         if k < len(weights) - 1:
             layers.append(ReLU())
-    y2, error2 = network_outputs(Network(tuple(layers), (5,)), x, exact_weights=True)
+    y2, error2 = real_outputs(Network(tuple(layers), (5,)), x, exact_weights=True)
     assert np.all(np.abs(y2 - exact) <= error2 + 1e-16 * np.abs(exact)) and np.all(error2 <= 1e-9 * (1 + np.abs(exact)))
 
 
@@ -104,7 +105,7 @@ def test_a_folded_division_keeps_the_float32_bound_and_its_near_tie_is_not_confi
     assert not weights_from_file(tmp_path / "div3.onnx", network)
     _tie_models(tmp_path)
     assert weights_from_file(tmp_path / "graph.onnx", load_onnx(tmp_path / "graph.onnx"))
-    y, error = network_outputs(network, np.array([1.0]), exact_weights=False)
+    y, error = real_outputs(network, np.array([1.0]), exact_weights=False)
     assert error[0] > abs(y[0] - 1 / 3)  # the folded weight's own rounding is inside the bound
     (tmp_path / "div3.vnnlib").write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
                                           "(assert (>= X_0 1.0))\n(assert (<= X_0 1.0))\n"

@@ -14,11 +14,13 @@ extra roundings of an unfolded elementwise step.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from certprune.errors import UnsupportedLayerError
 from certprune.network import Network
+from certprune.realcheck import may_underflow
 
 UNIT_ROUNDOFF = 2.0**-24  # float32
 SPARE = 8
@@ -95,3 +97,28 @@ def _concat(layer, *values):
 
 RULES = {"dense": _dense, "conv2d": _conv2d, "affine": _affine, "relu": _relu, "flatten": _move,
          "reshape": _move, "transpose": _move, "pad": _move, "maxpool": _move, "add": _add, "concat": _concat}
+
+
+def real_outputs(network: Network, x: np.ndarray, exact_weights: bool) -> tuple[np.ndarray, np.ndarray]:
+    """For ``--arithmetic real`` (``certprune.realcheck``): the float64 outputs at the point ``x`` and this
+    module's float32 error bound of the point. With ``exact_weights`` (every parameter is a constant of the
+    file, bit for bit: ``onnx_io.weights_from_file``) the bound is scaled to the float64 unit roundoff: each
+    of its terms is linear in a gamma at least 2^29 times float64's for sums of fewer than 2^23 terms, and
+    2^-28 keeps a factor 2 spare. Otherwise the loader folded normalisation or BatchNorm into float32
+    weights, which are then not the file's real network, and the float32 bound, whose spare terms cover that
+    folding, is kept whole. The error is infinite where float64 may underflow (``realcheck.may_underflow``):
+    no point there is confirmed."""
+    point = torch.as_tensor(np.asarray(x, dtype=np.float64)).reshape(1, *network.input_shape)
+    net = network.to(torch.float64)
+    with torch.no_grad():
+        values = [point]
+        for layer, sources in zip(net.layers, net.inputs):
+            values.append(layer.forward(*(values[j + 1] for j in sources)))
+        if may_underflow([*values, *_parameters(net)]):
+            return values[-1][0].flatten().numpy(), np.full(values[-1][0].numel(), np.inf)
+        error = forward_error(network, point, point)[0].numpy() * (2.0**-28 if exact_weights else 1.0)
+    return values[-1][0].flatten().numpy(), error
+
+
+def _parameters(network) -> list:
+    return [getattr(layer, name) for layer in network.layers for name in ("weight", "scale") if hasattr(layer, name)]

@@ -15,7 +15,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from certprune.journal import write_atomic
-from certprune.report.fmt import cell
 
 SYMBOL = {"pass": "pass", "fail": "FAIL", "inconclusive": "inconclusive", "error": "error"}
 
@@ -69,15 +68,20 @@ def markdown(result: dict) -> str:
     for check in result["checks"]:
         cached = " (cached)" if check["cached"] else ""
         for i, r in enumerate(check["requirements"]):
-            head = (f"{cell(check['name'])}{cached}", SYMBOL[check["outcome"]], f"{check['seconds']:.1f}") \
+            head = (f"{_cell(check['name'])}{cached}", SYMBOL[check["outcome"]], f"{check['seconds']:.1f}") \
                 if i == 0 else ("", "", "")
-            lines.append(f"| {head[0]} | {head[1]} | {cell(r['metric'])} | {_value(r)} | {r['op']} {_plain(r['threshold'])} "
+            lines.append(f"| {head[0]} | {head[1]} | {_cell(r['metric'])} | {_value(r)} | {r['op']} {_plain(r['threshold'])} "
                          f"| {_plain(r['baseline'])} | {head[2]} |")
     examples = [(c["name"], e) for c in result["checks"] for e in c["counterexamples"]]
     if examples:
         lines += ["", f"{len(examples)} counterexample(s), replayed on onnxruntime: " +
                   ", ".join(f"{name}: {e['label']}" for name, e in examples[:10])]
     return "\n".join(lines) + "\n"
+
+
+def _cell(text) -> str:
+    """Text in a Markdown table cell: a '|' (a check named "size | parity") would end the cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def write_outputs(result: dict, *, json_path=None, junit_path=None, markdown_path=None) -> None:
