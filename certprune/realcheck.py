@@ -39,7 +39,8 @@ def holds_for_real(y: np.ndarray, error: np.ndarray, constraints: Sequence[tuple
     return False
 
 
-def chain_outputs(weights: Sequence, biases: Sequence[np.ndarray], x: np.ndarray, apply) -> tuple[np.ndarray, np.ndarray]:
+def chain_outputs(weights: Sequence, biases: Sequence[np.ndarray], x: np.ndarray,
+                  apply) -> tuple[np.ndarray, np.ndarray]:
     """float64 outputs of a dense/convolutional ReLU chain (``certprune.fastpath.Chain``'s layers, the file's
     own float32 constants) at the flat input ``x``, and a bound on their distance to the exact real-valued
     outputs (infinite where float64 may underflow: ``may_underflow``)."""

@@ -70,7 +70,8 @@ def markdown(result: dict) -> str:
         for i, r in enumerate(check["requirements"]):
             head = (f"{_cell(check['name'])}{cached}", SYMBOL[check["outcome"]], f"{check['seconds']:.1f}") \
                 if i == 0 else ("", "", "")
-            lines.append(f"| {head[0]} | {head[1]} | {_cell(r['metric'])} | {_value(r)} | {r['op']} {_plain(r['threshold'])} "
+            lines.append(f"| {head[0]} | {head[1]} | {_cell(r['metric'])} | {_value(r)} "
+                         f"| {r['op']} {_plain(r['threshold'])} "
                          f"| {_plain(r['baseline'])} | {head[2]} |")
     examples = [(c["name"], e) for c in result["checks"] for e in c["counterexamples"]]
     if examples:

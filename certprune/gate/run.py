@@ -149,8 +149,9 @@ def _fits_baseline(policy: Policy, check, entry: dict) -> None:
         wanted = [rules.eps_key(r.eps) for r in with_eps(check) if r.vs_baseline]
         absent = sorted({key for key in wanted if key not in held}, key=float)
         if absent:
-            raise PropertyError(f"{where} has no figures at eps {', '.join(absent)} (it has "
-                                f"{', '.join(sorted(held, key=float)) or 'none'}); vs_baseline compares at the same eps")
+            have = ", ".join(sorted(held, key=float)) or "none"
+            raise PropertyError(f"{where} has no figures at eps {', '.join(absent)} (it has {have}); vs_baseline "
+                                "compares at the same eps")
     if not any(r.vs_baseline for r in check.requirements):
         return
     then, now = entry.get("settings") or {}, describe(check).settings

@@ -154,4 +154,5 @@ def test_files_of_another_kind_are_named_as_such(tmp_path, capsys):
     (tmp_path / "policy.yaml").write_text(f"model: {MODELS / 'german_small.onnx'}\nchecks:\n  - name: r\n"
                                           f"    property: {tmp_path / 'rob.yaml'}\n    require: {{holds: true}}\n")
     assert main(["gate", str(tmp_path / "policy.yaml"), "--no-cache", "--quiet"]) == 2
-    assert "rob.yaml is a robustness property: a gate measures robustness with a certify check" in one_error_line(capsys)
+    message = one_error_line(capsys)
+    assert "rob.yaml is a robustness property: a gate measures robustness with a certify check" in message

@@ -81,7 +81,7 @@ def test_a_checkpoint_of_another_run_or_over_finished_rounds_is_refused(tmp_path
         Checkpoint(path, header, resume=False)
     with pytest.raises(CertpruneError, match="setting lr was 0.001, now 0.01"):
         Checkpoint(path, journal_header("prune", {"model": "m"}, {"lr": 0.01}), resume=True)
-    ranged = journal_header("prune", {"model": "m"}, {"lr": 0.001, "value_range": (0.0, 1.0)})  # a tuple, as click gives
+    ranged = journal_header("prune", {"model": "m"}, {"lr": 0.001, "value_range": (0.0, 1.0)})  # a tuple: click's
     prune_units(network, Magnitude(), 0.5, _data(network), Schedule(), FinetuneSettings(),
                 checkpoint=Checkpoint(tmp_path / "r.pt", ranged, resume=False))
     assert Checkpoint(tmp_path / "r.pt", ranged, resume=True).restored.done == 1  # reads back as a list: the same
