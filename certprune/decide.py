@@ -8,7 +8,7 @@ import sys
 from certprune.deadline import Deadline, DeadlineExpired
 from certprune.fastpath import try_vnnlib
 from certprune.spec.vnnlib import VnnlibProperty
-from certprune.types import Result, Verdict
+from certprune.types import Counterexample, Result, Verdict
 
 # With arithmetic "real": the fast path's share of the timeout. ACAS Xu 1_1 prop_5 (a near tie that only
 # real arithmetic proves) took 21 s of 60 on a loaded machine; 1_9 prop_7 (sat) needs the full engine's
@@ -52,15 +52,28 @@ def _real_counterexample(model: str, prop: VnnlibProperty, result: Result) -> Re
     import numpy as np
 
     from certprune.bounds.rounding import real_outputs
+    from certprune.floats import float32_box
     from certprune.onnx_io import load_onnx, weights_from_file
     from certprune.realcheck import holds_for_real
+    from certprune.runtime import OnnxRuntimeModel
 
-    x = np.asarray(result.counterexample.inputs, dtype=np.float64).ravel()
+    found = np.asarray(result.counterexample.inputs, dtype=np.float32).ravel()
     network = load_onnx(model)
-    y, error = real_outputs(network, x, weights_from_file(model, network))
-    inside = [d for d in prop.disjuncts if np.all(np.ravel(d.lower) <= x) and np.all(x <= np.ravel(d.upper))]
-    if any(holds_for_real(y, error, d.constraints) for d in inside):
-        return result
+    exact = weights_from_file(model, network)
+    runtime = OnnxRuntimeModel(model)
+    for disjunct in prop.disjuncts:
+        # the engine's inputs are the float32 roundings of the box's points, which may lie just outside it:
+        # the nearest float32 point of the box itself
+        x = np.clip(found, *float32_box(disjunct.lower, disjunct.upper, outward=False))
+        x64 = x.astype(np.float64)
+        if np.any(x64 < np.ravel(disjunct.lower)) or np.any(x64 > np.ravel(disjunct.upper)):
+            continue  # a box thinner than one float32 step
+        y32 = runtime.run_flat(x).astype(np.float64)
+        if not any(bool(np.all(np.atleast_2d(A) @ y32 <= np.ravel(b))) for A, b in disjunct.constraints):
+            continue
+        if holds_for_real(*real_outputs(network, x64, exact), disjunct.constraints):
+            example = Counterexample(x, y32, replayed=True)
+            return Result(Verdict.FALSIFIED, example, result.certificate, result.seconds, result.settings)
     reason = "a counterexample of the float32 model only: the real-valued network meets the property there"
     return Result(Verdict.UNKNOWN, seconds=result.seconds, settings={**result.settings, "decided_by": reason})
 

@@ -592,11 +592,14 @@ class Outcome:
 
 
 def decide(chain: Chain, disjunct: Disjunct, replay, deadline: Deadline, max_domains: int = 20_000,
-           seed: int = 0, rel: float = REL) -> Outcome:
+           seed: int = 0, rel: float = REL, inside: bool = False) -> Outcome:
     """One box: a replayed counterexample, a proof by input splitting (bounds widened by ``rel``), or None when
-    ``deadline`` or ``max_domains`` ends it first. ``replay(x)`` confirms a float32 input on the original model."""
+    ``deadline`` or ``max_domains`` ends it first. ``replay(x)`` confirms a float32 input on the original model.
+    Candidates are the float32 roundings of the box's points or, with ``inside`` (real arithmetic), the float32
+    points of the box itself."""
     spec = Spec.of(disjunct.constraints)
-    inner = tuple(np.asarray(v, np.float64).astype(np.float32) for v in (disjunct.lower, disjunct.upper))
+    inner = float32_box(disjunct.lower, disjunct.upper, outward=False) if inside else \
+        tuple(np.asarray(v, np.float64).astype(np.float32) for v in (disjunct.lower, disjunct.upper))
     outer = tuple(v.astype(np.float64) for v in float32_box(disjunct.lower, disjunct.upper, outward=True))
     rng = np.random.default_rng(seed)
     x = _attack(chain, spec, inner, replay, rng, deadline.share(ATTACK_SHARE))
@@ -797,7 +800,8 @@ def try_vnnlib(model: str | Path, prop: VnnlibProperty, deadline: Deadline, budg
 
     within, boxes = deadline.within(budget), []
     for index, disjunct in enumerate(prop.disjuncts):
-        outcome = decide(chain, disjunct, replay, within, max_domains, rel=ARITHMETIC[arithmetic])
+        outcome = decide(chain, disjunct, replay, within, max_domains, rel=ARITHMETIC[arithmetic],
+                         inside=arithmetic == "real")
         boxes.append({"box": f"box{index}", "verdict": outcome.verdict.value if outcome.verdict else "open",
                       "decided_by": outcome.decided_by, "domains": outcome.domains})
         seconds = time.perf_counter() - started

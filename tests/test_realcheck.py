@@ -120,3 +120,25 @@ def test_where_float64_may_underflow_nothing_is_confirmed():
     weights = [np.array([[2.0**-149]], dtype=np.float32)] * 8  # exact output 2^-1192 > 0; float64 gives 0
     y, error = chain_outputs(weights, [np.zeros(1, np.float32)] * 8, np.ones(1, np.float32), apply)
     assert not holds_for_real(y, error, [(np.array([[1.0]]), np.array([0.0]))])  # y <= 0 is not confirmed
+
+
+def test_a_real_counterexample_at_a_corner_that_is_no_float32_is_moved_inside_the_box(tmp_path, capsys):
+    """The float32 nearest x <= 0.1 is 0.10000000149, outside the real box: in real arithmetic the reported
+    input must be the float32 point of the box itself, through the fast path (a chain) and the full engine
+    (a graph) alike."""
+    import json
+
+    identity = Dense(torch.ones(1, 1), torch.zeros(1))
+    chain = Network((identity, ReLU(), Dense(torch.ones(1, 1), torch.zeros(1))), (1,))
+    graph = Network((identity, ReLU(), Dense(torch.ones(1, 1), torch.zeros(1)), Dense(torch.zeros(1, 1),
+                                                                                       torch.zeros(1)), Add()),
+                    (1,), inputs=((-1,), (0,), (1,), (-1,), (2, 3)))
+    (tmp_path / "p.vnnlib").write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (>= X_0 0.0))\n"
+                                       "(assert (<= X_0 0.1))\n(assert (>= Y_0 0.0999))\n")
+    for name, network in (("chain.onnx", chain), ("graph.onnx", graph)):
+        certprune.save_onnx(network, tmp_path / name)
+        out = tmp_path / f"{name}.json"
+        assert main(["verify", str(tmp_path / name), "--property", str(tmp_path / "p.vnnlib"), "--timeout", "10",
+                     "--arithmetic", "real", "--json", str(out), "--quiet"]) == 10
+        x = json.loads(out.read_text())["counterexample"]["x"][0]
+        assert 0.0999 <= x <= 0.1
