@@ -51,6 +51,7 @@ def _real_counterexample(model: str, prop: VnnlibProperty, result: Result) -> Re
     network violates the property there too (``certprune.realcheck``); else unknown, with the reason."""
     import numpy as np
 
+    from certprune.bab.attack import replay_on_onnx
     from certprune.bounds.rounding import real_outputs
     from certprune.floats import float32_box
     from certprune.onnx_io import load_onnx, weights_from_file
@@ -68,11 +69,10 @@ def _real_counterexample(model: str, prop: VnnlibProperty, result: Result) -> Re
         x64 = x.astype(np.float64)
         if np.any(x64 < np.ravel(disjunct.lower)) or np.any(x64 > np.ravel(disjunct.upper)):
             continue  # a box thinner than one float32 step
-        y32 = runtime.run_flat(x).astype(np.float64)
-        if not any(bool(np.all(np.atleast_2d(A) @ y32 <= np.ravel(b))) for A, b in disjunct.constraints):
+        if not replay_on_onnx(runtime, x, *zip(*disjunct.constraints)):
             continue
         if holds_for_real(*real_outputs(network, x64, exact), disjunct.constraints):
-            example = Counterexample(x, y32, replayed=True)
+            example = Counterexample(x, runtime.run_flat(x), replayed=True)
             return Result(Verdict.FALSIFIED, example, result.certificate, result.seconds, result.settings)
     reason = "a counterexample of the float32 model only: the real-valued network meets the property there"
     return Result(Verdict.UNKNOWN, seconds=result.seconds, settings={**result.settings, "decided_by": reason})

@@ -197,26 +197,28 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to a journal")
 
 
-def write_atomic(path: str | Path, text: str) -> None:
+def write_atomic(path: str | Path, text: str | bytes) -> None:
     """Write a whole file or nothing: a temporary file in the same folder, synced, then renamed over ``path``.
 
     A reader (a CI job, a resumed run) never sees half a file, even when the writer is killed mid-way. A
     symbolic link stays a link (its target is written); a device or a pipe (``/dev/null``, ``/dev/stdout``, a
     FIFO) is written in place, as renaming over it would replace the device itself with a plain file.
+    ``text`` may be bytes (a binary file, e.g. a pruning checkpoint).
     """
     path = Path(path)
+    mode = "wb" if isinstance(text, bytes) else "w"
     if path.is_symlink():
         path = path.resolve()
     if path.exists() and not path.is_file() and not path.is_dir():
         try:
-            with open(path, "w") as stream:
+            with open(path, mode) as stream:
                 stream.write(text)
         except OSError as error:
             raise CertpruneError(f"cannot write {path}: {error.strerror or error}") from error
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
+        with tempfile.NamedTemporaryFile(mode, dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
                                          delete=False) as f:
             f.write(text)
             f.flush()
@@ -225,7 +227,9 @@ def write_atomic(path: str | Path, text: str) -> None:
         os.umask(umask)
         os.chmod(f.name, 0o666 & ~umask)  # as a plain open() would create it, not the temporary file's 0600
         os.replace(f.name, path)
-    except OSError as error:
+    except BaseException as error:  # Ctrl-C in the middle of a write too: no temporary file is left
         if "f" in locals() and os.path.exists(f.name):
             os.unlink(f.name)
-        raise CertpruneError(f"cannot write {path}: {error.strerror or error}") from error
+        if isinstance(error, OSError):
+            raise CertpruneError(f"cannot write {path}: {error.strerror or error}") from error
+        raise

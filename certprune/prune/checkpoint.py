@@ -9,10 +9,9 @@ run ends with the network an uninterrupted run gives.
 """
 from __future__ import annotations
 
+import io
 import json
-import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,7 +19,7 @@ from typing import Any, Mapping
 import torch
 
 from certprune.errors import CertpruneError
-from certprune.journal import mismatch
+from certprune.journal import mismatch, write_atomic
 from certprune.network import Network
 
 
@@ -61,24 +60,10 @@ class Checkpoint:
         self.restored = saved["state"]
 
     def save(self, state: RoundState) -> None:
-        """Replace the file with ``state``, atomically."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp",
-                                             delete=False) as f:
-                torch.save({"checkpoint": self.header, "state": state}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(f.name, 0o666 & ~umask)  # as a plain open() would create it, not the temporary file's 0600
-            os.replace(f.name, self.path)
-        except BaseException as error:  # Ctrl-C in the middle of a save too: no temporary file is left
-            if "f" in locals() and os.path.exists(f.name):
-                os.unlink(f.name)
-            if isinstance(error, OSError):
-                raise CertpruneError(f"cannot write checkpoint {self.path}: {error.strerror or error}") from error
-            raise
+        """Replace the file with ``state``, atomically (``certprune.journal.write_atomic``)."""
+        buffer = io.BytesIO()
+        torch.save({"checkpoint": self.header, "state": state}, buffer)
+        write_atomic(self.path, buffer.getvalue())
 
     def _read(self) -> dict[str, Any]:
         try:
