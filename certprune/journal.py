@@ -233,3 +233,63 @@ def write_atomic(path: str | Path, text: str | bytes) -> None:
         if isinstance(error, OSError):
             raise CertpruneError(f"cannot write {path}: {error.strerror or error}") from error
         raise
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, after the finished results were written to a journal file (``kept``, ``count`` of them)."""
+
+    def __init__(self, kept: Path | None, count: int, failure: str | None = None) -> None:
+        super().__init__()
+        self.kept, self.count, self.failure = kept, count, failure
+
+
+class HeldJournal:
+    """The journal of a run that was given none: finished records are held in memory, and written to a journal
+    file in the current folder only if the run is interrupted (``keep_on_interrupt``), so that Ctrl-C loses
+    nothing that finished and the user can resume with ``--journal FILE --resume``. A run that ends normally
+    leaves no file."""
+
+    def __init__(self, header: dict[str, Any]) -> None:
+        self.header = json.loads(json.dumps(header, default=_jsonable))
+        self.held: list[dict[str, Any]] = []
+
+    def start(self, resume: bool) -> list[dict[str, Any]]:
+        return []
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.held.append(json.loads(json.dumps(record, default=_jsonable)))
+
+    def write(self, folder: Path = Path(".")) -> Path:
+        """The held records as a journal file named after the run's kind and key, not over an existing file."""
+        key = hashlib.sha256(json.dumps(self.header, sort_keys=True).encode()).hexdigest()[:8]
+        path = folder / f"certprune-{self.header['kind']}-{key}.journal.jsonl"
+        number = 1
+        while path.exists():
+            number += 1
+            path = folder / f"certprune-{self.header['kind']}-{key}-{number}.journal.jsonl"
+        lines = [json.dumps({"journal": self.header})] + [json.dumps(record) for record in self.held]
+        write_atomic(path, "\n".join(lines) + "\n")
+        return path
+
+
+class keep_on_interrupt:
+    """``with keep_on_interrupt(journal):`` on Ctrl-C, a ``HeldJournal``'s records are written to a file and the
+    interrupt goes on as ``Interrupted`` naming it (a real journal already holds them: nothing to do)."""
+
+    def __init__(self, journal: Any) -> None:
+        self.journal = journal
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, trace) -> bool:
+        if not isinstance(error, KeyboardInterrupt) or isinstance(error, Interrupted):
+            return False
+        if not isinstance(self.journal, HeldJournal) or not self.journal.held:
+            return False
+        count = len(self.journal.held)
+        try:
+            kept, failure = self.journal.write(), None
+        except CertpruneError as problem:
+            kept, failure = None, str(problem)
+        raise Interrupted(kept, count, failure) from error

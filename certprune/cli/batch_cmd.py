@@ -11,7 +11,7 @@ from certprune.cli.cluster_option import cluster_option
 from certprune.cli.params import OUTPUT, SECONDS
 from certprune.decide import decide_vnnlib
 from certprune.errors import CertpruneError
-from certprune.journal import Journal, write_atomic
+from certprune.journal import HeldJournal, Journal, keep_on_interrupt, write_atomic
 from certprune.types import EXIT_CODES, Verdict
 
 
@@ -28,15 +28,17 @@ def command(instances, out, journal, resume, timeout, cluster) -> int:
     exist and timeouts that are not numbers are named before any row runs (exit 2)."""
     if resume and not journal:
         raise CertpruneError("--resume needs --journal FILE, the journal to continue")
-    log = Journal(journal, batch_header(instances, timeout)) if journal else None
+    header = batch_header(instances, timeout)
+    log = Journal(journal, header) if journal else HeldJournal(header)
     records = []
-    for record in run_batch(instances, decide_vnnlib, log, resume, timeout, cluster=cluster):
-        if not records:  # the header once the checks of the files are passed, not above an error
-            click.echo(f"{'onnx':<40} {'vnnlib':<16} {'result':<8} {'expected':<9} {'seconds':>8}")
-        records.append(record)
-        click.echo(f"{record['onnx'].split('/')[-1][:40]:<40} {record['vnnlib'].split('/')[-1][:16]:<16} "
-                   f"{record['result']:<8} {record['expected']:<9} {record['seconds']:>8.2f}"
-                   + (f"  {record['error']}" if "error" in record else ""))
+    with keep_on_interrupt(log):
+        for record in run_batch(instances, decide_vnnlib, log, resume, timeout, cluster=cluster):
+            if not records:  # the header once the checks of the files are passed, not above an error
+                click.echo(f"{'onnx':<40} {'vnnlib':<16} {'result':<8} {'expected':<9} {'seconds':>8}")
+            records.append(record)
+            click.echo(f"{record['onnx'].split('/')[-1][:40]:<40} {record['vnnlib'].split('/')[-1][:16]:<16} "
+                       f"{record['result']:<8} {record['expected']:<9} {record['seconds']:>8.2f}"
+                       + (f"  {record['error']}" if "error" in record else ""))
     records.sort(key=lambda r: r.get("row", 0))
     wrong = sum(1 for r in records if r["correct"] is False)  # None: the row expects no answer
     click.echo(f"{len(records)} instances, {wrong} disagreeing with expected, "

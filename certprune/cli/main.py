@@ -60,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as error:
         error.show()
         return EXIT_USAGE
-    except click.exceptions.Abort:
-        click.echo("certprune: interrupted" + _journal_hint(argv if argv is not None else sys.argv[1:]), err=True)
+    except click.exceptions.Abort as abort:
+        click.echo("certprune: interrupted" + _interrupt_hint(abort.__cause__, argv if argv is not None
+                                                               else sys.argv[1:]), err=True)
         return 130
     except CertpruneError as error:
         click.echo(f"certprune: error: {error}", err=True)
@@ -69,12 +70,19 @@ def main(argv: list[str] | None = None) -> int:
     return int(result or 0)
 
 
-def _journal_hint(argv: list[str]) -> str:
-    """For a command that keeps finished results in a journal when asked, and was not: how to keep them."""
+def _interrupt_hint(cause: BaseException | None, argv: list[str]) -> str:
+    """Where the finished results of a run without ``--journal`` were kept (``journal.keep_on_interrupt``), and
+    how to continue; for prune, which keeps its rounds only when asked, how to keep them next time."""
+    from certprune.journal import Interrupted  # numpy: not loaded for the commands that do not need it
+
+    if isinstance(cause, Interrupted):
+        if cause.kept is None:
+            return f"; {cause.count} finished result(s) could not be kept: {cause.failure}"
+        return (f"; {cause.count} finished result(s) kept in {cause.kept}: run the same command with "
+                f"--journal {cause.kept} --resume to continue")
     command = next((a for a in argv if not a.startswith("-")), None)
-    single = any(a.lower().endswith(".vnnlib") for a in argv)  # one VNN-LIB instance: nothing to journal
-    if command in ("certify", "verify", "batch", "prune") and "--journal" not in argv and not single:
-        return "; finished results were not kept: pass --journal FILE to keep them, and --resume to continue"
+    if command == "prune" and "--journal" not in argv:
+        return "; finished rounds were not kept: pass --journal FILE to keep them, and --resume to continue"
     return ""
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from certprune.cli.results import exit_code, write_json
 from certprune.deadline import Deadline
 from certprune.decide import decide_vnnlib
-from certprune.journal import Journal, file_sha256, journal_header, write_atomic
+from certprune.journal import HeldJournal, Journal, file_sha256, journal_header, keep_on_interrupt, write_atomic
 from certprune.progress import progress_bar
 from certprune.runtime import OnnxRuntimeModel
 from certprune.spec.vnnlib import read_vnnlib
@@ -81,15 +81,16 @@ def run_samples(network, model, samples, settings, journal_path, resume, progres
     """Certify samples with a progress bar and a journal; prints the totals table."""
     from certprune.bab.certify import certify
 
-    journal = Journal(journal_path, header) if journal_path else None
+    journal = Journal(journal_path, header) if journal_path else HeldJournal(header)
     bar = progress_bar(len(samples), "sample", enabled=progress)
 
     def on_record(record):
         bar.update(1)
         bar.set_postfix_str(record["status"])
 
-    report = certify(network, model, samples, settings, journal=journal, resume=resume, on_record=on_record,
-                     cluster=cluster)
+    with keep_on_interrupt(journal):
+        report = certify(network, model, samples, settings, journal=journal, resume=resume, on_record=on_record,
+                         cluster=cluster)
     bar.close()
     totals = report.totals()
     click.echo(f"{'samples':>8} {'verified':>9} {'(crown)':>8} {'falsified':>10} {'unknown':>8} "

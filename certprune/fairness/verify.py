@@ -29,7 +29,7 @@ from certprune.fairness.replay import Referee
 from certprune.fairness.report import FairnessReport, PartitionResult, format_summary
 from certprune.fairness.schedule import Schedule
 from certprune.fairness.search import decide
-from certprune.journal import Journal, file_sha256, journal_header
+from certprune.journal import HeldJournal, Journal, file_sha256, journal_header, keep_on_interrupt
 from certprune.onnx_io import load_onnx
 from certprune.spec.fairness import parse_fairness
 from certprune.spec.text import read_text
@@ -117,11 +117,11 @@ def verify_fairness(onnx_path: str | Path, property_path: str | Path, *, jobs: i
     bar = _progress(progress, len(selection), len(decided), records)
     init = (onnx_path, text, property_path, settings, per_partition)
     try:
-        with _Runner(worker, jobs if todo else 1, init, cluster if todo else None) as runner:
+        runner = _Runner(worker, jobs if todo else 1, init, cluster if todo else None)
+        with keep_on_interrupt(journal), runner:
             for record in _rounds(runner, Schedule(per_partition=per_partition), todo, partitions, records,
                                   deadline):
-                if journal:
-                    journal.append(record)
+                journal.append(record)
                 bar.update(record)
     finally:
         bar.close()
@@ -137,10 +137,10 @@ def verify_fairness(onnx_path: str | Path, property_path: str | Path, *, jobs: i
     return report
 
 
-def _open_journal(path, header: dict, resume: bool) -> tuple[Journal | None, dict[int, dict]]:
-    """The journal (None without a path) and, when resuming, the partitions it already holds."""
+def _open_journal(path, header: dict, resume: bool) -> tuple[Journal | HeldJournal, dict[int, dict]]:
+    """The journal (held in memory until Ctrl-C without a path) and, when resuming, the partitions it holds."""
     if not path:
-        return None, {}
+        return HeldJournal(header), {}
     journal = Journal(path, header)
     return journal, {int(r["partition"]): r for r in journal.start(resume) if "partition" in r}
 

@@ -3,6 +3,8 @@ command ends with one line and exit code 130, no worker prints a traceback or ou
 keeps what was decided."""
 from __future__ import annotations
 
+import csv
+import json
 import os
 import shutil
 import signal
@@ -12,7 +14,7 @@ import time
 
 import pytest
 
-from tests.conftest import MODELS, REPO
+from tests.conftest import ACASXU, MODELS, REPO
 
 
 @pytest.mark.skipif(not hasattr(os, "killpg"), reason="process groups are POSIX")
@@ -53,14 +55,111 @@ def _group_alive(group: int, within: float) -> bool:
     return True
 
 
-def test_the_interrupt_line_says_how_to_keep_finished_results(monkeypatch, capsys):
-    """Ctrl-C without --journal loses what finished: the one line says how to keep it next time."""
+def test_the_interrupt_line_says_how_prune_keeps_finished_rounds(monkeypatch, capsys):
+    """prune keeps its rounds only in a --journal checkpoint: without one, the line says how to keep them."""
     from certprune.cli import main as cli_main
 
     monkeypatch.setattr(cli_main.cli, "main", lambda *a, **k: (_ for _ in ()).throw(cli_main.click.exceptions.Abort()))
-    assert cli_main.main(["certify", "m.onnx", "--eps", "0.1"]) == 130
+    assert cli_main.main(["prune", "m.onnx", "--data", "mnist"]) == 130
     assert "pass --journal FILE to keep them" in capsys.readouterr().err
-    assert cli_main.main(["certify", "m.onnx", "--journal", "j.jsonl"]) == 130
+    assert cli_main.main(["prune", "m.onnx", "--journal", "j.ckpt"]) == 130
     assert capsys.readouterr().err.strip() == "certprune: interrupted"
     assert cli_main.main(["verify", "m.onnx", "--property", "p.vnnlib"]) == 130  # no journal for one instance
     assert capsys.readouterr().err.strip() == "certprune: interrupted"
+
+
+def _interrupt_on_call(monkeypatch, module, name: str, call: int) -> None:
+    """Make ``module.name`` raise KeyboardInterrupt (Ctrl-C) on its ``call``-th call, and work before."""
+    original, calls = getattr(module, name), []
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapped)
+
+
+def _kept_journal(err: str, tmp_path):
+    """The journal file the interrupt line names, checked to be in the current folder (tmp_path)."""
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("certprune: interrupted; ") and "--resume to continue" in line, line
+    name = line.split(" kept in ")[1].split(":")[0]
+    assert (tmp_path / name).is_file() and name.endswith(".journal.jsonl")
+    return name, line
+
+
+def test_ctrl_c_on_certify_without_journal_keeps_the_finished_samples_and_resumes(tmp_path, monkeypatch, capsys):
+    """Nothing finished is lost: without --journal the two finished samples go to a journal file named in the
+    one line, and resuming it gives what an uninterrupted run gives, the first two samples not run again."""
+    import certprune.bab.certify as certify_module
+    from certprune.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    args = ["certify", str(MODELS / "mnist_mlp_100x2.onnx"), "--eps", "0.01", "-n", "4", "--quiet"]
+    assert main(args + ["--json", "whole.json"]) == 0
+    capsys.readouterr()
+    _interrupt_on_call(monkeypatch, certify_module, "certify_one", 3)
+    assert main(args) == 130
+    name, line = _kept_journal(capsys.readouterr().err, tmp_path)
+    assert line.startswith("certprune: interrupted; 2 finished result(s) kept in certprune-certify-")
+    assert len((tmp_path / name).read_text().splitlines()) == 1 + 2
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    ran = []
+    original = certify_module.certify_one
+    monkeypatch.setattr(certify_module, "certify_one", lambda *a, **k: ran.append(a[2].index) or original(*a, **k))
+    assert main(args + ["--journal", name, "--resume", "--json", "resumed.json"]) == 0
+    whole, resumed = (json.loads((tmp_path / f).read_text()) for f in ("whole.json", "resumed.json"))
+    assert ran == [s["index"] for s in whole["samples"][2:]]
+    assert [(s["index"], s["status"]) for s in resumed["samples"]] == [(s["index"], s["status"]) for s in whole["samples"]]
+    assert resumed["totals"] == whole["totals"]
+
+
+def test_ctrl_c_before_any_result_finished_writes_no_file(tmp_path, monkeypatch, capsys):
+    import certprune.bab.certify as certify_module
+    from certprune.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    _interrupt_on_call(monkeypatch, certify_module, "certify_one", 1)
+    assert main(["certify", str(MODELS / "mnist_mlp_100x2.onnx"), "--eps", "0.01", "-n", "3", "--quiet"]) == 130
+    assert capsys.readouterr().err.strip() == "certprune: interrupted"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_on_batch_without_journal_keeps_the_finished_rows(tmp_path, monkeypatch, capsys, acasxu_dir):
+    import certprune.cli.batch_cmd as batch_module
+    from certprune.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    onnx = ACASXU / "onnx" / "ACASXU_run2a_1_1_batch_2000.onnx"
+    (tmp_path / "instances.csv").write_text("".join(f"{onnx},{acasxu_dir / 'vnnlib' / p},60\n"
+                                                    for p in ("prop_3.vnnlib", "prop_4.vnnlib", "prop_1.vnnlib")))
+    _interrupt_on_call(monkeypatch, batch_module, "decide_vnnlib", 2)
+    assert main(["batch", "instances.csv"]) == 130
+    name, line = _kept_journal(capsys.readouterr().err, tmp_path)
+    assert line.startswith("certprune: interrupted; 1 finished result(s) kept in certprune-batch-")
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    assert main(["batch", "instances.csv", "--journal", name, "--resume", "--out", "r.csv"]) == 0
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert [r["result"] for r in rows] == ["unsat", "unsat", "unsat"]
+
+
+def test_ctrl_c_on_fairness_without_journal_keeps_the_finished_partitions(tmp_path, monkeypatch, capsys):
+    import certprune.fairness.verify as fairness_module
+    from certprune.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    _interrupt_on_call(monkeypatch, fairness_module._Worker, "run", 4)
+    args = ["verify", str(MODELS / "german_small.onnx"), "--property",
+            str(REPO / "properties" / "german_fairness_sex.yaml"), "--limit", "5", "--quiet"]
+    assert main(args) == 130
+    name, line = _kept_journal(capsys.readouterr().err, tmp_path)
+    assert line.startswith("certprune: interrupted; 3 finished result(s) kept in certprune-fairness-")
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    assert main(args + ["--journal", name, "--resume", "--json", "r.json"]) == 10
+    assert len(json.loads((tmp_path / "r.json").read_text())["partitions"]) == 5
