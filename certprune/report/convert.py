@@ -82,7 +82,7 @@ def from_robustness(data: dict) -> list[Part]:
 def _samples_check(name: str, data_name: str, data: dict, outcome: str | None) -> dict:
     eps = float(data["eps"])
     entry = per_eps_entry(eps, data["samples"])
-    examples = [{"label": f"sample {r['index']} at eps {eps:g} (label {r.get('label', '?')})",
+    examples = [{"label": f"sample {r['index']} at eps {eps:g} (label {r.get('label', '?')})", "eps": f"{eps:g}",
                  "x": _floats(r["counterexample_x"]), "outputs": _floats(r.get("counterexample_logits") or []),
                  "file": None} for r in data["samples"] if r.get("counterexample_x") is not None]
     return {"name": name, "kind": "certify", "outcome": outcome, "cached": False, "seconds": entry["seconds"],

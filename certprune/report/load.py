@@ -156,15 +156,20 @@ def _merge_certify(first: dict, second: dict) -> dict:
     def size(row: dict) -> int:  # a gate's rows count their samples, a certify result's list their records
         return row.get("samples", len(row.get("records", ())))
 
-    per_eps = dict(first["figures"]["per_eps"])
+    per_eps, kept_from = dict(first["figures"]["per_eps"]), dict.fromkeys(first["figures"]["per_eps"], 0)
     for key, row in second["figures"]["per_eps"].items():
         if key not in per_eps or size(row) >= size(per_eps[key]):
-            per_eps[key] = row
+            per_eps[key], kept_from[key] = row, 1
+    examples: dict[tuple, dict] = {}  # a sample's counterexample once: from the file whose row at its eps is kept
+    for source, check in enumerate((first, second)):
+        for example in check["counterexamples"]:
+            if example.get("eps") is None or kept_from.get(example["eps"]) == source:
+                examples.setdefault((example.get("label"), tuple(example.get("x") or ())), example)
     eps = sorted({*first["settings"].get("eps", []), *second["settings"].get("eps", [])})
     outcome = worst([first["outcome"], second["outcome"]])
     return {**first, "outcome": outcome, "seconds": (first["seconds"] or 0.0) + (second["seconds"] or 0.0),
             "settings": {**first["settings"], "eps": eps},
-            "counterexamples": first["counterexamples"] + second["counterexamples"],
+            "counterexamples": list(examples.values()),
             "figures": {**first["figures"], "samples": max(size(row) for row in per_eps.values()),
                         "per_eps": dict(sorted(per_eps.items(), key=lambda kv: kv[1]["eps"]))}}
 

@@ -49,6 +49,24 @@ def test_certify_results_of_one_model_merge_into_one_check_with_every_eps():
     assert any(len(c["x"]) == 784 and len(c["outputs"]) == 10 for c in check["counterexamples"])
 
 
+def test_a_certify_result_given_twice_or_as_a_prefix_lists_each_counterexample_once(tmp_path):
+    """Two certify files at one eps, one over the first 10 samples of the other: the larger is kept, and so
+    are its counterexamples only (before, both files' were summed: the prefix's were listed twice)."""
+    whole = json.loads((DATA / "certify_mnist_mlp_100x2_eps0.02.json").read_text())
+    assert sum(r.get("counterexample_x") is not None for r in whole["samples"][:10]) >= 1
+    prefix = {**whole, "samples": whole["samples"][:10]}
+    (tmp_path / "prefix.json").write_text(json.dumps(prefix))
+    count = sum(r.get("counterexample_x") is not None for r in whole["samples"])
+    for order in ([str(tmp_path / "prefix.json"), str(DATA / "certify_mnist_mlp_100x2_eps0.02.json")],
+                  [str(DATA / "certify_mnist_mlp_100x2_eps0.02.json"), str(tmp_path / "prefix.json")],
+                  [str(DATA / "certify_mnist_mlp_100x2_eps0.02.json")] * 2):
+        (model,) = load_results(order)
+        (check,) = model.checks
+        labels = [c["label"] for c in check["counterexamples"]]
+        assert len(labels) == len(set(labels)) == count, order
+        assert len(check["figures"]["per_eps"]["0.02"]["records"]) == len(whole["samples"])
+
+
 def test_results_without_a_sha256_join_the_model_file_they_name():
     models = load_results([str(DATA / "gate_mnist_pruned.json"), str(DATA / "certify_mnist_mlp_100x2_eps0.01.json"),
                            str(DATA / "certify_mnist_mlp_100x2_pruned_eps0.02.json")])
