@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
 from certprune.errors import CertpruneError
+from certprune.signals import sigint_ignored_for_children
 
 _STATE: dict[Any, Any] = {}  # per worker process: setup -> built state
 
@@ -52,8 +53,10 @@ def connect(spec: str) -> Iterator[Any]:
         raise CertpruneError("--cluster needs Dask distributed: pip install 'certprune[dask]'") from None
     if spec.startswith("local:"):
         workers = _count(spec)
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                          silence_logs=40) as cluster, Client(cluster) as client:
+        with sigint_ignored_for_children():  # Ctrl-C: this process stops the cluster, no worker's traceback
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                                   silence_logs=40)
+        with cluster, Client(cluster) as client:
             yield client
         return
     try:

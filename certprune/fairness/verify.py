@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import signal
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import replace
@@ -31,6 +29,7 @@ from certprune.fairness.schedule import Schedule
 from certprune.fairness.search import decide
 from certprune.journal import HeldJournal, Journal, file_sha256, journal_header, keep_on_interrupt
 from certprune.onnx_io import load_onnx
+from certprune.signals import sigint_ignored_for_children
 from certprune.spec.fairness import parse_fairness
 from certprune.spec.text import read_text
 
@@ -248,23 +247,10 @@ class _Runner:
 
 
     def _submit(self, item: tuple[int, float]):
-        """Submit with SIGINT ignored: a worker the pool spawns now inherits that (an ignored signal stays ignored
-        across exec), so Ctrl-C, which the terminal sends to every process of the group, interrupts this process
-        alone and not the workers too, each with its traceback (``__exit__`` ends them). SIGINT is blocked
-        meanwhile, so a Ctrl-C in that moment waits (Linux keeps a blocked signal pending even while ignored)
-        and arrives once the handler is back."""
-        previous = signal.getsignal(signal.SIGINT)
-        if threading.current_thread() is not threading.main_thread() or previous is None:
-            return self.pool.submit(_work, item)  # a handler installed outside Python cannot be put back
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            try:
-                return self.pool.submit(_work, item)
-            finally:
-                signal.signal(signal.SIGINT, previous)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        """Submit so that a worker the pool spawns now ignores SIGINT: Ctrl-C interrupts this process alone,
+        and ``__exit__`` ends the workers."""
+        with sigint_ignored_for_children():
+            return self.pool.submit(_work, item)
 
 
 class _progress:

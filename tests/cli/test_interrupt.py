@@ -18,11 +18,14 @@ from tests.conftest import ACASXU, MODELS, REPO
 
 
 @pytest.mark.skipif(not hasattr(os, "killpg"), reason="process groups are POSIX")
-@pytest.mark.parametrize("delay", [0.5, 4.0])  # while the workers start (importing torch), and while they work
-def test_ctrl_c_on_parallel_fairness_verification_is_one_line_and_exit_130(tmp_path, delay):
+@pytest.mark.parametrize("workers, delay", [  # while the workers start (importing torch), and while they work
+    (["--jobs", "2"], 0.5), (["--jobs", "2"], 4.0), (["--cluster", "local:2"], 8.0)])
+def test_ctrl_c_on_parallel_fairness_verification_is_one_line_and_exit_130(tmp_path, workers, delay):
+    if workers[0] == "--cluster":
+        pytest.importorskip("distributed")
     journal = tmp_path / "j.jsonl"
     command = [sys.executable, "-m", "certprune.cli.main", "verify", str(MODELS / "adult_medium.onnx"),
-               "--property", str(REPO / "properties" / "adult_fairness.yaml"), "--jobs", "2", "--journal", str(journal)]
+               "--property", str(REPO / "properties" / "adult_fairness.yaml"), *workers, "--journal", str(journal)]
     process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     started = time.monotonic()
