@@ -12,6 +12,6 @@ def run_fairness(model: str, property_path: str, *, timeout: float | None, jobs:
     """Decide every partition (or ``limit`` of them), print the summary, return the exit code."""
     report = verify_fairness(model, property_path, jobs=jobs, journal_path=journal, resume=resume,
                              progress=progress, json_out=json_out, certificate_out=certificate,
-                             engine=engine, timeout=timeout, limit=limit, cluster=cluster)
+                             engine=engine, timeout=timeout, limit=limit, cluster=cluster, hold_on_interrupt=True)
     click.echo(format_summary(report))
     return report.exit_code

@@ -85,7 +85,7 @@ def verify_fairness(onnx_path: str | Path, property_path: str | Path, *, jobs: i
                     json_out: str | Path | None = None, certificate_out: str | Path | None = None,
                     engine: str | None = None, timeout: float | None = None, limit: int | None = None,
                     settings: FairnessSettings | None = None, deadline: float | None = None,
-                    cluster: str | None = None) -> FairnessReport:
+                    cluster: str | None = None, hold_on_interrupt: bool = False) -> FairnessReport:
     """Decide the fairness property at ``property_path`` on the ONNX model, partition by partition.
 
     ``engine`` and ``timeout`` (seconds per partition) override the property file's; ``limit`` runs only
@@ -93,6 +93,8 @@ def verify_fairness(onnx_path: str | Path, property_path: str | Path, *, jobs: i
     ``deadline`` (a ``time.perf_counter`` value) stops new partitions, as the property's total timeout does.
     ``cluster`` (``local:N`` or a Dask scheduler address) runs the partitions on Dask instead of ``jobs``
     local processes, with the same journal, counts and certificate (``certprune.cluster``).
+    ``hold_on_interrupt`` (the CLI's ``verify``): without a journal path, Ctrl-C writes the finished partitions
+    to a journal file in the current folder (``certprune.journal.keep_on_interrupt``).
     """
     started = time.perf_counter()
     onnx_path, property_path = str(onnx_path), str(property_path)
@@ -107,7 +109,7 @@ def verify_fairness(onnx_path: str | Path, property_path: str | Path, *, jobs: i
     model_sha = file_sha256(onnx_path, "model")
     header = journal_header("fairness", {"model": model_sha, "property": prop.sha256},
                             {**settings.as_dict(), "timeout": per_partition, "limit": limit})
-    journal, done = _open_journal(journal_path, header, resume)
+    journal, done = _open_journal(journal_path, header, resume, hold_on_interrupt)
     records = dict(done)
     decided = {i for i, r in done.items() if r["verdict"] in _DECIDED}
     todo = [i for i in selection if i not in decided]  # journaled undecided ones are retried, as in a later round
@@ -120,7 +122,8 @@ def verify_fairness(onnx_path: str | Path, property_path: str | Path, *, jobs: i
         with keep_on_interrupt(journal), runner:
             for record in _rounds(runner, Schedule(per_partition=per_partition), todo, partitions, records,
                                   deadline):
-                journal.append(record)
+                if journal is not None:
+                    journal.append(record)
                 bar.update(record)
     finally:
         bar.close()
@@ -136,10 +139,11 @@ def verify_fairness(onnx_path: str | Path, property_path: str | Path, *, jobs: i
     return report
 
 
-def _open_journal(path, header: dict, resume: bool) -> tuple[Journal | HeldJournal, dict[int, dict]]:
-    """The journal (held in memory until Ctrl-C without a path) and, when resuming, the partitions it holds."""
+def _open_journal(path, header: dict, resume: bool, hold: bool) -> tuple[Journal | HeldJournal | None, dict]:
+    """The journal (without a path: held in memory until Ctrl-C, or none) and, when resuming, the partitions
+    it already holds."""
     if not path:
-        return HeldJournal(header), {}
+        return HeldJournal(header) if hold else None, {}
     journal = Journal(path, header)
     return journal, {int(r["partition"]): r for r in journal.start(resume) if "partition" in r}
 

@@ -166,3 +166,16 @@ def test_ctrl_c_on_fairness_without_journal_keeps_the_finished_partitions(tmp_pa
     monkeypatch.chdir(tmp_path)
     assert main(args + ["--journal", name, "--resume", "--json", "r.json"]) == 10
     assert len(json.loads((tmp_path / "r.json").read_text())["partitions"]) == 5
+
+
+def test_the_library_and_the_gate_write_no_journal_file_of_their_own_on_ctrl_c(tmp_path, monkeypatch):
+    """Holding results for a journal file is the CLI's `verify`: the gate (which has its own cache) and a
+    script calling verify_fairness get the plain KeyboardInterrupt and no file appears."""
+    import certprune.fairness.verify as fairness_module
+
+    monkeypatch.chdir(tmp_path)
+    _interrupt_on_call(monkeypatch, fairness_module._Worker, "run", 3)
+    with pytest.raises(KeyboardInterrupt) as raised:
+        fairness_module.verify_fairness(MODELS / "german_small.onnx", REPO / "properties" / "german_fairness_sex.yaml",
+                                        limit=5, progress=False)
+    assert type(raised.value) is KeyboardInterrupt and list(tmp_path.iterdir()) == []
