@@ -15,6 +15,7 @@ and a property text, say) that each worker process builds once and keeps (``cach
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from contextlib import contextmanager
@@ -53,9 +54,11 @@ def connect(spec: str) -> Iterator[Any]:
         raise CertpruneError("--cluster needs Dask distributed: pip install 'certprune[dask]'") from None
     if spec.startswith("local:"):
         workers = _count(spec)
-        with sigint_ignored_for_children():  # Ctrl-C: this process stops the cluster, no worker's traceback
+        # Ctrl-C: this process stops the cluster, no worker's traceback. Workers log only CRITICAL: a task's
+        # error reaches the caller anyway, and at shutdown a worker may log a lost heartbeat with its traceback
+        with sigint_ignored_for_children():
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                                   silence_logs=40)
+                                   silence_logs=logging.CRITICAL)
         with cluster, Client(cluster) as client:
             yield client
         return

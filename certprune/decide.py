@@ -4,6 +4,7 @@ left of the deadline. The full engine (torch, onnx, scipy) is imported only when
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 from certprune.deadline import Deadline, DeadlineExpired
 from certprune.fastpath import try_vnnlib
@@ -39,46 +40,44 @@ def decide_vnnlib(model: str, prop: VnnlibProperty, deadline: Deadline, threads:
         result = Result(Verdict.TIMEOUT, seconds=deadline.elapsed(),
                         settings={"decided_by": "too little time left to start the full engine"})
     else:
-        result = _full_engine(model, prop, deadline, threads)
-        if arithmetic == "real" and result.verdict is Verdict.FALSIFIED:
-            result = _real_counterexample(model, prop, result)
+        result = _full_engine(model, prop, deadline, threads, real=arithmetic == "real")
     return Result(result.verdict, result.counterexample, result.certificate, result.seconds,
                   {**result.settings, "fast_path": fast})
 
 
-def _real_counterexample(model: str, prop: VnnlibProperty, result: Result) -> Result:
-    """The full engine's counterexample (float32, replayed by onnxruntime) kept only if the exact real-valued
-    network violates the property there too (``certprune.realcheck``); else unknown, with the reason."""
-    import numpy as np
+class RealPoint:
+    """With ``--arithmetic real``, what makes a counterexample: a float32 point of the box itself (not only the
+    rounding of one) at which onnxruntime's outputs violate the property and so do the exact real-valued
+    network's (``certprune.realcheck``). The full engine's replay asks this, so a point of the float32 model
+    alone is passed over and the search goes on."""
 
-    from certprune.bab.attack import replay_on_onnx
-    from certprune.bounds.rounding import real_outputs
-    from certprune.floats import float32_box
-    from certprune.onnx_io import load_onnx, weights_from_file
-    from certprune.realcheck import holds_for_real
-    from certprune.runtime import OnnxRuntimeModel
+    def __init__(self, model: str, network) -> None:
+        from certprune.onnx_io import weights_from_file
+        from certprune.runtime import OnnxRuntimeModel
 
-    found = np.asarray(result.counterexample.inputs, dtype=np.float32).ravel()
-    network = load_onnx(model)
-    exact = weights_from_file(model, network)
-    runtime = OnnxRuntimeModel(model)
-    for disjunct in prop.disjuncts:
-        # the engine's inputs are the float32 roundings of the box's points, which may lie just outside it:
-        # the nearest float32 point of the box itself
-        x = np.clip(found, *float32_box(disjunct.lower, disjunct.upper, outward=False))
+        self.network, self.exact, self.runtime = network, weights_from_file(model, network), OnnxRuntimeModel(model)
+
+    def __call__(self, lower, upper, constraints, found):
+        """The point (``found`` moved to the nearest float32 point of the box), or None."""
+        import numpy as np
+
+        from certprune.bab.attack import replay_on_onnx
+        from certprune.bounds.rounding import real_outputs
+        from certprune.floats import float32_box
+        from certprune.realcheck import holds_for_real
+
+        # the engine's inputs are the float32 roundings of the box's points, which may lie just outside it
+        x = np.clip(np.asarray(found, dtype=np.float32).ravel(), *float32_box(lower, upper, outward=False))
         x64 = x.astype(np.float64)
-        if np.any(x64 < np.ravel(disjunct.lower)) or np.any(x64 > np.ravel(disjunct.upper)):
-            continue  # a box thinner than one float32 step
-        if not replay_on_onnx(runtime, x, *zip(*disjunct.constraints)):
-            continue
-        if holds_for_real(*real_outputs(network, x64, exact), disjunct.constraints):
-            example = Counterexample(x, runtime.run_flat(x), replayed=True)
-            return Result(Verdict.FALSIFIED, example, result.certificate, result.seconds, result.settings)
-    reason = "a counterexample of the float32 model only: the real-valued network meets the property there"
-    return Result(Verdict.UNKNOWN, seconds=result.seconds, settings={**result.settings, "decided_by": reason})
+        if np.any(x64 < np.ravel(lower)) or np.any(x64 > np.ravel(upper)):
+            return None  # a box thinner than one float32 step
+        if not replay_on_onnx(self.runtime, x, *zip(*constraints)):
+            return None
+        return x if holds_for_real(*real_outputs(self.network, x64, self.exact), constraints) else None
 
 
-def _full_engine(model: str, prop: VnnlibProperty, deadline: Deadline, threads: int) -> Result:
+def _full_engine(model: str, prop: VnnlibProperty, deadline: Deadline, threads: int, real: bool = False) -> Result:
+    """The branch and bound search on every box; with ``real``, a counterexample is a ``RealPoint``."""
     import torch
 
     from certprune.bab.instances import verify_instances, vnnlib_instances
@@ -92,6 +91,15 @@ def _full_engine(model: str, prop: VnnlibProperty, deadline: Deadline, threads: 
     try:
         network = load_onnx(model, deadline)
         instances = vnnlib_instances(network, prop)
-        return verify_instances(network, model, instances, settings, deadline)
+        real_point = RealPoint(model, network) if real else None
+        result = verify_instances(network, model, instances, settings, deadline, real_point)
+        if real_point is None or result.counterexample is None:
+            return result
+        box = next(i for i in instances if i.name == result.settings["boxes"][-1]["box"])
+        x = real_point(box.lower, box.upper, box.constraints, result.counterexample.inputs)
+        if x is None:  # the search's replay confirmed this very point: not expected, and never reported
+            return Result(Verdict.UNKNOWN, seconds=result.seconds,
+                          settings={**result.settings, "decided_by": "a counterexample that is not one for real"})
+        return replace(result, counterexample=Counterexample(x, real_point.runtime.run_flat(x), replayed=True))
     except DeadlineExpired as expired:
         return Result(Verdict.TIMEOUT, seconds=deadline.elapsed(), settings={"decided_by": str(expired)})

@@ -13,7 +13,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "certprune"
 RANKS = {
-    "errors": 0, "floats": 0, "version": 0, "deadline": 0, "progress": 0,
+    "errors": 0, "floats": 0, "version": 0, "deadline": 0, "progress": 0, "signals": 0,
     "types": 1,
     "network": 2, "journal": 2, "data": 2, "datafile": 2, "runtime": 2, "cluster": 2, "fastconv": 2,
     "fastalpha": 3, "realcheck": 3,

@@ -58,9 +58,9 @@ def test_a_conjunction_holds_for_real_only_with_the_error_against_it():
     assert holds_for_real(np.array([5.0, 0.0]), np.zeros(2), [(A, b), (np.array([[0.0, 1.0]]), np.array([0.0]))])
 
 
-def _tie_models(folder):
+def _tie_models(folder, sign: float = 1.0):
     first = Dense(torch.tensor([[TIE_X]], dtype=torch.float32), torch.zeros(1))
-    last = Dense(torch.ones(1, 1), torch.tensor([-(1 + 2**-22)], dtype=torch.float32))
+    last = Dense(sign * torch.ones(1, 1), torch.tensor([-sign * (1 + 2**-22)], dtype=torch.float32))
     chain = Network((first, ReLU(), last), (1,))  # float32: y = 0; exact: y = 2^-46
     graph = Network((first, ReLU(), last, Dense(torch.zeros(1, 1), torch.zeros(1)), Add()), (1,),
                     inputs=((-1,), (0,), (1,), (-1,), (2, 3)))  # the same with a residual join: full engine
@@ -79,6 +79,21 @@ def test_a_float32_only_counterexample_is_not_one_of_the_real_network(tmp_path, 
     capsys.readouterr()
     assert main(args + ["--arithmetic", "real"]) == 20  # the exact output is 2^-46 > 0: not a counterexample
     assert "falsified" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("model", ["chain.onnx", "graph.onnx"])
+def test_a_point_that_holds_in_float32_but_not_for_real_is_never_proven_in_real_arithmetic(tmp_path, model):
+    """The mirror image: float32 output 0, exact output -2^-46, unsafe set Y_0 <= -2^-60. onnxruntime's 0 holds,
+    so the float32 model is verified (its one input replays safe); the real-valued network violates the
+    property, so real arithmetic must not say verified (it said so before: the point was closed by its float32
+    replay) and cannot say falsified (onnxruntime does not see the violation)."""
+    _tie_models(tmp_path, sign=-1.0)
+    (tmp_path / "below.vnnlib").write_text(
+        "(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
+        f"(assert (>= X_0 {TIE_X!r}))\n(assert (<= X_0 {TIE_X!r}))\n(assert (<= Y_0 {-2.0**-60!r}))\n")
+    args = ["verify", str(tmp_path / model), "--property", str(tmp_path / "below.vnnlib"), "--timeout", "6"]
+    assert main(args) == 0
+    assert main(args + ["--arithmetic", "real"]) == 20
 
 
 def _div3(path):

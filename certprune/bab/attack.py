@@ -150,7 +150,10 @@ class Falsifier:
 
     def _remember(self, z: torch.Tensor, losses: torch.Tensor) -> None:
         points, values = torch.cat([self.best, z.detach()]), torch.cat([self.best_loss, losses.detach()])
-        ids = torch.unique(points, dim=0, return_inverse=True)[1]
+        if points.shape[1] == 0:  # no free coordinate (a box of one point): every point is the same
+            ids = torch.zeros(len(points), dtype=torch.long)
+        else:
+            ids = torch.unique(points, dim=0, return_inverse=True)[1]
         keep, seen = [], set()
         for index in torch.argsort(values, stable=True).tolist():
             if int(ids[index]) not in seen:

@@ -61,16 +61,17 @@ def vnnlib_instances(network: Network, prop: VnnlibProperty) -> list[Instance]:
 
 
 def verify_instances(network: Network, onnx_path: str | Path, instances: Sequence[Instance],
-                     settings: SearchSettings, deadline: Deadline | None = None) -> Result:
+                     settings: SearchSettings, deadline: Deadline | None = None, real_point=None) -> Result:
     """All boxes of one property: falsified if any box is, verified only if every box is. The boxes share
-    one ``deadline`` (by default ``settings.timeout`` from now)."""
+    one ``deadline`` (by default ``settings.timeout`` from now). ``real_point`` (``decide.RealPoint``, for
+    ``--arithmetic real``) must confirm a counterexample too."""
     deadline = deadline or Deadline(settings.timeout)
     started = time.perf_counter()
     details = []
     for instance in instances:
         if deadline.expired():
             return Result(Verdict.TIMEOUT, seconds=time.perf_counter() - started, settings={"boxes": details})
-        result = verify_one(network, onnx_path, instance, settings, deadline)
+        result = verify_one(network, onnx_path, instance, settings, deadline, real_point)
         details.append({"box": instance.name, "verdict": result.verdict.value, **result.settings})
         if result.verdict is not Verdict.VERIFIED:
             return replace(result, seconds=time.perf_counter() - started, settings={"boxes": details})
@@ -80,7 +81,7 @@ def verify_instances(network: Network, onnx_path: str | Path, instances: Sequenc
 
 
 def verify_one(network: Network, onnx_path: str | Path, instance: Instance, settings: SearchSettings,
-               deadline: Deadline | None = None) -> Result:
+               deadline: Deadline | None = None, real_point=None) -> Result:
     """One box; a counterexample counts only after onnxruntime agrees on the original file, at a float32
     input of the box (the rounding to nearest of one of its points, as onnxruntime would receive it)."""
     runtime = OnnxRuntimeModel(onnx_path)
@@ -93,10 +94,13 @@ def verify_one(network: Network, onnx_path: str | Path, instance: Instance, sett
         if instance.label is not None:
             return decision(runtime(np.asarray(x, dtype=np.float32).reshape(1, *network.input_shape))[0]) \
                 != instance.label
+        if real_point is not None:
+            return real_point(instance.lower, instance.upper, instance.constraints, flat) is not None
         return replay_on_onnx(runtime, x, [A for A, _ in instance.constraints],
                               [b for _, b in instance.constraints])
 
-    return verify_box(network, instance.lower, instance.upper, instance.constraints, settings, replay, deadline)
+    return verify_box(network, instance.lower, instance.upper, instance.constraints, settings, replay, deadline,
+                      points_by_replay=real_point is None)
 
 
 def verify_vnnlib(onnx_path: str | Path, vnnlib_path: str | Path,

@@ -124,6 +124,10 @@ class _Search:
     milp_limit: int = 0  # leaves with at most this many unstable neurons go to the MILP
     milp_seconds: float = 0.0  # how long the last MILP call took
     decided_by: str = ""
+    # a box of one float32 input is decided by its replay: onnxruntime computes the float32 model there. Not
+    # so when the replay asks more (``--arithmetic real``): a point it turns down may still violate for real
+    points_by_replay: bool = True
+    unproven_points: int = 0  # point boxes neither proven nor replayed (only without ``points_by_replay``)
     open: Counter = field(default_factory=Counter)  # why domains were left to further splitting
     attack_seconds: float = 0.0
     attack_share: float = 0.0
@@ -202,16 +206,19 @@ class _Search:
 
 def verify_box(network: Network, lower: np.ndarray, upper: np.ndarray, constraints: Sequence[Constraint],
                settings: SearchSettings = SearchSettings(), replay: Replay | None = None,
-               deadline: Deadline | None = None) -> Result:
+               deadline: Deadline | None = None, points_by_replay: bool = True) -> Result:
     """Decide one box. ``replay(x)`` must confirm a counterexample on the original model (onnxruntime).
-    ``deadline`` (by default ``settings.timeout`` from now) is shared with the caller's other work."""
+    ``deadline`` (by default ``settings.timeout`` from now) is shared with the caller's other work. With
+    ``points_by_replay`` false (a replay that asks more than the float32 model, e.g. real arithmetic), a
+    single point that the replay turns down is not safe for that: only bounds close it."""
     if settings.timeout <= 0:
         raise ValueError("timeout must be positive")
     deadline = deadline or Deadline(settings.timeout)
     shape = network.input_shape
     outer = tuple(torch.as_tensor(v.reshape(shape)) for v in float32_box(lower, upper, outward=True))
     inner = tuple(torch.as_tensor(v.reshape(shape)) for v in float32_inputs(lower, upper))
-    search = _Search(network, outer, inner, constraints, settings, replay, deadline)
+    search = _Search(network, outer, inner, constraints, settings, replay, deadline,
+                     points_by_replay=points_by_replay)
     try:
         for step in (_interval_bounds, _crown_bounds, _first_attack, _whole_box, _root_milp, _output_constraints,
                      _branch_and_bound):
@@ -492,6 +499,8 @@ def _search_domains(search: _Search):
         if search.domains > search.settings.max_domains:
             search.open["max_domains reached"] = len(boxes) + len(patterns)
             return Verdict.UNKNOWN
+    if search.unproven_points:
+        return Verdict.UNKNOWN
     if search.milp_calls:
         search.decided_by += "+milp"
     return Verdict.VERIFIED
@@ -543,6 +552,10 @@ def _box_batch(search: _Search, boxes: BoxQueue, shapes) -> None:
     if infeasible is not None:
         closed |= infeasible
     open_ = ~closed & ~points  # a point box is its one float32 input, checked just now
+    if not search.points_by_replay and bool((~closed & points).any()):
+        search.unproven_points += int((~closed & points).sum())
+        search.open["a single point the bounds leave open (its replay decides nothing here)"] += \
+            int((~closed & points).sum())
     if open_.any():
         lower, upper = lower[open_], upper[open_]
         if coefficients is not None:

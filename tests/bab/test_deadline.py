@@ -178,7 +178,7 @@ def test_boxes_share_one_deadline(tmp_path, monkeypatch):
     save_onnx(network, tmp_path / "m.onnx")
     seen = []
 
-    def fake_verify_box(network, lower, upper, constraints, settings, replay, deadline):
+    def fake_verify_box(network, lower, upper, constraints, settings, replay, deadline, **options):
         seen.append(deadline.remaining())
         clock.advance(4)
         return search_module.Result(Verdict.VERIFIED, certificate=search_module.Certificate("fake"))
