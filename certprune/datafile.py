@@ -18,6 +18,7 @@ import csv
 import difflib
 import json
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +78,10 @@ def read_data(path: str | Path, *, split: str | None = None, label: str | None =
                       "test data, and for prune training data too (its test accuracy is then measured on training "
                       "data)", stacklevel=2)
         return read_data(path, split="all", label=label, features=features, value_range=value_range, count=count)
-    if lower is None and value_range is not None:
+    if value_range is not None:
+        if lower is not None:  # the command line wins over the file, and says so
+            warnings.warn(f"{path}: --range {value_range[0]:g} {value_range[1]:g} replaces the domain the file "
+                          "gives (its lower/upper arrays or .domain.json sidecar)", stacklevel=2)
         lower, upper = np.float64(value_range[0]), np.float64(value_range[1])
     if lower is None:
         lower, upper = x.min(axis=0), x.max(axis=0)
@@ -104,15 +108,27 @@ def _not_a_number(column, csv: bool) -> str:
 def _npz(path: Path, split: str | None):
     try:
         arrays = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise CertpruneError(f"{path}: not a readable .npz file ({error})") from error
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise CertpruneError(f"{path}: not a readable .npz file ({error})") from None
+    if not isinstance(arrays, np.lib.npyio.NpzFile):  # np.save's .npy under an .npz name
+        raise CertpruneError(f"{path}: not a readable .npz file (one array, as np.save writes; use np.savez)")
     with arrays:
         files = set(arrays.files)
         chosen = _npz_split(path, files, split)
-        x = np.concatenate([_numeric(path, arrays[f"x{s}"], f"x{s}") for s in chosen])
-        y = np.concatenate([_numeric(path, arrays[f"y{s}"], f"y{s}") for s in chosen])
-        lower = _numeric(path, arrays["lower"], "lower") if "lower" in files else None
-        upper = _numeric(path, arrays["upper"], "upper") if "upper" in files else None
+
+        def array(name: str) -> np.ndarray:
+            try:
+                return _numeric(path, arrays[name], name)
+            except (OSError, ValueError, zipfile.BadZipFile) as error:  # object arrays need pickle: refused
+                raise CertpruneError(f"{path}: array {name} cannot be read ({str(error).splitlines()[0]}); "
+                                     "save numeric arrays of one shape") from None
+
+        x = np.concatenate([array(f"x{s}") for s in chosen])
+        y = np.concatenate([array(f"y{s}") for s in chosen])
+        lower = array("lower") if "lower" in files else None
+        upper = array("upper") if "upper" in files else None
+    if len(x) == 0:
+        raise CertpruneError(f"{path}: no samples")
     if (lower is None) != (upper is None):
         raise CertpruneError(f"{path}: give both arrays lower and upper, or neither")
     if len(x) != len(y):
@@ -152,6 +168,12 @@ def _table(path: Path, split: str | None, label: str | None, features):
         raise CertpruneError(f"{path}: no column {missing[0]!r}; columns are {', '.join(columns)}")
     whole = frame
     if "split" in columns and split != "all":
+        odd = ~frame["split"].astype(str).isin(("train", "test")).to_numpy()
+        if odd.any() and odd.sum() < len(frame):  # a typo drops a row quietly otherwise (all odd: refused below)
+            row = int(np.flatnonzero(odd)[0])
+            warnings.warn(f"{path}: {int(odd.sum())} row(s) have a split other than 'train' or 'test' (e.g. "
+                          f"{frame['split'].iloc[row]!r} at {_where(path, frame.index[row])}) and are left out; "
+                          "--split all takes every row", stacklevel=3)
         frame = frame[frame["split"].astype(str) == (split or "test")]
     elif split in ("train", "test"):
         raise _NoSplit()
@@ -167,11 +189,16 @@ def _table(path: Path, split: str | None, label: str | None, features):
     empty = frame[list(names) + [label]].isna()
     if empty.to_numpy().any():
         row, column = next((r, c) for r, c in zip(*np.nonzero(empty.to_numpy())))
-        where = f"line {frame.index[row] + 2}" if path.suffix.lower() == ".csv" else f"row {frame.index[row]}"
-        raise CertpruneError(f"{path} {where}: no value in column {empty.columns[column]!r}")
+        raise CertpruneError(f"{path} {_where(path, frame.index[row])}: no value in column "
+                             f"{empty.columns[column]!r}")
     x = frame[list(names)].to_numpy(dtype=np.float64)
     lower, upper = _sidecar(path, names, tuple(str(c) for c in frame.columns))
     return x, _labels(path, frame[label].to_numpy()), lower, upper, names
+
+
+def _where(path: Path, row: int) -> str:
+    """A row of a table as the user finds it: its line in a CSV file (1: the header), else its row number."""
+    return f"line {row + 2}" if path.suffix.lower() == ".csv" else f"row {row}"
 
 
 def read_table(path: Path):
@@ -184,10 +211,15 @@ def read_table(path: Path):
         if path.suffix.lower() == ".parquet":
             return pd.read_parquet(path)
         with path.open(newline="") as handle:
-            names = next(csv.reader(handle), [])
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise CertpruneError(f"{path}: column {twice[0]!r} appears more than once in the header")
+            reader = csv.reader(handle)
+            names = next(reader, [])
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise CertpruneError(f"{path}: column {twice[0]!r} appears more than once in the header")
+            for row in reader:  # pandas would shift a longer row into an index column and blame another one
+                if row and len(row) != len(names):
+                    raise CertpruneError(f"{path} line {reader.line_num}: {len(row)} fields, the header has "
+                                         f"{len(names)}")
         return pd.read_csv(path)
     except ImportError as error:
         raise CertpruneError(f"{path}: reading parquet needs pyarrow: pip install pyarrow ({error})") from None

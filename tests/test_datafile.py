@@ -48,7 +48,9 @@ def test_range_option_and_a_file_without_splits(tmp_path):
     ("h.csv", "a,b,label\n", "h.csv: no samples"),
     ("a.csv", "a,b\n1,2\n", "no label column (named label, y, target); name it with --label"),
     ("a.csv", "a,nan_col,label\n1,,0\n", "a.csv line 2: no value in column 'nan_col'"),
-    ("a.csv", "a,b,label\n1,2,0\n3,4\n", "a.csv line 3: no value in column 'label'"),
+    ("a.csv", "a,b,label\n1,2,0\n3,4\n", "a.csv line 3: 2 fields, the header has 3"),
+    ("a.csv", "a,b,label\n1,2,0\n3,4,1,9\n", "a.csv line 3: 4 fields, the header has 3"),  # was blamed on 'a'
+    ("a.npz", b"PK\x03\x04 cut short", "not a readable .npz"),
     ("a.csv", "a,inf_col,label\n1,inf,0\n", "sample 0 has NaN or Inf"),
     ("a.csv", "a,b,a,label\n1,2,3,0\n", "column 'a' appears more than once in the header"),
     ("a.csv", "a,label\n1,-1\n", "label -1 is negative"),
@@ -63,6 +65,43 @@ def test_mistakes_are_one_line(tmp_path, name, body, message):
         warnings.simplefilter("ignore")
         read_data(path, value_range=(-5, 5) if "label\n1,-1" not in str(body) else None)
     assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_range_on_the_command_line_replaces_the_files_own_domain_and_says_so(tmp_path):
+    """--range was dropped without a word when the file had lower/upper or a sidecar: boxes left it."""
+    np.savez(tmp_path / "d.npz", x=np.full((2, 2), 0.5), y=[0, 1], lower=0.0, upper=1.0)
+    (tmp_path / "t.csv").write_text("a,b,label\n0.5,0.5,0\n")
+    (tmp_path / "t.domain.json").write_text(json.dumps({"lower": 0, "upper": 1}))
+    for name in ("d.npz", "t.csv"):
+        with pytest.warns(UserWarning, match="--range 0.2 0.8 replaces the domain the file gives"):
+            d = read_data(tmp_path / name, value_range=(0.2, 0.8), split="all")
+        assert d.lower.tolist() == [0.2, 0.2] and d.upper.tolist() == [0.8, 0.8]
+
+
+def test_rows_of_another_split_are_left_out_with_a_warning_naming_one(tmp_path):
+    """A typo ('tset') or an empty split cell dropped the row without a word."""
+    (tmp_path / "t.csv").write_text("a,b,label,split\n0.1,0.2,0,test\n0.3,0.4,1,tset\n0.5,0.6,1,\n0.7,0.8,0,test\n")
+    with pytest.warns(UserWarning, match=r"2 row\(s\) have a split other than 'train' or 'test' \(e.g. 'tset' at "
+                                         r"line 3\) and are left out; --split all takes every row"):
+        assert len(read_data(tmp_path / "t.csv", value_range=(0, 1))) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(read_data(tmp_path / "t.csv", value_range=(0, 1), split="all")) == 4
+
+
+def test_npz_arrays_that_cannot_be_used_are_one_line(tmp_path):
+    """Each was a traceback: an object (ragged) array, no samples, a .npy saved under an .npz name."""
+    ragged = np.empty(2, dtype=object)
+    ragged[:] = [np.zeros(2), np.zeros(3)]
+    np.savez(tmp_path / "o.npz", x=ragged, y=[0, 1])
+    np.savez(tmp_path / "e.npz", x=np.zeros((0, 3)), y=np.zeros(0))
+    np.save(tmp_path / "a.npy", np.zeros((2, 2)))
+    (tmp_path / "a.npy").rename(tmp_path / "n.npz")
+    for name, message in (("o.npz", "array x cannot be read"), ("e.npz", "e.npz: no samples"),
+                          ("n.npz", "one array, as np.save writes")):
+        with pytest.raises(CertpruneError, match=message) as caught:
+            read_data(tmp_path / name)
+        assert "\n" not in str(caught.value)
 
 
 def test_npz_mistakes(tmp_path):

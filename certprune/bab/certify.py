@@ -13,7 +13,7 @@ import torch
 from certprune.bab.instances import Instance, verify_one
 from certprune.bab.search import SearchSettings, refuted, stack_constraints
 from certprune.bounds import CROWN
-from certprune.errors import PropertyError
+from certprune.errors import CertpruneError, PropertyError
 from certprune.floats import float32_box
 from certprune.journal import Journal, content_sha256
 from certprune.network import Network
@@ -50,9 +50,10 @@ def certify_one(network: Network, onnx_path: str | Path, sample: RobustnessInsta
     The centre's prediction comes from onnxruntime on the original file, so "misclassified" (a
     counterexample at the centre itself) is as replayed as any other counterexample.
     """
-    if network.output_transform == "sigmoid":
-        raise PropertyError("the model ends in a sigmoid, whose float32 outputs saturate to equal values for "
-                            "different logits; export it without the final Sigmoid to certify its decisions")
+    if network.output_transform is not None:  # its decisions are taken on outputs that may tie, not the logits
+        raise PropertyError(f"the model ends in a {network.output_transform}, whose float32 outputs can round to "
+                            "equal values for different logits; export it without the final "
+                            f"{network.output_transform.capitalize()} to certify its decisions")
     started = time.perf_counter()
     n_classes = int(np.prod(network.output_shape))
     centre = np.asarray(sample.x, dtype=np.float32).reshape(1, *network.input_shape)
@@ -179,18 +180,31 @@ def _cluster_chunk(setup: tuple, chunk: list[RobustnessInstance]) -> list[dict]:
     return [certify_one(network, onnx_path, sample, _with_timeout(settings, sample)) for sample in chunk]
 
 
-def certify_data(model: Network | str | Path, x, y, eps: float, *, lower=None, upper=None, timeout: float = 60.0,
-                 settings: SearchSettings | None = None, journal: Journal | None = None,
+def certify_data(model: Network | str | Path, x, y=None, eps: float | None = None, *, lower=None, upper=None,
+                 timeout: float = 60.0, settings: SearchSettings | None = None, journal: Journal | None = None,
                  resume: bool = False) -> CertifyReport:
     """Certified accuracy of ``model`` (a Network or an ONNX path) on samples ``x`` with labels ``y`` (numpy
-    arrays or tensors, ``x`` in the model's input shape), each an L-inf ball of radius ``eps`` clipped to
-    ``[lower, upper]`` (numbers or per-feature arrays; default unbounded). A Network is written to a
-    temporary ONNX file so that counterexamples are replayed with onnxruntime like any other."""
+    arrays or tensors, ``x`` in the model's input shape) or, without ``y``, on a DataLoader ``x`` (any iterable
+    of ``(x, y)`` batches), each an L-inf ball of radius ``eps`` clipped to ``[lower, upper]`` (numbers or
+    per-feature arrays; default unbounded). A Network is written to a temporary ONNX file so that
+    counterexamples are replayed with onnxruntime like any other."""
     import tempfile
 
     import torch
 
     from certprune.onnx_io import load_onnx, save_onnx
+
+    if eps is None:
+        raise CertpruneError("certify needs eps=, the L-inf radius")
+    if y is None:
+        try:
+            batches = [(np.asarray(bx), np.asarray(by)) for bx, by in x]
+        except (TypeError, ValueError) as error:
+            raise CertpruneError(f"certify takes x and y, or a DataLoader of (x, y) batches; got "
+                                 f"{type(x).__name__} ({error})") from None
+        if not batches:
+            raise CertpruneError("the data loader gave no batches")
+        x, y = np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
 
     class _Data:  # the two things samples_from_data reads of a data set
         def __init__(self) -> None:

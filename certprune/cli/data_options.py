@@ -24,7 +24,8 @@ def data_options(default: str | None = None):
         click.option("--label", default=None, help="Label column of a .csv (default: label, y or target)."),
         click.option("--features", default=None, help="Comma-separated feature columns of a .csv, in model order."),
         click.option("--range", "value_range", type=FINITE, nargs=2, default=None, callback=ordered_range,
-                     metavar="LO HI", help="Input domain of a file without lower/upper or a .domain.json sidecar."),
+                     metavar="LO HI", help="Input domain of a data file (replaces its lower/upper arrays or "
+                                                 ".domain.json sidecar, with a warning)."),
         click.option("--split", type=click.Choice(["train", "test", "all"]), default=None,
                      help="Which samples of a file (default: test where the file has splits, else all)."),
     ]

@@ -128,11 +128,14 @@ def instances(spec: RobustnessSpec, input_shape: tuple[int, ...], n_classes: int
     result = []
     for i, (index, sample, label, line) in enumerate(zip(ids, x, labels, lines)):
         sample = sample.reshape(input_shape)
+        if not np.all(np.isfinite(sample)):
+            raise PropertyError(f"{spec.source} line {line}: sample {index} has NaN or Inf inputs")
         if sample.min() < lo or sample.max() > hi:
             raise PropertyError(f"{spec.source} line {line}: sample {index} lies outside input_range [{lo}, {hi}]")
-        if not 0 <= label < n_classes:
-            raise PropertyError(f"{spec.source} line {line}: sample {index} has label {label}, "
-                                f"but the model has {n_classes} outputs")
+        classes = 2 if n_classes == 1 else n_classes  # one logit: class 1 iff it is > 0 (``decision``)
+        if not 0 <= label < classes:
+            raise PropertyError(f"{spec.source} line {line}: sample {index} has label {label}, but the model has "
+                                + ("one output (labels 0 and 1)" if n_classes == 1 else f"{n_classes} outputs"))
         lower, upper = np.clip(sample - spec.eps, lo, hi), np.clip(sample + spec.eps, lo, hi)
         result.append(RobustnessInstance(int(index), sample, int(label), lower, upper, spec.timeout))
     return result

@@ -75,11 +75,31 @@ def test_python_api_with_arrays_and_a_data_loader(user):
     network = certprune.load_onnx(folder / "model.onnx")
     report = certprune.certify(network, x[300:320], y[300:320], eps=0.05, lower=-3.0, upper=3.0, timeout=10)
     assert report.totals()["samples"] == 20 and report.totals()["verified"] >= 15
+    batches = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x[300:320]),
+                                                                         torch.from_numpy(y[300:320])), batch_size=7)
+    from_loader = certprune.certify(network, batches, eps=0.05, lower=-3.0, upper=3.0, timeout=10)  # as the README
+    assert [(r["index"], r["status"]) for r in from_loader.records] == [(r["index"], r["status"]) for r in report.records]
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x[:300]),
                                                                         torch.from_numpy(y[:300])), batch_size=64)
     result = certprune.prune(network, "magnitude", 0.5, loader, eval_data=(x[300:], y[300:]))
     assert result.after.parameters < result.before.parameters and result.after.accuracy > 0.8
 
+
+
+def test_a_model_ending_in_softmax_is_refused_by_certify_as_the_readme_says(user, tmp_path, capsys):
+    """Its decision is taken on float32 probabilities, which can tie where the logits differ."""
+    import onnx
+    from onnx import helper
+
+    folder, x, y = user
+    model = onnx.load(str(folder / "model.onnx"))
+    logits = model.graph.output[0].name
+    model.graph.node.append(helper.make_node("Softmax", [logits], ["probabilities"], axis=-1))
+    model.graph.output[0].name = "probabilities"
+    onnx.save(model, str(tmp_path / "softmax.onnx"))
+    np.savez(tmp_path / "d.npz", x=x[:3], y=y[:3], lower=-3, upper=3)
+    code = main(["certify", str(tmp_path / "softmax.onnx"), "--data", str(tmp_path / "d.npz"), "--eps", "0.1"])
+    assert code == 2 and "the model ends in a softmax" in one_error_line(capsys)
 
 
 def test_data_that_does_not_fit_the_model_is_one_line(user, tmp_path, capsys):

@@ -155,6 +155,17 @@ def test_errors_against_the_model():
     outside = parse(HEAD + "points:\n  - {x: [1.5], label: 0}\n")
     with pytest.raises(PropertyError, match=r"line 5: sample 0 lies outside input_range \[0.0, 1.0\]"):
         instances(outside, (1,), 2)
+    not_a_number = parse(HEAD + "points:\n  - {x: [.nan, 0.5], label: 0}\n")  # was a traceback in the search
+    with pytest.raises(PropertyError, match="line 5: sample 0 has NaN or Inf inputs"):
+        instances(not_a_number, (2,), 2)
+    with pytest.raises(PropertyError, match=r"sample 0 has label 2, but the model has one output \(labels 0 and 1\)"):
+        instances(parse(HEAD + "points:\n  - {x: [0.5], label: 2}\n"), (1,), 1)
+
+
+def test_a_single_logit_model_takes_labels_0_and_1_as_certify_does():
+    """Class 1 iff the logit is > 0: label 1 was refused ("the model has 1 outputs")."""
+    spec = parse(HEAD + "points:\n  - {x: [0.5], label: 1}\n  - {x: [0.2], label: 0}\n")
+    assert [i.label for i in instances(spec, (1,), 1)] == [1, 0]
 
 
 @pytest.mark.parametrize("label, counterexample_row", [(1, 1.0), (0, -1.0)])
