@@ -68,6 +68,9 @@ def read_data(path: str | Path, *, split: str | None = None, label: str | None =
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise CertpruneError(f"{path}: data files are .npz, .csv or .parquet, got {suffix or 'no suffix'}")
+    if suffix == ".npz" and (label is not None or features is not None):
+        raise CertpruneError(f"{path}: --label and --features pick columns of a .csv or .parquet table; an .npz "
+                             "holds arrays x and y")
     try:
         x, y, lower, upper, names = _npz(path, split) if suffix == ".npz" else _table(path, split, label, features)
     except _NoSplit:
@@ -163,6 +166,10 @@ def _table(path: Path, split: str | None, label: str | None, features):
     if label not in columns:
         raise CertpruneError(f"{path}: no column {label!r} for the label; columns are {', '.join(columns)}")
     names = tuple(features) if features else tuple(c for c in columns if c not in (label, "split"))
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice or label in names:
+        raise CertpruneError(f"{path}: feature {twice[0]!r} is given twice" if twice else
+                             f"{path}: column {label!r} is the label; leave it out of the features")
     missing = [n for n in names if n not in columns]
     if missing:
         raise CertpruneError(f"{path}: no column {missing[0]!r}; columns are {', '.join(columns)}")
@@ -275,7 +282,11 @@ def _numeric(path: Path, array: np.ndarray, name: str) -> np.ndarray:
 
 
 def _labels(path: Path, y: np.ndarray) -> np.ndarray:
-    y = np.asarray(y).ravel()
+    y = np.asarray(y)
+    if y.ndim > 1 and y.size != len(y):
+        raise CertpruneError(f"{path}: labels have shape {y.shape}; they must be class indices 0, 1, ... (one-hot "
+                             "labels: save y.argmax(axis=1))")
+    y = y.ravel()
     if y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.round(y))):
         raise CertpruneError(f"{path}: labels must be class indices 0, 1, ...; found {y[~(y == np.round(y))][:1]}")
     return y.astype(np.int64)

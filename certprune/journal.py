@@ -151,6 +151,8 @@ def mismatch(written: dict[str, Any], wanted: dict[str, Any]) -> str:
     """What differs between the header a journal was written with and this run's, in words."""
     if "version" in wanted and "version" not in written:
         return "an older certprune wrote it, without content digests"
+    if written.get("kind") != wanted.get("kind"):  # the one difference that matters: the rest follows from it
+        return f"it holds a {written.get('kind')} run, this is a {wanted.get('kind')} run"
     old, new = _flatten(written), _flatten(wanted)
     keys = list(new) + [k for k in old if k not in new]
     changed = [k for k in keys if old.get(k, _ABSENT) != new.get(k, _ABSENT)]

@@ -160,3 +160,17 @@ def test_a_semicolon_or_tab_separated_csv_is_named_as_such(tmp_path):
         path.write_text(mark.join(["a", "b", "y"]) + "\n" + mark.join(["1", "2", "0"]) + "\n")
         with pytest.raises(CertpruneError, match=f"looks separated by {word}"):
             read_data(path)
+
+
+def test_columns_and_labels_that_cannot_mean_what_they_say_are_one_line(tmp_path):
+    """Each ran on or failed elsewhere: the label chosen as a feature ('outside the domain'), a feature given
+    twice (accepted), --label on an .npz (ignored), one-hot labels ('100 inputs but 300 labels')."""
+    (tmp_path / "t.csv").write_text("a,b,y\n0.1,0.2,0\n0.3,0.4,1\n")
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 2)), y=np.eye(4)[:, :3], lower=0, upper=1)
+    for path, options, message in (
+            ("t.csv", {"features": ("a", "y")}, "column 'y' is the label; leave it out of the features"),
+            ("t.csv", {"features": ("a", "b", "a")}, "feature 'a' is given twice"),
+            ("d.npz", {"label": "y"}, "--label and --features pick columns of a .csv or .parquet table"),
+            ("d.npz", {}, r"labels have shape \(4, 3\); they must be class indices")):
+        with pytest.raises(CertpruneError, match=message):
+            read_data(tmp_path / path, value_range=(0, 1), split="all", **options)

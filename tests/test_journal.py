@@ -86,8 +86,9 @@ def test_a_refusal_names_what_differs(tmp_path):
     assert "setting search.timeout was 60.0, now 5.0" in refusal(tmp_path, header(), header(timeout=5.0))
     both = refusal(tmp_path, header(), header(model="b" * 64, timeout=5.0))
     assert both.index("model") < both.index("search.timeout")
-    other_kind = {**header(), "kind": "certify"}
-    assert "it holds a robustness run, this is a certify run" in refusal(tmp_path, header(), other_kind)
+    other_kind = {**header(), "kind": "certify", "settings": {"samples": 100, "eps": 0.1}}
+    message = refusal(tmp_path, header(), other_kind)  # the kind alone: every setting differed too (2,000 chars)
+    assert "it holds a robustness run, this is a certify run" in message and "setting" not in message
 
 
 def test_another_version_is_refused(tmp_path):

@@ -81,7 +81,13 @@ def _interrupt_hint(cause: BaseException | None, argv: list[str]) -> str:
         return (f"; {cause.count} finished result(s) kept in {cause.kept}: run the same command with "
                 f"--journal {cause.kept} --resume to continue")
     command = next((a for a in argv if not a.startswith("-")), None)
-    if command == "prune" and "--journal" not in argv:
+    given = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--journal"), None) or \
+        next((a.split("=", 1)[1] for a in argv if a.startswith("--journal=")), None)
+    what = "rounds" if command == "prune" else "results"
+    if given is not None and command in ("prune", "certify", "batch", "verify"):
+        return f"; finished {what} are kept in {given}: run the same command with --resume to continue" \
+            if "--resume" not in argv else f"; finished {what} are kept in {given}: run it again to continue"
+    if command == "prune":
         return "; finished rounds were not kept: pass --journal FILE to keep them, and --resume to continue"
     return ""
 

@@ -76,6 +76,9 @@ def property_kind(path: str) -> str:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise PropertyError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    if data is None:
+        raise PropertyError(f"{path}: the file is empty (a property YAML starts with kind: fairness or "
+                            "kind: robustness)")
     kind = data.get("kind") if isinstance(data, dict) else None
     if kind not in ("fairness", "robustness"):
         raise PropertyError(f"{path}: key 'kind' must be 'fairness' or 'robustness' (got {kind!r}); "

@@ -40,7 +40,8 @@ def test_ctrl_c_on_parallel_fairness_verification_is_one_line_and_exit_130(tmp_p
         pytest.fail("the command did not end within 30 s of Ctrl-C")
     assert process.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
-    assert err.rstrip().endswith("certprune: interrupted")
+    assert err.rstrip().endswith(f"certprune: interrupted; finished results are kept in {journal}: run the same "
+                                 "command with --resume to continue")
     if shutil.which("ps"):
         assert not _group_alive(process.pid, within=10), "a worker outlived the command"
     lines = journal.read_text().splitlines()
@@ -66,7 +67,11 @@ def test_the_interrupt_line_says_how_prune_keeps_finished_rounds(monkeypatch, ca
     assert cli_main.main(["prune", "m.onnx", "--data", "mnist"]) == 130
     assert "pass --journal FILE to keep them" in capsys.readouterr().err
     assert cli_main.main(["prune", "m.onnx", "--journal", "j.ckpt"]) == 130
-    assert capsys.readouterr().err.strip() == "certprune: interrupted"
+    assert capsys.readouterr().err.strip() == ("certprune: interrupted; finished rounds are kept in j.ckpt: run the "
+                                               "same command with --resume to continue")
+    assert cli_main.main(["certify", "m.onnx", "--journal=j.jsonl", "--resume"]) == 130
+    assert capsys.readouterr().err.strip() == ("certprune: interrupted; finished results are kept in j.jsonl: run it "
+                                               "again to continue")
     assert cli_main.main(["verify", "m.onnx", "--property", "p.vnnlib"]) == 130  # no journal for one instance
     assert capsys.readouterr().err.strip() == "certprune: interrupted"
 
