@@ -199,7 +199,7 @@ def _table(path: Path, split: str | None, label: str | None, features):
         raise CertpruneError(f"{path} {_where(path, frame.index[row])}: no value in column "
                              f"{empty.columns[column]!r}")
     x = frame[list(names)].to_numpy(dtype=np.float64)
-    lower, upper = _sidecar(path, names, tuple(str(c) for c in frame.columns))
+    lower, upper = domain_sidecar(path, names, tuple(str(c) for c in frame.columns))
     return x, _labels(path, frame[label].to_numpy()), lower, upper, names
 
 
@@ -234,7 +234,8 @@ def read_table(path: Path):
         raise CertpruneError(f"{path}: cannot read the table ({str(error).splitlines()[0]})") from None
 
 
-def _sidecar(path: Path, names: tuple[str, ...], columns: tuple[str, ...] = ()):
+def domain_sidecar(path: Path, names: tuple[str, ...], columns: tuple[str, ...] = ()):
+    """The domain (lower, upper) that the sidecar `<stem>.domain.json` gives the features `names`, or (None, None)."""
     side = path.with_name(f"{path.stem}.domain.json")
     if not side.is_file():
         return None, None

@@ -43,6 +43,15 @@ class CertifyReport:
         return sum(r["seconds"] for r in self.records)
 
 
+def check_certifiable(network: Network) -> None:
+    """Refuse a model ending in a sigmoid or softmax: its decisions are taken on float32 outputs that can tie
+    where the logits differ, and the proofs are about the logits."""
+    if network.output_transform is not None:
+        raise PropertyError(f"the model ends in a {network.output_transform}, whose float32 outputs can round to "
+                            "equal values for different logits; export it without the final "
+                            f"{network.output_transform.capitalize()} to certify its decisions")
+
+
 def certify_one(network: Network, onnx_path: str | Path, sample: RobustnessInstance,
                 settings: SearchSettings) -> dict:
     """Verify the L-inf ball of one sample; a misclassified centre needs no search.
@@ -50,10 +59,7 @@ def certify_one(network: Network, onnx_path: str | Path, sample: RobustnessInsta
     The centre's prediction comes from onnxruntime on the original file, so "misclassified" (a
     counterexample at the centre itself) is as replayed as any other counterexample.
     """
-    if network.output_transform is not None:  # its decisions are taken on outputs that may tie, not the logits
-        raise PropertyError(f"the model ends in a {network.output_transform}, whose float32 outputs can round to "
-                            "equal values for different logits; export it without the final "
-                            f"{network.output_transform.capitalize()} to certify its decisions")
+    check_certifiable(network)
     started = time.perf_counter()
     n_classes = int(np.prod(network.output_shape))
     centre = np.asarray(sample.x, dtype=np.float32).reshape(1, *network.input_shape)

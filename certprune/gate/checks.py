@@ -86,8 +86,9 @@ def prepare(described: Prepared, network: Network, model_path: Path, cluster: st
 # ---- certified accuracy ----------------------------------------------------------------------------
 
 def _certify(check: Check, network: Network, model_path: Path, cluster: str | None = None):
-    from certprune.bab.certify import samples_from_data
+    from certprune.bab.certify import check_certifiable, samples_from_data
 
+    check_certifiable(network)
     per_eps = {f"{eps:g}": samples_from_data(network, str(model_path),
                                              _load(check, eps).take(check.samples), check.timeout)
                for eps in check.eps}

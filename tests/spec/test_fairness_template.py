@@ -71,3 +71,20 @@ def test_with_the_model_the_template_checks_its_inputs_and_takes_argmax_for_seve
     assert main(["fairness-template", str(tmp_path / "loans.csv"), "--protected", "sex", "--model",
                  str(tmp_path / "m.onnx"), "-o", str(tmp_path / "x.yaml")]) == 2
     assert "4 feature columns" in capsys.readouterr().err and not (tmp_path / "x.yaml").exists()
+
+
+def test_protected_attributes_are_checked_before_the_template_and_a_sidecar_gives_the_domains(tmp_path):
+    """A real-valued or repeated protected attribute was refused citing 'template for t.csv line 12', a line of
+    a file never written; the table's .domain.json sidecar was ignored for the data's own min and max."""
+    import json
+
+    (tmp_path / "t.csv").write_text("age,income,sex,y\n30,1.5,1,1\n40,2.25,0,0\n")
+    with pytest.raises(CertpruneError, match="protected attribute 'income' holds real values") as caught:
+        fairness_template(tmp_path / "t.csv", ("income",))
+    assert "line" not in str(caught.value)
+    with pytest.raises(CertpruneError, match="--protected: 'sex' is given twice"):
+        fairness_template(tmp_path / "t.csv", ("sex", "sex"))
+    (tmp_path / "t.domain.json").write_text(json.dumps({"age": [18, 99.5], "income": [0, 10], "sex": [0, 1]}))
+    text = fairness_template(tmp_path / "t.csv", ("sex",))
+    assert "{name: age, type: int, range: [18, 99]}" in text and "{name: income, type: real, range: [0.0, 10.0]}" in text
+    assert "Domains are those of t.domain.json" in text
