@@ -217,17 +217,19 @@ def read_table(path: Path):
     try:
         if path.suffix.lower() == ".parquet":
             return pd.read_parquet(path)
-        with path.open(newline="") as handle:
+        with path.open(newline="", encoding="utf-8", errors="replace") as handle:
             reader = csv.reader(handle)
             names = next(reader, [])
             twice = sorted({n for n in names if names.count(n) > 1})
             if twice:
                 raise CertpruneError(f"{path}: column {twice[0]!r} appears more than once in the header")
             for row in reader:  # pandas would shift a longer row into an index column and blame another one
-                if row and len(row) != len(names):
+                if len(row) > len(names) and any(cell.strip() for cell in row[len(names):]):
                     raise CertpruneError(f"{path} line {reader.line_num}: {len(row)} fields, the header has "
                                          f"{len(names)}")
         return pd.read_csv(path)
+    except csv.Error as error:
+        raise CertpruneError(f"{path}: cannot read the table ({error})") from None
     except ImportError as error:
         raise CertpruneError(f"{path}: reading parquet needs pyarrow: pip install pyarrow ({error})") from None
     except (OSError, ValueError) as error:

@@ -52,10 +52,20 @@ class RealPoint:
     alone is passed over and the search goes on."""
 
     def __init__(self, model: str, network) -> None:
-        from certprune.onnx_io import weights_from_file
-        from certprune.runtime import OnnxRuntimeModel
+        self.model, self.network = model, network
+        self._checks = None  # (exact weights?, onnxruntime session): made at the first candidate, if one comes
 
-        self.network, self.exact, self.runtime = network, weights_from_file(model, network), OnnxRuntimeModel(model)
+    @property
+    def runtime(self):
+        return self._prepared()[1]
+
+    def _prepared(self):
+        if self._checks is None:
+            from certprune.onnx_io import weights_from_file
+            from certprune.runtime import OnnxRuntimeModel
+
+            self._checks = (weights_from_file(self.model, self.network), OnnxRuntimeModel(self.model))
+        return self._checks
 
     def __call__(self, lower, upper, constraints, found):
         """The point (``found`` moved to the nearest float32 point of the box), or None."""
@@ -71,9 +81,10 @@ class RealPoint:
         x64 = x.astype(np.float64)
         if np.any(x64 < np.ravel(lower)) or np.any(x64 > np.ravel(upper)):
             return None  # a box thinner than one float32 step
-        if not replay_on_onnx(self.runtime, x, *zip(*constraints)):
+        exact, runtime = self._prepared()
+        if not replay_on_onnx(runtime, x, *zip(*constraints)):
             return None
-        return x if holds_for_real(*real_outputs(self.network, x64, self.exact), constraints) else None
+        return x if holds_for_real(*real_outputs(self.network, x64, exact), constraints) else None
 
 
 def _full_engine(model: str, prop: VnnlibProperty, deadline: Deadline, threads: int, real: bool = False) -> Result:

@@ -37,6 +37,10 @@ REL = 2.0**-15  # certprune.bounds.base.REL[torch.float32] (a test checks that t
 # below 2^-30 (2^23 float64 ulps).
 REL_REAL = 2.0**-30
 ARITHMETIC = {"float32": REL, "real": REL_REAL}
+# Below the normal range a product is rounded absolutely, by up to 2^-150 in the float32 model (IEEE gradual
+# underflow) and 2^-1075 in this module's float64: as certprune.bounds.base.TINY, each term's magnitude counts
+# the smallest subnormal more (divided by the margin), and each sum 2n + 1 times it.
+UNDERFLOW = {REL: 2.0**-149, REL_REAL: 2.0**-1074}
 MAX_NEURONS = 4096  # hidden units summed over layers; larger chains go straight to the full engine
 MAX_CONV_NEURONS = 32768  # the same with convolutions (fewer multiply-adds per unit)
 BUDGET = 2.0  # seconds of search before handing over to the full engine
@@ -345,6 +349,7 @@ class Bounder:
 
     def __init__(self, chain: Chain, C: np.ndarray, rel: float = REL, deadline: Deadline | None = None) -> None:
         self.rel, self.deadline = rel, deadline  # past the deadline a bound stops halfway (_OutOfTime)
+        self.tiny = UNDERFLOW.get(rel, 2.0**-149) / rel if rel > 0 else 0.0  # rel 0: unwidened (tests)
         self.boxes = 0  # bounded so far
         self.W = [w.astype(np.float64) for w in chain.weights]
         self.b = [b.astype(np.float64) for b in chain.biases]
@@ -385,7 +390,8 @@ class Bounder:
             # interval step (ibp._dense): centre +- radius, widened by the sum of |terms| of the forward pass
             centre = apply(self.W[k], (x_lo + x_hi) / 2) + self.b[k]
             radius = apply(self.W_abs[k], (x_hi - x_lo) / 2)
-            mag = apply(self.W_abs[k], np.maximum(np.abs(x_lo), np.abs(x_hi)) + x_mag) + self.b_abs[k]
+            mag = apply(self.W_abs[k], np.maximum(np.abs(x_lo), np.abs(x_hi)) + x_mag + self.tiny) + self.b_abs[k] \
+                + (2 * x_lo.shape[1] + 1) * self.tiny
             z_lo, z_hi = widen_lower(centre - radius, mag, self.rel), widen_upper(centre + radius, mag, self.rel)
             if k == len(self.W) - 1:
                 break
@@ -398,7 +404,8 @@ class Bounder:
             x_lo, x_hi, x_mag = np.maximum(z_lo, 0), np.maximum(z_hi, 0), np.zeros_like(z_lo)
         # crown.output_bounds and ibp.spec_interval; the result is the larger of the two
         C_abs = np.abs(self.C)
-        forward = (np.maximum(np.abs(z_lo), np.abs(z_hi)) + mag) @ C_abs.T
+        forward = (np.maximum(np.abs(z_lo), np.abs(z_hi)) + mag + self.tiny) @ C_abs.T \
+            + (2 * self.C.shape[1] + 1) * self.tiny
         interval = widen_lower((z_lo + z_hi) / 2 @ self.C.T - (z_hi - z_lo) / 2 @ C_abs.T, forward, self.rel)
         return Layers(box, relaxations, forward, interval, pre)
 
@@ -457,7 +464,8 @@ class Bounder:
         lo, hi = box  # linear.concretize
         A_abs = np.abs(A)
         value = _times(A, (lo + hi) / 2) - _times(A_abs, (hi - lo) / 2) + bias
-        size = _times(A_abs, np.maximum(np.abs(lo), np.abs(hi))) + magnitude
+        size = _times(A_abs, np.maximum(np.abs(lo), np.abs(hi)) + self.tiny) + magnitude \
+            + (2 * lo.shape[1] + 1) * self.tiny
         return widen_lower(value, size + forward, self.rel), A
 
 

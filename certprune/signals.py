@@ -15,9 +15,11 @@ from typing import Iterator
 
 @contextmanager
 def sigint_ignored_for_children() -> Iterator[None]:
-    """Processes started inside this block ignore SIGINT. SIGINT is blocked meanwhile, so a Ctrl-C in that
-    moment waits (Linux keeps a blocked signal pending even while ignored) and reaches this process once its
-    handler is back. Outside the main thread, or with a handler installed outside Python, nothing changes."""
+    """Processes started inside this block ignore SIGINT. SIGINT is blocked in this thread meanwhile, so a
+    Ctrl-C in that moment waits (Linux keeps a blocked signal pending even while ignored) and reaches this
+    process once its handler is back; but if another thread runs (a Dask cluster's, a progress bar's), the
+    kernel may hand the signal to it, where it is ignored and lost: press Ctrl-C again. Outside the main
+    thread, or with a handler installed outside Python, nothing changes."""
     previous = signal.getsignal(signal.SIGINT)
     if threading.current_thread() is not threading.main_thread() or previous is None:
         yield

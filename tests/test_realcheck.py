@@ -157,3 +157,53 @@ def test_a_real_counterexample_at_a_corner_that_is_no_float32_is_moved_inside_th
                      "--arithmetic", "real", "--json", str(out), "--quiet"]) == 10
         x = json.loads(out.read_text())["counterexample"]["x"][0]
         assert 0.0999 <= x <= 0.1
+
+
+def _subnormal_box(folder, name: str, rows: str) -> str:
+    (folder / name).write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
+                               f"(assert (>= X_0 0.0))\n(assert (<= X_0 {2.0**-149!r}))\n{rows}")
+    return str(folder / name)
+
+
+def test_a_box_below_float32s_normal_range_is_not_a_point_to_the_bounds(tmp_path):
+    """The box [0, 2^-149] (its float32 inputs: 0 and 2^-149). IBP's centre and radius both round to 0 there,
+    and the relative margin does not cover results below 2^-126: y = 2^126 x was 'verified' to stay below 2^-24
+    by IBP while onnxruntime gives 2^-23 at x = 2^-149 (bounds.base.TINY). The chain goes through the fast path,
+    the graph through the full engine."""
+    first = Dense(torch.tensor([[2.0**126]], dtype=torch.float32), torch.zeros(1))
+    certprune.save_onnx(Network((first, Dense(torch.zeros(1, 1), torch.zeros(1)), Add()), (1,),
+                                inputs=((-1,), (-1,), (0, 1))), tmp_path / "graph.onnx")
+    certprune.save_onnx(Network((first,), (1,)), tmp_path / "chain.onnx")
+    prop = _subnormal_box(tmp_path, "q.vnnlib", f"(assert (>= Y_0 {2.0**-24!r}))\n")
+    for model in ("graph.onnx", "chain.onnx"):
+        assert main(["verify", str(tmp_path / model), "--property", prop, "--timeout", "20"]) == 10
+
+
+def test_real_points_between_two_adjacent_float32_inputs_are_never_proven_by_their_ends(tmp_path):
+    """y = -|2^126 x - 2^-24|: -2^-24 at both float32 inputs 0 and 2^-149 of the box, 0 at the real x = 2^-150
+    between them. Unsafe set Y_0 >= -2^-30: the float32 model is safe, the real-valued network is not; real
+    arithmetic said 'verified' (IBP took the box for the point 0). Splitting such a box into its two ends is
+    refused in real arithmetic too (bab.search._splittable), though the margins now keep both ends open."""
+    first = Dense(torch.tensor([[2.0**126], [-(2.0**126)]], dtype=torch.float32),
+                  torch.tensor([-(2.0**-24), 2.0**-24], dtype=torch.float32))
+    last = Dense(torch.tensor([[-1.0, -1.0]], dtype=torch.float32), torch.zeros(1))
+    graph = Network((first, ReLU(), last, Dense(torch.zeros(1, 1), torch.zeros(1)), Add()), (1,),
+                    inputs=((-1,), (0,), (1,), (-1,), (2, 3)))
+    certprune.save_onnx(graph, tmp_path / "g.onnx")
+    prop = _subnormal_box(tmp_path, "p.vnnlib", f"(assert (>= Y_0 {-2.0**-30!r}))\n")
+    args = ["verify", str(tmp_path / "g.onnx"), "--property", prop, "--timeout", "20"]
+    assert main(args) == 0  # onnxruntime: -2^-24 at both float32 inputs
+    assert main(args + ["--arithmetic", "real"]) == 20
+
+
+def test_a_box_left_unknown_does_not_hide_a_later_falsified_one(tmp_path):
+    """Two boxes: the point TIE_X (float32 output 0, exact -2^-46 below the unsafe Y_0 <= -2^-60: unknown in real
+    arithmetic) first, then [2, 3], where the property is plainly violated. The search stopped at the first box
+    that was not verified, so the answer depended on the boxes' order."""
+    _tie_models(tmp_path, sign=-1.0)
+    point, wide = f"(and (>= X_0 {TIE_X!r}) (<= X_0 {TIE_X!r}))", "(and (>= X_0 2.0) (<= X_0 3.0))"
+    for first, second in ((point, wide), (wide, point)):
+        (tmp_path / "two.vnnlib").write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
+                                             f"(assert (<= Y_0 {-2.0**-60!r}))\n(assert (or {first} {second}))\n")
+        args = ["verify", str(tmp_path / "graph.onnx"), "--property", str(tmp_path / "two.vnnlib"), "--timeout", "20"]
+        assert main(args + ["--arithmetic", "real"]) == 10

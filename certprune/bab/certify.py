@@ -203,14 +203,14 @@ def certify_data(model: Network | str | Path, x, y=None, eps: float | None = Non
     if eps is None:
         raise CertpruneError("certify needs eps=, the L-inf radius")
     if y is None:
+        if isinstance(x, (np.ndarray, torch.Tensor)):
+            raise CertpruneError("certify needs the labels y with an array x (or a DataLoader of (x, y) batches)")
         try:
             batches = [(np.asarray(bx), np.asarray(by)) for bx, by in x]
+            x, y = np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
         except (TypeError, ValueError) as error:
             raise CertpruneError(f"certify takes x and y, or a DataLoader of (x, y) batches; got "
                                  f"{type(x).__name__} ({error})") from None
-        if not batches:
-            raise CertpruneError("the data loader gave no batches")
-        x, y = np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
 
     class _Data:  # the two things samples_from_data reads of a data set
         def __init__(self) -> None:

@@ -67,17 +67,22 @@ def verify_instances(network: Network, onnx_path: str | Path, instances: Sequenc
     ``--arithmetic real``) must confirm a counterexample too."""
     deadline = deadline or Deadline(settings.timeout)
     started = time.perf_counter()
-    details = []
+    details, undecided = [], None
     for instance in instances:
         if deadline.expired():
-            return Result(Verdict.TIMEOUT, seconds=time.perf_counter() - started, settings={"boxes": details})
+            undecided = undecided or Result(Verdict.TIMEOUT)
+            break
         result = verify_one(network, onnx_path, instance, settings, deadline, real_point)
         details.append({"box": instance.name, "verdict": result.verdict.value, **result.settings})
-        if result.verdict is not Verdict.VERIFIED:
+        if result.verdict is Verdict.FALSIFIED:
             return replace(result, seconds=time.perf_counter() - started, settings={"boxes": details})
+        if result.verdict is not Verdict.VERIFIED and undecided is None:
+            undecided = result  # a later box may still be falsified: look on while time is left
+    seconds = time.perf_counter() - started
+    if undecided is not None:
+        return replace(undecided, seconds=seconds, settings={"boxes": details})
     certificate = Certificate("branch-and-bound", {"boxes": details})
-    return Result(Verdict.VERIFIED, certificate=certificate, seconds=time.perf_counter() - started,
-                  settings={"boxes": details})
+    return Result(Verdict.VERIFIED, certificate=certificate, seconds=seconds, settings={"boxes": details})
 
 
 def verify_one(network: Network, onnx_path: str | Path, instance: Instance, settings: SearchSettings,

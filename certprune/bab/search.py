@@ -552,10 +552,7 @@ def _box_batch(search: _Search, boxes: BoxQueue, shapes) -> None:
     if infeasible is not None:
         closed |= infeasible
     open_ = ~closed & ~points  # a point box is its one float32 input, checked just now
-    if not search.points_by_replay and bool((~closed & points).any()):
-        search.unproven_points += int((~closed & points).sum())
-        search.open["a single point the bounds leave open (its replay decides nothing here)"] += \
-            int((~closed & points).sum())
+    _unproven(search, ~closed & points, "a single point the bounds leave open (its replay decides nothing here)")
     if open_.any():
         lower, upper = lower[open_], upper[open_]
         if coefficients is not None:
@@ -563,8 +560,9 @@ def _box_batch(search: _Search, boxes: BoxQueue, shapes) -> None:
             _split_by_lookahead(search, boxes, lower, upper, output_lower[open_], coefficients[open_])
         else:
             dims = choose_input_dims(search.network, lower, upper, search.C, search.rhs, search.groups)
-            boxes.push(*bisect(lower, upper, dims), None if patterns is None else tuple(torch.cat([p[open_]] * 2)
-                                                                                       for p in patterns))
+            kept = _splittable(search, lower, upper, dims)
+            boxes.push(*bisect(lower[kept], upper[kept], dims[kept]),
+                       None if patterns is None else tuple(torch.cat([p[open_][kept]] * 2) for p in patterns))
     _timed(search, "box", len(open_), started)
 
 
@@ -581,9 +579,30 @@ def _split_by_lookahead(search: _Search, boxes: BoxQueue, lower, upper, parents,
     dims, column = lookahead_choice(lower, upper, coefficients, _needed_rows(search, parents), shortfall)
     which, rows = torch.cat([column, column]), torch.arange(2 * len(lower))
     known = Known(*(torch.stack(parts)[which, rows] for parts in zip(*tried)))
-    keep = ~refuted(known.output_lower, search.rhs, search.groups)
+    keep = ~refuted(known.output_lower, search.rhs, search.groups) & _splittable(search, lower, upper, dims).repeat(2)
     halves = bisect(lower, upper, dims)
     boxes.push(halves[0][keep], halves[1][keep], None, Known(*(k[keep] for k in known)))
+
+
+def _unproven(search: _Search, which: torch.Tensor, why: str) -> None:
+    """Count boxes dropped without a proof (only without ``points_by_replay``): the answer is then unknown."""
+    if not search.points_by_replay and bool(which.any()):
+        search.unproven_points += int(which.sum())
+        search.open[why] += int(which.sum())
+
+
+def _splittable(search: _Search, lower, upper, dims) -> torch.Tensor:
+    """Which boxes may be bisected along ``dims``. Where no float32 lies strictly inside the chosen coordinate,
+    ``bisect`` gives its two ends: every float32 input of the box, but not the real points between them, so
+    without ``points_by_replay`` (real arithmetic) such a box is dropped as unproven instead."""
+    if search.points_by_replay:
+        return torch.ones(len(lower), dtype=torch.bool)
+    rows = torch.arange(len(lower))
+    lo, hi = lower.flatten(1)[rows, dims], upper.flatten(1)[rows, dims]
+    mid = (lo + hi) / 2
+    atomic = (mid <= lo) | (mid >= hi)
+    _unproven(search, atomic, "a box whose chosen input has no float32 inside (real points between its ends)")
+    return ~atomic
 
 
 def _box_bounds(search: _Search, lower: torch.Tensor, upper: torch.Tensor, inherited: torch.Tensor) -> Known:
@@ -762,7 +781,8 @@ def _split_input(search: _Search, pattern: Pattern, boxes: BoxQueue) -> None:
     """The leaf's region (the whole box under its splits), bisected as boxes that keep the splits."""
     lower, upper = search.outer[0].unsqueeze(0), search.outer[1].unsqueeze(0)
     dims = choose_input_dims(search.network, lower, upper, search.C, search.rhs, search.groups)
-    boxes.push(*bisect(lower, upper, dims), tuple(torch.stack([p, p]) for p in pattern))
+    if bool(_splittable(search, lower, upper, dims)[0]):
+        boxes.push(*bisect(lower, upper, dims), tuple(torch.stack([p, p]) for p in pattern))
 
 
 def _attack_from(search: _Search, point: np.ndarray) -> None:

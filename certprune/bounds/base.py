@@ -23,6 +23,12 @@ Splits = Sequence[Optional[torch.Tensor]]
 # outputs come from, for the layer widths of ReLU networks we verify. It also makes an exact tie lower == 0
 # strictly negative, so a neuron is never declared stable from a tie.
 REL = {torch.float32: 2.0**-15, torch.float64: 2.0**-44}
+# Underflow (IEEE gradual underflow, onnxruntime's and torch's default). A product below the normal range is
+# rounded by an absolute amount, up to half the smallest subnormal (2^-150 in float32; sums are exact there),
+# which REL's relative margin does not cover, and so are our own centre (l + u) / 2 and radius (u - l) / 2 on
+# a box near 0 ([0, 2^-149] has both 0). So each affine step counts TINY more in every term's magnitude and
+# 2n + 1 TINYs for its products and sums: REL * TINY = 2^-149, the smallest float32 subnormal, a term.
+TINY = {torch.float32: 2.0**-134, torch.float64: 2.0**-1030}
 
 
 def widen_lower(value: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from certprune.bounds.alpha import AlphaCROWN, _Adam
-from certprune.bounds.base import Bounds, Problem, prepare, widen_lower
+from certprune.bounds.base import TINY, Bounds, Problem, prepare, widen_lower
 from certprune.bounds.crown import DEFAULT_CHUNK, Relaxation, back_substitute, sweep
 from certprune.bounds.linear import LinearBound, concretize
 from certprune.deadline import Deadline, DeadlineExpired
@@ -129,8 +129,9 @@ class _UnderConstraint:
         self.A, self.b, self.before, self.settings = A, b, before, settings
         self.last, self.active = last, active  # active: which of the last pass's boxes these are
         out = before.output
-        terms = out.magnitude.flatten(1) + out.abs_max().flatten(1)  # rounding of the logits and of A y
-        self.out_rounding = (A.abs() @ terms.unsqueeze(-1)).squeeze(-1) + b.abs()  # (G, m)
+        tiny = TINY[A.dtype]  # rounding of the logits and of A y, underflow included (bounds.base.TINY)
+        terms = out.magnitude.flatten(1) + out.abs_max().flatten(1) + tiny
+        self.out_rounding = (A.abs() @ terms.unsqueeze(-1)).squeeze(-1) + b.abs() + (2 * A.shape[-1] + 1) * tiny
 
     def __call__(self, problem: Problem, node: int, lower, upper, forward_magnitude, relaxations: dict):
         unstable = (lower < 0) & (upper > 0)

@@ -7,7 +7,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from certprune.bounds.base import BoundMethod, Bounds, Problem, check_kinds, finish, settle, widen_lower, widen_upper
+from certprune.bounds.base import (TINY, BoundMethod, Bounds, Problem, check_kinds, finish, settle, widen_lower,
+                                   widen_upper)
 
 
 class Interval(NamedTuple):
@@ -38,7 +39,8 @@ def _dense(layer, x: Interval) -> Interval:
     w_abs = layer.weight.abs()
     center = F.linear((x.lower + x.upper) / 2, layer.weight, layer.bias)
     radius = F.linear((x.upper - x.lower) / 2, w_abs)
-    magnitude = F.linear(x.abs_max() + x.magnitude, w_abs, layer.bias.abs())
+    tiny = TINY[w_abs.dtype]
+    magnitude = F.linear(x.abs_max() + x.magnitude + tiny, w_abs, layer.bias.abs() + (2 * w_abs.shape[1] + 1) * tiny)
     return _from_center(center, radius, magnitude)
 
 
@@ -47,7 +49,9 @@ def _conv2d(layer, x: Interval) -> Interval:
     args = (layer.stride, layer.padding, layer.dilation, layer.groups)
     center = F.conv2d((x.lower + x.upper) / 2, layer.weight, layer.bias, *args)
     radius = F.conv2d((x.upper - x.lower) / 2, w_abs, None, *args)
-    magnitude = F.conv2d(x.abs_max() + x.magnitude, w_abs, layer.bias.abs(), *args)
+    tiny = TINY[w_abs.dtype]
+    magnitude = F.conv2d(x.abs_max() + x.magnitude + tiny, w_abs,
+                         layer.bias.abs() + (2 * layer.weight[0].numel() + 1) * tiny, *args)
     return _from_center(center, radius, magnitude)
 
 
@@ -56,7 +60,8 @@ def _affine(layer, x: Interval) -> Interval:
     scale_abs = layer.scale.abs()
     center = (x.lower + x.upper) / 2 * layer.scale + layer.shift
     radius = (x.upper - x.lower) / 2 * scale_abs
-    magnitude = (x.abs_max() + x.magnitude) * scale_abs + layer.shift.abs()
+    tiny = TINY[scale_abs.dtype]
+    magnitude = (x.abs_max() + x.magnitude + tiny) * scale_abs + layer.shift.abs() + 3 * tiny
     return _from_center(center, radius, magnitude)
 
 
@@ -71,7 +76,7 @@ def _relu(layer, x: Interval) -> Interval:
 
 def _add(layer, a: Interval, b: Interval) -> Interval:
     # One rounding of the sum: its terms are both operands with their own forward error so far.
-    magnitude = a.abs_max() + a.magnitude + b.abs_max() + b.magnitude
+    magnitude = a.abs_max() + a.magnitude + b.abs_max() + b.magnitude + 3 * TINY[a.lower.dtype]
     return Interval(widen_lower(a.lower + b.lower, magnitude), widen_upper(a.upper + b.upper, magnitude), magnitude)
 
 
@@ -106,8 +111,9 @@ def spec_interval(spec: torch.Tensor, out: Interval) -> tuple[torch.Tensor, torc
     spec_abs = spec.abs()
     value = (spec @ center).squeeze(-1)
     spread = (spec_abs @ radius).squeeze(-1)
-    magnitude = (spec_abs @ (out.abs_max().flatten(start_dim=1) + out.magnitude.flatten(start_dim=1)).unsqueeze(-1))
-    magnitude = magnitude.squeeze(-1)
+    tiny = TINY[lower.dtype]
+    terms = out.abs_max().flatten(start_dim=1) + out.magnitude.flatten(start_dim=1) + tiny
+    magnitude = (spec_abs @ terms.unsqueeze(-1)).squeeze(-1) + (2 * spec.shape[-1] + 1) * tiny
     return widen_lower(value - spread, magnitude), widen_upper(value + spread, magnitude)
 
 

@@ -6,6 +6,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from certprune.bounds.base import TINY
+
 
 class LinearBound(NamedTuple):
     """Rows of lower bounds ``A @ x + bias`` on a flat layer vector x.
@@ -113,4 +115,5 @@ def concretize(bound: LinearBound, lower: torch.Tensor, upper: torch.Tensor) -> 
     else:  # multiply and sum beats a batch of matrix-vector products here
         value = (A * center.unsqueeze(-2)).sum(dim=-1)
         spread, size = (A_abs * radius.unsqueeze(-2)).sum(dim=-1), (A_abs * abs_max.unsqueeze(-2)).sum(dim=-1)
-    return value - spread + bound.bias, size + bound.magnitude
+    tiny = TINY[A.dtype]  # the centre and radius underflow on a box near 0, and the products below 2^-126
+    return value - spread + bound.bias, size + tiny * (A_abs.sum(dim=-1) + 2 * A.shape[-1] + 1) + bound.magnitude

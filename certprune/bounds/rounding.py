@@ -23,6 +23,10 @@ from certprune.network import Network
 from certprune.realcheck import may_underflow
 
 UNIT_ROUNDOFF = 2.0**-24  # float32
+# Below float32's normal range a product is rounded by an absolute amount, up to 2^-150 with IEEE gradual
+# underflow (onnxruntime's default; sums are exact there), which gamma's relative bound does not cover: per
+# output of an affine step at most UNDERFLOW = 2^-149 times (2n + 1), and sum |w| more as slack.
+UNDERFLOW = 2.0**-149
 SPARE = 8
 SAFETY = 2.0
 
@@ -48,7 +52,9 @@ def _dense(layer, value):
     lo, hi, error = value
     w_abs = layer.weight.abs()
     size = torch.maximum(lo.abs(), hi.abs()) + error
-    new_error = F.linear(error, w_abs) + gamma(layer.weight.shape[1]) * F.linear(size, w_abs, layer.bias.abs())
+    n = layer.weight.shape[1]
+    new_error = F.linear(error, w_abs) + gamma(n) * F.linear(size, w_abs, layer.bias.abs()) \
+        + UNDERFLOW * (w_abs.sum(dim=1) + 2 * n + 1)
     center = F.linear((lo + hi) / 2, layer.weight, layer.bias)
     radius = F.linear((hi - lo) / 2, w_abs)
     return center - radius, center + radius, new_error
@@ -60,7 +66,8 @@ def _conv2d(layer, value):
     args = (layer.stride, layer.padding, layer.dilation, layer.groups)
     size = torch.maximum(lo.abs(), hi.abs()) + error
     terms = layer.weight[0].numel()
-    new_error = F.conv2d(error, w_abs, None, *args) + gamma(terms) * F.conv2d(size, w_abs, layer.bias.abs(), *args)
+    new_error = F.conv2d(error, w_abs, None, *args) + gamma(terms) * F.conv2d(size, w_abs, layer.bias.abs(), *args) \
+        + UNDERFLOW * (w_abs.sum(dim=(1, 2, 3)) + 2 * terms + 1)[:, None, None]
     center = F.conv2d((lo + hi) / 2, layer.weight, layer.bias, *args)
     radius = F.conv2d((hi - lo) / 2, w_abs, None, *args)
     return center - radius, center + radius, new_error
@@ -70,7 +77,7 @@ def _affine(layer, value):
     lo, hi, error = value
     scale_abs = layer.scale.abs()
     size = torch.maximum(lo.abs(), hi.abs()) + error
-    new_error = error * scale_abs + gamma(1) * (size * scale_abs + layer.shift.abs())
+    new_error = error * scale_abs + gamma(1) * (size * scale_abs + layer.shift.abs()) + UNDERFLOW * (scale_abs + 3)
     center = (lo + hi) / 2 * layer.scale + layer.shift
     radius = (hi - lo) / 2 * scale_abs
     return center - radius, center + radius, new_error
@@ -88,7 +95,7 @@ def _move(layer, value):
 
 def _add(layer, a, b):
     size = torch.maximum(a[0].abs(), a[1].abs()) + a[2] + torch.maximum(b[0].abs(), b[1].abs()) + b[2]
-    return a[0] + b[0], a[1] + b[1], a[2] + b[2] + gamma(1) * size
+    return a[0] + b[0], a[1] + b[1], a[2] + b[2] + gamma(1) * size + 3 * UNDERFLOW
 
 
 def _concat(layer, *values):

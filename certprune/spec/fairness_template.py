@@ -47,7 +47,7 @@ def fairness_template(path: str | Path, protected: tuple[str, ...], *, label: st
         raise CertpruneError(f"--protected: {twice[0]!r} is given twice")
     for name in protected:
         values = frame[name].to_numpy()
-        if values.dtype.kind in "biuf" and not np.all(np.round(values) == values):
+        if values.dtype.kind in "biuf" and np.all(np.isfinite(values)) and not np.all(np.round(values) == values):
             raise CertpruneError(f"{path}: protected attribute {name!r} holds real values; a protected attribute "
                                  "takes a few integer values: encode it as integers (e.g. age groups) first")
     lower, upper = domain_sidecar(path, tuple(features), tuple(columns))

@@ -78,7 +78,8 @@ def test_python_api_with_arrays_and_a_data_loader(user):
     batches = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x[300:320]),
                                                                          torch.from_numpy(y[300:320])), batch_size=7)
     from_loader = certprune.certify(network, batches, eps=0.05, lower=-3.0, upper=3.0, timeout=10)  # as the README
-    assert [(r["index"], r["status"]) for r in from_loader.records] == [(r["index"], r["status"]) for r in report.records]
+    assert [(r["index"], r["status"]) for r in from_loader.records] == \
+        [(r["index"], r["status"]) for r in report.records]
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x[:300]),
                                                                         torch.from_numpy(y[:300])), batch_size=64)
     result = certprune.prune(network, "magnitude", 0.5, loader, eval_data=(x[300:], y[300:]))

@@ -86,5 +86,6 @@ def test_protected_attributes_are_checked_before_the_template_and_a_sidecar_give
         fairness_template(tmp_path / "t.csv", ("sex", "sex"))
     (tmp_path / "t.domain.json").write_text(json.dumps({"age": [18, 99.5], "income": [0, 10], "sex": [0, 1]}))
     text = fairness_template(tmp_path / "t.csv", ("sex",))
-    assert "{name: age, type: int, range: [18, 99]}" in text and "{name: income, type: real, range: [0.0, 10.0]}" in text
+    assert "{name: age, type: int, range: [18, 99]}" in text
+    assert "{name: income, type: real, range: [0.0, 10.0]}" in text
     assert "Domains are those of t.domain.json" in text
