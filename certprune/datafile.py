@@ -97,14 +97,14 @@ def read_data(path: str | Path, *, split: str | None = None, label: str | None =
                       np.broadcast_to(upper, shape).astype(np.float64), str(path), names)
 
 
-def _not_a_number(column, csv: bool) -> str:
+def _not_a_number(path: Path, column) -> str:
     """Where a column stops being numbers: the first value that is not one, by its line in a CSV file (1: the
     header) or its row in a table, in any split (the split's own rows may all read as numbers)."""
     for row, value in column.items():
         try:
             float(value)
         except (TypeError, ValueError):
-            return f"line {row + 2}: {value!r}" if csv else f"row {row}: {value!r}"
+            return f"{_where(path, row)}: {value!r}"
     return f"e.g. {column.iloc[0]!r}"
 
 
@@ -190,7 +190,7 @@ def _table(path: Path, split: str | None, label: str | None, features):
                              + (f"; the split column holds {', '.join(map(repr, found[:6]))}" if found else ""))
     for name in names + (label,):
         if frame[name].dtype.kind not in "biuf":
-            where = _not_a_number(whole[name], path.suffix.lower() == ".csv")
+            where = _not_a_number(path, whole[name])
             raise CertpruneError(f"{path}: column {name!r} is not numeric ({where}); encode it "
                                  "as numbers first (e.g. pandas factorize or sklearn OrdinalEncoder)")
     empty = frame[list(names) + [label]].isna()

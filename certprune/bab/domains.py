@@ -166,6 +166,14 @@ class BoxQueue:
         return tuple(torch.zeros(count, n, dtype=torch.int8) for n in self.relu_sizes)
 
 
+def no_float_inside(lower: torch.Tensor, upper: torch.Tensor, dims: torch.Tensor) -> torch.Tensor:
+    """(B,) whether no float32 lies strictly between the two ends of each box's coordinate ``dims``."""
+    rows = torch.arange(len(lower))
+    lo, hi = lower.flatten(1)[rows, dims], upper.flatten(1)[rows, dims]
+    mid = (lo + hi) / 2
+    return (mid <= lo) | (mid >= hi)
+
+
 def bisect(lower: torch.Tensor, upper: torch.Tensor, dims: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Both halves of every box along its chosen flat dimension (first halves, then second halves).
 
@@ -176,7 +184,7 @@ def bisect(lower: torch.Tensor, upper: torch.Tensor, dims: torch.Tensor) -> tupl
     rows = torch.arange(len(lower))
     lo_d, hi_d = flat_lo[rows, dims], flat_hi[rows, dims]
     mid = (lo_d + hi_d) / 2
-    atomic = (mid <= lo_d) | (mid >= hi_d)
+    atomic = no_float_inside(lower, upper, dims)
     left_hi, right_lo = flat_hi.clone(), flat_lo.clone()
     left_hi[rows, dims] = torch.where(atomic, lo_d, mid)
     right_lo[rows, dims] = torch.where(atomic, hi_d, mid)

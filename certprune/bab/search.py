@@ -28,7 +28,8 @@ import torch
 from certprune.bab.attack import Falsifier
 from certprune.bab.branching import (candidate_relus, choose_input_dims, choose_relus, flat_to_layer, lookahead_choice,
                                      shortfall_of)
-from certprune.bab.domains import BoxQueue, DomainStack, Known, Pattern, ReluDomains, bisect, select_bounds
+from certprune.bab.domains import (BoxQueue, DomainStack, Known, Pattern, ReluDomains, bisect, no_float_inside,
+                                  select_bounds)
 from certprune.bounds import CROWN, IBP, AlphaCROWN, Bounds
 from certprune.bounds.alpha import inherited_bounds
 from certprune.bounds.constrained import OutputConstrained
@@ -127,7 +128,7 @@ class _Search:
     # a box of one float32 input is decided by its replay: onnxruntime computes the float32 model there. Not
     # so when the replay asks more (``--arithmetic real``): a point it turns down may still violate for real
     points_by_replay: bool = True
-    unproven_points: int = 0  # point boxes neither proven nor replayed (only without ``points_by_replay``)
+    unproven: int = 0  # boxes dropped without a proof or a replay (only without ``points_by_replay``)
     open: Counter = field(default_factory=Counter)  # why domains were left to further splitting
     attack_seconds: float = 0.0
     attack_share: float = 0.0
@@ -499,7 +500,7 @@ def _search_domains(search: _Search):
         if search.domains > search.settings.max_domains:
             search.open["max_domains reached"] = len(boxes) + len(patterns)
             return Verdict.UNKNOWN
-    if search.unproven_points:
+    if search.unproven:
         return Verdict.UNKNOWN
     if search.milp_calls:
         search.decided_by += "+milp"
@@ -587,7 +588,7 @@ def _split_by_lookahead(search: _Search, boxes: BoxQueue, lower, upper, parents,
 def _unproven(search: _Search, which: torch.Tensor, why: str) -> None:
     """Count boxes dropped without a proof (only without ``points_by_replay``): the answer is then unknown."""
     if not search.points_by_replay and bool(which.any()):
-        search.unproven_points += int(which.sum())
+        search.unproven += int(which.sum())
         search.open[why] += int(which.sum())
 
 
@@ -597,10 +598,7 @@ def _splittable(search: _Search, lower, upper, dims) -> torch.Tensor:
     without ``points_by_replay`` (real arithmetic) such a box is dropped as unproven instead."""
     if search.points_by_replay:
         return torch.ones(len(lower), dtype=torch.bool)
-    rows = torch.arange(len(lower))
-    lo, hi = lower.flatten(1)[rows, dims], upper.flatten(1)[rows, dims]
-    mid = (lo + hi) / 2
-    atomic = (mid <= lo) | (mid >= hi)
+    atomic = no_float_inside(lower, upper, dims)
     _unproven(search, atomic, "a box whose chosen input has no float32 inside (real points between its ends)")
     return ~atomic
 

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import torch
 
 from certprune.bounds.alpha import AlphaCROWN, _Adam
-from certprune.bounds.base import TINY, Bounds, Problem, prepare, widen_lower
+from certprune.bounds.base import Bounds, Problem, prepare, widen_lower
 from certprune.bounds.crown import DEFAULT_CHUNK, Relaxation, back_substitute, sweep
+from certprune.bounds.ibp import output_rounding
 from certprune.bounds.linear import LinearBound, concretize
 from certprune.deadline import Deadline, DeadlineExpired
 
@@ -128,10 +129,7 @@ class _UnderConstraint:
                  active: torch.Tensor) -> None:
         self.A, self.b, self.before, self.settings = A, b, before, settings
         self.last, self.active = last, active  # active: which of the last pass's boxes these are
-        out = before.output
-        tiny = TINY[A.dtype]  # rounding of the logits and of A y, underflow included (bounds.base.TINY)
-        terms = out.magnitude.flatten(1) + out.abs_max().flatten(1) + tiny
-        self.out_rounding = (A.abs() @ terms.unsqueeze(-1)).squeeze(-1) + b.abs() + (2 * A.shape[-1] + 1) * tiny
+        self.out_rounding = output_rounding(A, before.output) + b.abs()  # (G, m): of the logits and of A y
 
     def __call__(self, problem: Problem, node: int, lower, upper, forward_magnitude, relaxations: dict):
         unstable = (lower < 0) & (upper > 0)

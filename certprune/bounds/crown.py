@@ -7,8 +7,8 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from certprune.bounds.base import TINY, BoundMethod, Bounds, Problem, check_kinds, finish, settle, widen_lower
-from certprune.bounds.ibp import Interval, interval_step, spec_interval
+from certprune.bounds.base import BoundMethod, Bounds, Problem, check_kinds, finish, settle, widen_lower
+from certprune.bounds.ibp import Interval, interval_step, output_rounding, spec_interval
 from certprune.bounds.linear import AFFINE_RULES, JOIN_RULES, LinearBound, concretize
 from certprune.deadline import Deadline
 from certprune.network import INPUT, pool_windows
@@ -248,11 +248,8 @@ def output_bounds(problem: Problem, result: Sweep, relaxations: dict, spec: torc
 
 def output_bounds_linear(problem: Problem, result: Sweep, relaxations: dict, spec: torch.Tensor):
     """``output_bounds`` and the linear bounds on the input they minimised (``lower_rows_linear``)."""
-    out = result.output
     # Forward rounding of the logits and of spec @ logits (the quantity the bounds are about).
-    tiny = TINY[spec.dtype]
-    terms = out.magnitude.flatten(start_dim=1) + out.abs_max().flatten(start_dim=1) + tiny
-    forward = (spec.abs() @ terms.unsqueeze(-1)).squeeze(-1) + (2 * spec.shape[-1] + 1) * tiny
+    forward = output_rounding(spec, result.output)
     return lower_rows_linear(problem, len(problem.network.layers) - 1, relaxations, spec, forward)
 
 

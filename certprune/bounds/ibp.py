@@ -104,16 +104,21 @@ def interval_step(layer, *xs: Interval) -> Interval:
     return RULES[layer.kind](layer, *xs)
 
 
+def output_rounding(spec: torch.Tensor, out: Interval) -> torch.Tensor:
+    """(B, K) sum of |terms| behind spec @ y at the logits ``out``: the logits' own forward pass and the product,
+    underflow included (``base.TINY``); the rounding margin of every bound on spec @ y. spec (K, n) or (B, K, n)."""
+    tiny = TINY[spec.dtype]
+    terms = out.abs_max().flatten(start_dim=1) + out.magnitude.flatten(start_dim=1) + tiny
+    return (spec.abs() @ terms.unsqueeze(-1)).squeeze(-1) + (2 * spec.shape[-1] + 1) * tiny
+
+
 def spec_interval(spec: torch.Tensor, out: Interval) -> tuple[torch.Tensor, torch.Tensor]:
     """Interval bounds of spec @ y for y in the output interval, widened; spec (K, n) or (B, K, n)."""
     lower, upper = out.lower.flatten(start_dim=1), out.upper.flatten(start_dim=1)
     center, radius = ((lower + upper) / 2).unsqueeze(-1), ((upper - lower) / 2).unsqueeze(-1)
-    spec_abs = spec.abs()
     value = (spec @ center).squeeze(-1)
-    spread = (spec_abs @ radius).squeeze(-1)
-    tiny = TINY[lower.dtype]
-    terms = out.abs_max().flatten(start_dim=1) + out.magnitude.flatten(start_dim=1) + tiny
-    magnitude = (spec_abs @ terms.unsqueeze(-1)).squeeze(-1) + (2 * spec.shape[-1] + 1) * tiny
+    spread = (spec.abs() @ radius).squeeze(-1)
+    magnitude = output_rounding(spec, out)
     return widen_lower(value - spread, magnitude), widen_upper(value + spread, magnitude)
 
 
